@@ -1,0 +1,154 @@
+// CtsLite build script: `dotnet fsi build.fsx <target> [-- args]`. No FAKE: plain processes.
+// Targets: restore, build, test, format, format-check, pack, bench, serve.
+// Every target does its own set-up (tool restore, packages), so each works on a fresh clone.
+
+open System
+open System.Diagnostics
+open System.IO
+open System.Runtime.InteropServices
+
+let root = __SOURCE_DIRECTORY__
+let configuration = "Release"
+
+[<DllImport("libc", SetLastError = true)>]
+extern int geteuid()
+
+[<DllImport("libc", SetLastError = true)>]
+extern int kill(int pid, int signal)
+
+let private log (message: string) = eprintfn "build: %s" message
+
+/// Runs a program with inherited standard streams; returns its exit code.
+let run (program: string) (args: string list) : int =
+    let info =
+        ProcessStartInfo(program, args, WorkingDirectory = root, UseShellExecute = false)
+
+    log $"""{program} {String.Join(" ", args)}"""
+    use proc = Process.Start info
+    // Forward SIGTERM so a supervised `serve` shuts the service down gracefully.
+    use _ =
+        PosixSignalRegistration.Create(
+            PosixSignal.SIGTERM,
+            fun ctx ->
+                ctx.Cancel <- true
+                kill (proc.Id, 15) |> ignore
+        )
+
+    proc.WaitForExit()
+    proc.ExitCode
+
+let runOrExit program args =
+    match run program args with
+    | 0 -> ()
+    | code ->
+        log $"failed with exit code {code}"
+        exit code
+
+let restore () =
+    runOrExit "dotnet" [ "tool"; "restore" ]
+    runOrExit "dotnet" [ "paket"; "restore" ]
+
+let build () =
+    restore ()
+
+    runOrExit "dotnet" [
+        "build"
+        "CtsLite.sln"
+        "-c"
+        configuration
+        "--nologo"
+        "-clp:ErrorsOnly;Summary"
+    ]
+
+/// Debian packages the tests need, keyed by the command each provides.
+let debianPackages = [ "capnp", "capnproto" ]
+
+let private onPath (command: string) =
+    (Environment.GetEnvironmentVariable "PATH").Split(':')
+    |> Array.exists (fun dir -> File.Exists(Path.Combine(dir, command)))
+
+let ensureDebianPackages () =
+    let missing =
+        debianPackages
+        |> List.filter (fun (command, _) -> not (onPath command))
+        |> List.map snd
+
+    match missing with
+    | [] -> ()
+    | packages when geteuid () = 0 ->
+        runOrExit "apt-get" [ "update"; "-qq" ]
+        runOrExit "apt-get" ([ "install"; "-y"; "-qq"; "--no-install-recommends" ] @ packages)
+    | packages ->
+        log
+            $"""the tests need Debian packages that are missing; install them with:
+    sudo apt-get update && sudo apt-get install -y {String.Join(" ", packages)}"""
+
+        exit 1
+
+let output (project: string) (assembly: string) =
+    Path.Combine(root, project, "bin", configuration, "net10.0", assembly)
+
+let args = fsi.CommandLineArgs |> Array.skip 1 |> Array.toList
+
+let target, rest =
+    match args with
+    | [] -> "build", []
+    | t :: more -> t, (more |> List.filter (fun a -> a <> "--"))
+
+let formatTargets = [ "src"; "tests"; "bench"; "build.fsx" ]
+
+match target with
+| "restore" -> restore ()
+| "build" -> build ()
+| "test" ->
+    ensureDebianPackages ()
+    build ()
+    exit (run "dotnet" (output "tests/CtsLite.Tests" "CtsLite.Tests.dll" :: rest))
+| "format" ->
+    runOrExit "dotnet" [ "tool"; "restore" ]
+    runOrExit "dotnet" ("fantomas" :: formatTargets)
+| "format-check" ->
+    runOrExit "dotnet" [ "tool"; "restore" ]
+    runOrExit "dotnet" ("fantomas" :: "--check" :: formatTargets)
+| "pack" ->
+    restore ()
+    let out = Path.Combine(root, "artifacts", "packages")
+
+    runOrExit "dotnet" [
+        "pack"
+        "src/CtsLite/CtsLite.csproj"
+        "-c"
+        configuration
+        "-o"
+        out
+        "--nologo"
+    ]
+
+    runOrExit "dotnet" [
+        "pack"
+        "src/CtsLite.Cli/CtsLite.Cli.fsproj"
+        "-c"
+        configuration
+        "-o"
+        out
+        "--nologo"
+    ]
+| "bench" ->
+    build ()
+    exit (run "dotnet" (output "bench/CtsLite.Bench" "CtsLite.Bench.dll" :: rest))
+| "serve" ->
+    restore ()
+
+    runOrExit "dotnet" [
+        "build"
+        "src/CtsLite.Server/CtsLite.Server.fsproj"
+        "-c"
+        configuration
+        "--nologo"
+        "-clp:ErrorsOnly"
+    ]
+
+    exit (run "dotnet" (output "src/CtsLite.Server" "CtsLite.Server.dll" :: rest))
+| other ->
+    log $"unknown target '{other}'; targets: restore, build, test, format, format-check, pack, bench, serve"
+    exit 2

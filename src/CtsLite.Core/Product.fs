@@ -1,0 +1,28 @@
+namespace CtsLite
+
+open System.Reflection
+
+type internal AssemblyMarker = class end
+
+/// Facts about this build of CtsLite.
+[<RequireQualifiedAccess>]
+module Product =
+
+    /// The product version (from the assembly's informational version, without source-control suffix).
+    let version: string =
+        let asm = typeof<AssemblyMarker>.Assembly
+
+        match asm.GetCustomAttribute<AssemblyInformationalVersionAttribute>() with
+        | null -> asm.GetName().Version.ToString(3)
+        | attr ->
+            match attr.InformationalVersion.IndexOf '+' with
+            | -1 -> attr.InformationalVersion
+            | plus -> attr.InformationalVersion.Substring(0, plus)
+
+    /// The version of the `/v1` HTTP API contract.
+    [<Literal>]
+    let ApiVersion = "1.0.0"
+
+    /// The oldest `cts` client the service accepts.
+    [<Literal>]
+    let MinClientVersion = "0.1.0"

@@ -1,0 +1,382 @@
+namespace CtsLite.Server
+
+open System
+open System.Collections.Generic
+open System.IO
+open System.Net
+open System.Text
+open Microsoft.Extensions.Logging
+
+/// Which kind of deployment the service runs in.
+[<RequireQualifiedAccess>]
+type DeploymentEnvironment =
+    | Development
+    | Production
+
+/// The service's settings after defaults, the TOML file and `CTS_*` variables were applied.
+type ServiceConfig = {
+    ApiHost: string
+    ApiPort: int
+    LogLevel: LogLevel
+    DataDir: string
+    /// Never logged or shown; `None` means authentication is off and the bind is loopback-only.
+    JwtSecret: string option
+    Environment: DeploymentEnvironment
+}
+
+/// Where a setting came from.
+[<RequireQualifiedAccess>]
+type ConfigSource =
+    | File of path: string
+    | EnvVar of name: string
+
+/// Why the configuration cannot be used. Every problem is reported, not just the first.
+[<RequireQualifiedAccess>]
+type ConfigError =
+    | UnreadableFile of path: string * reason: string
+    | TomlSyntax of path: string * line: int * column: int * message: string
+    | UnknownKey of path: string * key: string
+    /// `shown` is `None` for secrets, whose values never appear in messages.
+    | InvalidValue of source: ConfigSource * key: string * shown: string option * expected: string
+    | UnsafeBind of host: string
+
+/// The configuration loaded, with notes worth a log line.
+type LoadedConfig = {
+    Config: ServiceConfig
+    Warnings: string list
+}
+
+/// Loading and validating the service configuration.
+[<RequireQualifiedAccess>]
+module Config =
+
+    /// The environment variable naming the TOML file when `--config` is not given.
+    [<Literal>]
+    let ConfigPathVariable = "CTS_CONFIG"
+
+    /// `CTS_*` variables that belong to other parts of CtsLite (CLI, tests), not to the service.
+    let private foreignVariables =
+        set [
+            ConfigPathVariable
+            "CTS_URL"
+            "CTS_API_KEY"
+            "CTS_SHARED_DIR"
+            "CTS_OUT_DIR"
+        ]
+
+    /// The default data folder: `cts-lite` in the user's data directory (XDG_DATA_HOME on Linux).
+    let defaultDataDir () : string =
+        match Environment.GetFolderPath Environment.SpecialFolder.LocalApplicationData with
+        | "" -> Path.GetFullPath "cts-lite-data"
+        | folder -> Path.Combine(folder, "cts-lite")
+
+    /// Embedded defaults: loopback:8080, Information, development, no secret.
+    let defaults () : ServiceConfig = {
+        ApiHost = "127.0.0.1"
+        ApiPort = 8080
+        LogLevel = LogLevel.Information
+        DataDir = defaultDataDir ()
+        JwtSecret = None
+        Environment = DeploymentEnvironment.Development
+    }
+
+    /// The environment variable overriding `key`: `api_port` -> `CTS_API_PORT`.
+    let variableFor (key: string) : string = "CTS_" + key.ToUpperInvariant()
+
+    /// A raw value as found: TOML keeps its type, environment variables are strings.
+    type private Raw =
+        | RawString of string
+        | RawInteger of int64
+        | RawOther of obj
+
+    let private shown (raw: Raw) =
+        match raw with
+        | RawString s -> $"'{s}'"
+        | RawInteger i -> string i
+        | RawOther o -> $"{o}"
+
+    let private logLevels =
+        [
+            "trace", LogLevel.Trace
+            "debug", LogLevel.Debug
+            "information", LogLevel.Information
+            "info", LogLevel.Information
+            "warning", LogLevel.Warning
+            "warn", LogLevel.Warning
+            "error", LogLevel.Error
+            "critical", LogLevel.Critical
+            "fatal", LogLevel.Critical
+            "none", LogLevel.None
+        ]
+        |> Map.ofList
+
+    let private isLoopback (host: string) =
+        host.Equals("localhost", StringComparison.OrdinalIgnoreCase)
+        || (match IPAddress.TryParse host with
+            | true, ip -> IPAddress.IsLoopback ip
+            | false, _ -> false)
+
+    type private Setting = {
+        Key: string
+        Secret: bool
+        Expected: string
+        Apply: Raw -> ServiceConfig -> ServiceConfig option
+    }
+
+    let private text (raw: Raw) =
+        match raw with
+        | RawString s -> Some(s.Trim())
+        | _ -> None
+
+    let private settings: Setting list = [
+        {
+            Key = "api_host"
+            Secret = false
+            Expected = "an IP address or host name, e.g. 127.0.0.1"
+            Apply =
+                fun raw c ->
+                    text raw
+                    |> Option.filter (fun h -> h <> "" && Uri.CheckHostName h <> UriHostNameType.Unknown)
+                    |> Option.map (fun h -> { c with ApiHost = h })
+        }
+        {
+            Key = "api_port"
+            Secret = false
+            Expected = "an integer from 0 to 65535 (0 picks a free port)"
+            Apply =
+                fun raw c ->
+                    let port =
+                        match raw with
+                        | RawInteger i -> Some i
+                        | RawString s ->
+                            match
+                                Int64.TryParse(
+                                    s.Trim(),
+                                    Globalization.NumberStyles.None,
+                                    Globalization.CultureInfo.InvariantCulture
+                                )
+                            with
+                            | true, i -> Some i
+                            | false, _ -> None
+                        | RawOther _ -> None
+
+                    port
+                    |> Option.filter (fun p -> p >= 0L && p <= 65535L)
+                    |> Option.map (fun p -> { c with ApiPort = int p })
+        }
+        {
+            Key = "log_level"
+            Secret = false
+            Expected = "one of trace, debug, information (info), warning (warn), error, critical (fatal), none"
+            Apply =
+                fun raw c ->
+                    text raw
+                    |> Option.bind (fun s -> Map.tryFind (s.ToLowerInvariant()) logLevels)
+                    |> Option.map (fun l -> { c with LogLevel = l })
+        }
+        {
+            Key = "data_dir"
+            Secret = false
+            Expected = "a folder path"
+            Apply =
+                fun raw c ->
+                    text raw
+                    |> Option.filter (fun s -> s <> "" && s.IndexOf '\000' < 0)
+                    |> Option.map (fun s ->
+                        let expanded =
+                            match s with
+                            | "~" -> Environment.GetFolderPath Environment.SpecialFolder.UserProfile
+                            | _ when s.StartsWith "~/" ->
+                                Path.Combine(
+                                    Environment.GetFolderPath Environment.SpecialFolder.UserProfile,
+                                    s.Substring 2
+                                )
+                            | _ -> s
+
+                        {
+                            c with
+                                DataDir = Path.GetFullPath expanded
+                        })
+        }
+        {
+            Key = "jwt_secret"
+            Secret = true
+            Expected = "a secret of at least 32 bytes (UTF-8)"
+            Apply =
+                fun raw c ->
+                    match raw with
+                    | RawString s when Encoding.UTF8.GetByteCount s >= 32 -> Some { c with JwtSecret = Some s }
+                    | _ -> None
+        }
+        {
+            Key = "environment"
+            Secret = false
+            Expected = "development or production"
+            Apply =
+                fun raw c ->
+                    match text raw |> Option.map (fun s -> s.ToLowerInvariant()) with
+                    | Some "development" ->
+                        Some {
+                            c with
+                                Environment = DeploymentEnvironment.Development
+                        }
+                    | Some "production" ->
+                        Some {
+                            c with
+                                Environment = DeploymentEnvironment.Production
+                        }
+                    | _ -> None
+        }
+    ]
+
+    /// The keys the configuration accepts, in documentation order.
+    let keys: string list = settings |> List.map (fun s -> s.Key)
+
+    let private apply (source: ConfigSource) (setting: Setting) (raw: Raw) (config: ServiceConfig) =
+        match setting.Apply raw config with
+        | Some updated -> Ok updated
+        | None ->
+            let value = if setting.Secret then None else Some(shown raw)
+            Error(ConfigError.InvalidValue(source, setting.Key, value, setting.Expected))
+
+    let private fromToml (path: string) (content: string) : Result<(string * Raw) list, ConfigError list> =
+        try
+            let table =
+                Tomlyn.TomlSerializer.Deserialize<Tomlyn.Model.TomlTable>(content, Tomlyn.TomlSerializerOptions())
+
+            let entries = [
+                for kv in table ->
+                    let raw =
+                        match kv.Value with
+                        | :? string as s -> RawString s
+                        | :? int64 as i -> RawInteger i
+                        | other -> RawOther other
+
+                    kv.Key, raw
+            ]
+
+            let unknown =
+                entries
+                |> List.filter (fun (k, _) -> not (List.contains k keys))
+                |> List.map (fun (k, _) -> ConfigError.UnknownKey(path, k))
+
+            match unknown with
+            | [] -> Ok entries
+            | errors -> Error errors
+        with :? Tomlyn.TomlException as e ->
+            let message =
+                match e.Message.IndexOf(": error : ", StringComparison.Ordinal) with
+                | -1 -> e.Message
+                | i -> e.Message.Substring(i + 10)
+
+            Error [
+                ConfigError.TomlSyntax(path, e.Line.GetValueOrDefault(), e.Column.GetValueOrDefault(), message)
+            ]
+
+    /// Applies defaults, then the TOML file (when a path is given), then `CTS_<KEY>` variables;
+    /// every problem found is returned. `readFile` is the file system (a parameter for tests).
+    let load
+        (configPath: string option)
+        (environment: IReadOnlyDictionary<string, string>)
+        (readFile: string -> Result<string, string>)
+        : Result<LoadedConfig, ConfigError list> =
+        let errors = ResizeArray<ConfigError>()
+        let mutable config = defaults ()
+
+        let step source setting raw =
+            match apply source setting raw config with
+            | Ok updated -> config <- updated
+            | Error e -> errors.Add e
+
+        let path =
+            match configPath with
+            | Some p -> Some p
+            | None ->
+                match environment.TryGetValue ConfigPathVariable with
+                | true, p when not (String.IsNullOrWhiteSpace p) -> Some p
+                | _ -> None
+
+        match path with
+        | None -> ()
+        | Some p ->
+            match readFile p with
+            | Error reason -> errors.Add(ConfigError.UnreadableFile(p, reason))
+            | Ok content ->
+                match fromToml p content with
+                | Error es -> errors.AddRange es
+                | Ok entries ->
+                    for key, raw in entries do
+                        let setting = settings |> List.find (fun s -> s.Key = key)
+                        step (ConfigSource.File p) setting raw
+
+        for setting in settings do
+            let variable = variableFor setting.Key
+
+            match environment.TryGetValue variable with
+            | true, value -> step (ConfigSource.EnvVar variable) setting (RawString value)
+            | false, _ -> ()
+
+        if errors.Count = 0 && config.JwtSecret.IsNone && not (isLoopback config.ApiHost) then
+            errors.Add(ConfigError.UnsafeBind config.ApiHost)
+
+        let known = settings |> List.map (fun s -> variableFor s.Key) |> Set.ofList
+
+        let settingNames = String.Join(", ", known)
+
+        let warnings = [
+            for KeyValue(name, _) in environment do
+                if
+                    name.StartsWith("CTS_", StringComparison.Ordinal)
+                    && not (known.Contains name)
+                    && not (foreignVariables.Contains name)
+                then
+                    $"environment variable {name} is not a service setting and was not used (settings: {settingNames})"
+        ]
+
+        match List.ofSeq errors with
+        | [] -> Ok { Config = config; Warnings = warnings }
+        | es -> Error es
+
+    /// Reads a file for `load`, turning I/O failures into a reason.
+    let readFile (path: string) : Result<string, string> =
+        try
+            Ok(File.ReadAllText path)
+        with
+        | :? FileNotFoundException
+        | :? DirectoryNotFoundException -> Error "file not found"
+        | :? UnauthorizedAccessException -> Error "permission denied"
+        | :? IOException as e -> Error e.Message
+
+    /// One line per error, naming the file or variable, the key and what is accepted.
+    let describe (error: ConfigError) : string =
+        let where source =
+            match source with
+            | ConfigSource.File path -> $"{path}: "
+            | ConfigSource.EnvVar _ -> ""
+
+        match error with
+        | ConfigError.UnreadableFile(path, reason) -> $"config file {path}: {reason}"
+        | ConfigError.TomlSyntax(path, line, column, message) -> $"{path}:{line}:{column}: {message}"
+        | ConfigError.UnknownKey(path, key) ->
+            let accepted = String.Join(", ", keys)
+            $"{path}: unknown key '{key}' (accepted keys: {accepted})"
+        | ConfigError.InvalidValue(source, key, value, expected) ->
+            let name =
+                match source with
+                | ConfigSource.EnvVar variable -> variable
+                | ConfigSource.File _ -> key
+
+            match value with
+            | Some v -> $"{where source}{name} = {v} is invalid: expected {expected}"
+            | None -> $"{where source}{name} is invalid: expected {expected} (value not shown)"
+        | ConfigError.UnsafeBind host ->
+            $"api_host = '{host}' is not a loopback address and no jwt_secret is set: refusing to serve without authentication (set CTS_JWT_SECRET or bind to 127.0.0.1)"
+
+    /// The process environment as a dictionary.
+    let processEnvironment () : IReadOnlyDictionary<string, string> =
+        let d = Dictionary<string, string>(StringComparer.Ordinal)
+
+        for entry in Environment.GetEnvironmentVariables() |> Seq.cast<Collections.DictionaryEntry> do
+            d[string entry.Key] <- string entry.Value
+
+        d

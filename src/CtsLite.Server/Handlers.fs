@@ -1,0 +1,156 @@
+namespace CtsLite.Server
+
+open System
+open System.Diagnostics
+open System.IO
+open System.Threading
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.DependencyInjection
+open CtsLite
+open CtsLite.Tools
+open CtsLite.Server.Http
+
+/// What the handlers need from the running service; one instance per service.
+type ServiceContext = {
+    Config: ServiceConfig
+    Store: IStore
+    Time: TimeProvider
+    StartedAt: DateTimeOffset
+    /// Features the service really offers, as listed by `/v1/capabilities`.
+    Features: string list
+}
+
+/// The handlers of the `/v1` endpoints.
+[<RequireQualifiedAccess>]
+module Handlers =
+
+    let private service (ctx: HttpContext) =
+        ctx.RequestServices.GetRequiredService<ServiceContext>()
+
+    /// `"{d}d {h}h {m}m {s}s"`.
+    let formatUptime (uptime: TimeSpan) : string =
+        $"{uptime.Days}d {uptime.Hours}h {uptime.Minutes}m {uptime.Seconds}s"
+
+    let private checkTimeout = TimeSpan.FromSeconds 5.0
+
+    let private runCheck
+        (name: string)
+        (check: CancellationToken -> Task<Result<unit, string>>)
+        (cancellationToken: CancellationToken)
+        : Task<Api.HealthCheck> = task {
+        let started = Stopwatch.GetTimestamp()
+        use timeout = CancellationTokenSource.CreateLinkedTokenSource cancellationToken
+        timeout.CancelAfter checkTimeout
+
+        let! outcome = task {
+            try
+                return! check timeout.Token
+            with :? OperationCanceledException ->
+                return Error $"timed out after {checkTimeout.TotalSeconds:F0} s"
+        }
+
+        let durationMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds
+
+        let check: Api.HealthCheck =
+            match outcome with
+            | Ok() -> {
+                Name = name
+                Status = "pass"
+                DurationMs = durationMs
+                Detail = "ok"
+              }
+            | Error detail -> {
+                Name = name
+                Status = "fail"
+                DurationMs = durationMs
+                Detail = detail
+              }
+
+        return check
+    }
+
+    /// Writes, reads back and deletes a probe file in the data folder.
+    let checkDataDir (dataDir: string) (cancellationToken: CancellationToken) : Task<Result<unit, string>> = task {
+        let probe = Path.Combine(dataDir, $".health-{Guid.NewGuid():N}")
+
+        try
+            try
+                do! File.WriteAllBytesAsync(probe, [| 1uy |], cancellationToken)
+                let! back = File.ReadAllBytesAsync(probe, cancellationToken)
+
+                return
+                    match back with
+                    | [| 1uy |] -> Ok()
+                    | _ -> Error "data dir probe file read back wrong"
+            with
+            | :? UnauthorizedAccessException -> return Error "data dir is not writable (permission denied)"
+            | :? DirectoryNotFoundException -> return Error "data dir does not exist"
+            | :? IOException -> return Error "data dir is not writable (I/O error)"
+        finally
+            try
+                File.Delete probe
+            with _ ->
+                ()
+    }
+
+    /// `GET /v1/health`: 200 when every check passes, 503 otherwise.
+    let health: HttpHandler =
+        fun (next: HttpFunc) (ctx: HttpContext) -> task {
+            let svc = service ctx
+
+            let storeCheck (ct: CancellationToken) = task {
+                let! result = svc.Store.Check ct
+                return result |> Result.mapError StoreError.describe
+            }
+
+            let! checks =
+                Task.WhenAll(
+                    runCheck "data_dir_writable" (checkDataDir svc.Config.DataDir) ctx.RequestAborted,
+                    runCheck "store_reachable" storeCheck ctx.RequestAborted
+                )
+
+            let healthy = checks |> Array.forall (fun c -> c.Status = "pass")
+            let now = svc.Time.GetUtcNow()
+            let uptime = now - svc.StartedAt
+
+            let body: Api.HealthResponse = {
+                Status = if healthy then "healthy" else "unhealthy"
+                Version = Product.version
+                Uptime = formatUptime uptime
+                UptimeSeconds = Math.Round(uptime.TotalSeconds, 3)
+                Timestamp = now
+                StoreSizeBytes = svc.Store.SizeBytes()
+                Checks = List.ofArray checks
+            }
+
+            let status =
+                if healthy then
+                    StatusCodes.Status200OK
+                else
+                    StatusCodes.Status503ServiceUnavailable
+
+            return! (setStatusCode status >=> json body) next ctx
+        }
+
+    /// `GET /v1/version`.
+    let version: HttpHandler =
+        let body: Api.VersionResponse = {
+            ApiVersion = Product.ApiVersion
+            MinClientVersion = Product.MinClientVersion
+            ServerVersion = Product.version
+        }
+
+        json body
+
+    /// `GET /v1/capabilities`: only tools and monitors that actually run.
+    let capabilities: HttpHandler =
+        fun (next: HttpFunc) (ctx: HttpContext) ->
+            let body: Api.CapabilitiesResponse = {
+                Tools = Catalog.tools |> List.map Api.toolCapability
+                Monitors = Catalog.monitors |> List.map Api.toolCapability
+                ApiVersion = Product.ApiVersion
+                Features = (service ctx).Features
+            }
+
+            json body next ctx

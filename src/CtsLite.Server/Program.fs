@@ -1,0 +1,92 @@
+module CtsLite.Server.Program
+
+open System
+open System.IO
+open Argu
+open Microsoft.Extensions.DependencyInjection
+open Microsoft.Extensions.Hosting
+open Microsoft.Extensions.Logging
+open CtsLite
+
+/// Command-line arguments of the service.
+type ServerArgs =
+    | [<AltCommandLine("-c")>] Config of path: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Config _ -> "TOML configuration file (also CTS_CONFIG); CTS_<KEY> variables override it."
+
+let private fail (message: string) =
+    eprintfn "cts-lite: %s" message
+    2
+
+let private serve (loaded: LoadedConfig) (store: IStore) : int =
+    let config = loaded.Config
+
+    use host =
+        Startup.buildHost (Startup.createContext config store TimeProvider.System) true
+
+    let logger =
+        host.Services.GetRequiredService<ILoggerFactory>().CreateLogger("CtsLite.Server")
+
+    for warning in loaded.Warnings do
+        logger.LogWarning("Configuration: {Warning}", warning)
+
+    if config.JwtSecret.IsNone then
+        logger.LogWarning("No jwt_secret configured: authentication is off, so the service binds to loopback only")
+
+    host.Start()
+
+    for address in Startup.addresses host do
+        logger.LogInformation(
+            "CtsLite {Version} listening on {Address} (data dir {DataDir})",
+            Product.version,
+            address,
+            config.DataDir
+        )
+
+    host.WaitForShutdown()
+    logger.LogInformation("CtsLite stopped")
+    0
+
+[<EntryPoint>]
+let main argv =
+    let parser = ArgumentParser.Create<ServerArgs>(programName = "CtsLite.Server")
+
+    try
+        let args = parser.ParseCommandLine(argv)
+
+        match Config.load (args.TryGetResult Config) (Config.processEnvironment ()) Config.readFile with
+        | Error errors ->
+            for e in errors do
+                eprintfn "cts-lite: configuration error: %s" (Config.describe e)
+
+            2
+        | Ok loaded ->
+            let dataDir = loaded.Config.DataDir
+
+            let created =
+                try
+                    Directory.CreateDirectory dataDir |> ignore
+                    Ok()
+                with
+                | :? UnauthorizedAccessException -> Error "permission denied"
+                | :? IOException as e -> Error e.Message
+
+            match created with
+            | Error reason -> fail $"data_dir {dataDir} cannot be created: {reason}"
+            | Ok() ->
+                match SqliteStore.open' dataDir with
+                | Error e -> fail (StoreError.describe e)
+                | Ok store ->
+                    use store = store
+                    serve loaded store
+    with :? ArguParseException as e ->
+        match e.ErrorCode with
+        | ErrorCode.HelpText ->
+            printfn "%s" e.Message
+            0
+        | _ ->
+            eprintfn "%s" e.Message
+            2

@@ -1,0 +1,185 @@
+namespace CtsLite.Server
+
+open System
+open System.IO
+open System.Threading
+open System.Threading.Tasks
+open Microsoft.Data.Sqlite
+
+/// Why the store cannot serve.
+[<RequireQualifiedAccess>]
+type StoreError =
+    | Unavailable of reason: string
+    | SchemaTooNew of found: int * supported: int
+
+/// Runs, log entries, uploads and artifacts. Implementations must not assume they are the only
+/// process using the store (several workers and a PostgreSQL store are planned).
+type IStore =
+    inherit IDisposable
+
+    /// The schema version the store is at.
+    abstract SchemaVersion: int
+
+    /// A round trip to the store, for health checks.
+    abstract Check: CancellationToken -> Task<Result<unit, StoreError>>
+
+    /// Bytes the store occupies on disk.
+    abstract SizeBytes: unit -> int64
+
+/// Describing store errors.
+[<RequireQualifiedAccess>]
+module StoreError =
+
+    /// One line naming the problem.
+    let describe (error: StoreError) : string =
+        match error with
+        | StoreError.Unavailable reason -> $"store unavailable: {reason}"
+        | StoreError.SchemaTooNew(found, supported) ->
+            $"store schema version {found} is newer than this build supports ({supported}); upgrade CtsLite"
+
+/// The embedded SQLite store in the data folder.
+[<RequireQualifiedAccess>]
+module SqliteStore =
+
+    /// The database file name inside the data folder.
+    [<Literal>]
+    let FileName = "cts-lite.db"
+
+    /// Ordered migrations; `PRAGMA user_version` records the last one applied.
+    let migrations: (int * string) list = [
+        1,
+        """
+            CREATE TABLE runs (
+                run_id TEXT PRIMARY KEY,
+                tool_id TEXT NOT NULL,
+                name TEXT,
+                status TEXT NOT NULL CHECK (status IN ('queued','running','completed','failed','canceled')),
+                params_json TEXT NOT NULL,
+                input_json TEXT,
+                created_at TEXT NOT NULL,
+                started_at TEXT,
+                completed_at TEXT,
+                progress REAL,
+                error TEXT,
+                lease_owner TEXT,
+                lease_expires_at TEXT,
+                idempotency_key TEXT UNIQUE,
+                request_sha256 TEXT
+            );
+            CREATE INDEX runs_by_status ON runs (status, created_at);
+            CREATE TABLE log_entries (
+                run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL,
+                timestamp TEXT NOT NULL,
+                level TEXT NOT NULL,
+                message TEXT NOT NULL,
+                source TEXT NOT NULL,
+                PRIMARY KEY (run_id, seq)
+            );
+            CREATE TABLE uploads (
+                upload_id TEXT PRIMARY KEY,
+                filename TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                sha256 TEXT NOT NULL UNIQUE,
+                content_type TEXT NOT NULL,
+                path TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            );
+            CREATE TABLE artifacts (
+                artifact_id TEXT PRIMARY KEY,
+                run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+                filename TEXT NOT NULL,
+                content_type TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                sha256 TEXT NOT NULL,
+                path TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            );
+            CREATE INDEX artifacts_by_run ON artifacts (run_id);
+            """
+    ]
+
+    /// The schema version this build creates and understands.
+    let supportedVersion: int = migrations |> List.map fst |> List.max
+
+    let private scalar (connection: SqliteConnection) (sql: string) : obj =
+        use command = connection.CreateCommand()
+        command.CommandText <- sql
+        command.ExecuteScalar()
+
+    let private execute (connection: SqliteConnection) (transaction: SqliteTransaction) (sql: string) =
+        use command = connection.CreateCommand()
+        command.Transaction <- transaction
+        command.CommandText <- sql
+        command.ExecuteNonQuery() |> ignore
+
+    /// Brings the database to `supportedVersion`, each migration in its own transaction. An
+    /// immediate transaction serialises concurrent starters; each re-reads the version inside it.
+    let private migrate (connection: SqliteConnection) : Result<int, StoreError> =
+        let current () =
+            Convert.ToInt32(scalar connection "PRAGMA user_version")
+
+        match current () with
+        | v when v > supportedVersion -> Error(StoreError.SchemaTooNew(v, supportedVersion))
+        | _ ->
+            for version, sql in migrations do
+                use transaction = connection.BeginTransaction(deferred = false)
+
+                if Convert.ToInt32(scalar connection "PRAGMA user_version") < version then
+                    execute connection transaction sql
+                    execute connection transaction $"PRAGMA user_version = {version}"
+
+                transaction.Commit()
+
+            Ok(current ())
+
+    type private Store(connectionString: string, databasePath: string, version: int) =
+        interface IStore with
+            member _.SchemaVersion = version
+
+            member _.Check(cancellationToken: CancellationToken) = task {
+                try
+                    use connection = new SqliteConnection(connectionString)
+                    do! connection.OpenAsync cancellationToken
+                    use command = connection.CreateCommand()
+                    command.CommandText <- "SELECT count(*) FROM sqlite_master"
+                    let! _ = command.ExecuteScalarAsync cancellationToken
+                    return Ok()
+                with :? SqliteException as e ->
+                    return Error(StoreError.Unavailable $"SQLite error {e.SqliteErrorCode}")
+            }
+
+            member _.SizeBytes() =
+                [ databasePath; databasePath + "-wal"; databasePath + "-shm" ]
+                |> List.sumBy (fun p ->
+                    match File.Exists p with
+                    | true -> FileInfo(p).Length
+                    | false -> 0L)
+
+            member _.Dispose() = SqliteConnection.ClearAllPools()
+
+    /// Opens (creating and migrating as needed) the store in `dataDir`.
+    let open' (dataDir: string) : Result<IStore, StoreError> =
+        let databasePath = Path.Combine(dataDir, FileName)
+
+        let connectionString =
+            SqliteConnectionStringBuilder(
+                DataSource = databasePath,
+                Mode = SqliteOpenMode.ReadWriteCreate,
+                Cache = SqliteCacheMode.Private,
+                Pooling = true,
+                DefaultTimeout = 30
+            )
+                .ToString()
+
+        try
+            use connection = new SqliteConnection(connectionString)
+            connection.Open()
+            // WAL lets readers proceed while a writer commits; busy_timeout rides out other writers.
+            scalar connection "PRAGMA journal_mode = WAL" |> ignore
+            scalar connection "PRAGMA busy_timeout = 5000" |> ignore
+
+            migrate connection
+            |> Result.map (fun version -> new Store(connectionString, databasePath, version) :> IStore)
+        with :? SqliteException as e ->
+            Error(StoreError.Unavailable $"cannot open {databasePath}: SQLite error {e.SqliteErrorCode}")

@@ -1,0 +1,12 @@
+module CtsLite.Server.Tests.Tests
+
+open Expecto
+
+let all =
+    testList "Server" [
+        HttpCoreTests.all
+        ConfigTests.all
+        StoreTests.all
+        EndpointTests.all
+        ProcessTests.all
+    ]

@@ -1,0 +1,49 @@
+/// Where the tests find the repository, the shared data and the built programs.
+module internal CtsLite.Tests.TestEnv
+
+open System
+open System.IO
+open System.Reflection
+
+/// The repository root: the nearest folder above the test binaries holding CtsLite.sln.
+let repoRoot: string =
+    let rec up (dir: DirectoryInfo) =
+        match dir with
+        | null -> failwith $"CtsLite.sln not found above {AppContext.BaseDirectory}"
+        | d when File.Exists(Path.Combine(d.FullName, "CtsLite.sln")) -> d.FullName
+        | d -> up d.Parent
+
+    up (DirectoryInfo AppContext.BaseDirectory)
+
+/// `CTS_SHARED_DIR`, or `../shared` beside the repository.
+let sharedDirCandidate: string =
+    match Environment.GetEnvironmentVariable "CTS_SHARED_DIR" with
+    | null
+    | "" -> Path.GetFullPath(Path.Combine(repoRoot, "..", "shared"))
+    | dir -> Path.GetFullPath dir
+
+/// The one message given when the shared data is missing.
+let sharedDirMissingMessage: string =
+    $"shared test data not found at {sharedDirCandidate}: set CTS_SHARED_DIR to the folder holding data/rlogs and reference (default: ../shared beside the repository)"
+
+/// The shared data folder; fails the calling test with one clear message when it is missing.
+let sharedDir () : string =
+    match Directory.Exists(Path.Combine(sharedDirCandidate, "data", "rlogs")) with
+    | true -> sharedDirCandidate
+    | false -> failwith sharedDirMissingMessage
+
+/// Debug or Release: the configuration these tests were built in, so the programs match.
+let configuration: string =
+    match Assembly.GetExecutingAssembly().GetCustomAttribute<AssemblyConfigurationAttribute>() with
+    | null -> "Release"
+    | a -> a.Configuration
+
+/// The built output folder of a project under `src/`.
+let projectOutput (project: string) : string =
+    Path.Combine(repoRoot, "src", project, "bin", configuration, "net10.0")
+
+/// A new empty folder under the system temp folder, unique to this call.
+let tempDir (prefix: string) : string =
+    let dir = Path.Combine(Path.GetTempPath(), $"ctslite-{prefix}-{Guid.NewGuid():N}")
+    Directory.CreateDirectory dir |> ignore
+    dir
