@@ -1,5 +1,5 @@
 // CtsLite build script: `dotnet fsi build.fsx <target> [-- args]`. No FAKE: plain processes.
-// Targets: restore, build, test, format, format-check, pack, bench, serve.
+// Targets: restore, build, test, format, format-check, pack, bench, serve, schema <folder>.
 // Every target does its own set-up (tool restore, packages), so each works on a fresh clone.
 
 open System
@@ -136,6 +136,34 @@ match target with
 | "bench" ->
     build ()
     exit (run "dotnet" (output "bench/CtsLite.Bench" "CtsLite.Bench.dll" :: rest))
+| "schema" ->
+    // Regenerates the embedded cereal schema from a folder holding log.capnp (and its imports).
+    match rest with
+    | [ folder ] ->
+        let output =
+            Path.Combine(root, "src", "CtsLite.Core", "Schema", "cereal-log.capnp.bin")
+
+        let info =
+            ProcessStartInfo(
+                "capnp",
+                [ "compile"; "-o-"; "-I"; folder; Path.Combine(folder, "log.capnp") ],
+                UseShellExecute = false,
+                RedirectStandardOutput = true
+            )
+
+        use proc = Process.Start info
+        use file = File.Create output
+        proc.StandardOutput.BaseStream.CopyTo file
+        proc.WaitForExit()
+
+        if proc.ExitCode <> 0 then
+            log "capnp compile failed"
+            exit proc.ExitCode
+
+        log $"wrote {output} ({file.Length} bytes)"
+    | _ ->
+        log "usage: dotnet fsi build.fsx schema <folder with log.capnp>"
+        exit 2
 | "serve" ->
     restore ()
 
@@ -150,5 +178,5 @@ match target with
 
     exit (run "dotnet" (output "src/CtsLite.Server" "CtsLite.Server.dll" :: rest))
 | other ->
-    log $"unknown target '{other}'; targets: restore, build, test, format, format-check, pack, bench, serve"
+    log $"unknown target '{other}'; targets: restore, build, test, format, format-check, pack, bench, serve, schema"
     exit 2

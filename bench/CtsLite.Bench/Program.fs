@@ -82,6 +82,191 @@ let private pipelineBenchmarks (iterations: int) =
         measure "POST /v1/health (405 problem)" iterations (request "POST" "/v1/health")
     ]
 
+/// Peak resident set size of this process (VmHWM), in MiB.
+let private peakRssMiB () =
+    File.ReadAllLines "/proc/self/status"
+    |> Array.tryFind (fun l -> l.StartsWith "VmHWM:")
+    |> Option.map (fun l -> float (l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0)
+    |> Option.defaultValue nan
+
+type LogResult = {
+    Name: string
+    Seconds: float
+    RawBytes: int64
+    Events: int64
+    Frames: int64
+    Allocated: int64
+}
+
+/// One pass over `files` at a given depth: 0 decompression only, 1 + framing, tag and
+/// logMonoTime of every event, 2 + address, src and payload of every CAN frame.
+let private logPass (files: string list) (depth: int) : LogResult =
+    let schema = CtsLite.Capnp.Schema.cereal ()
+    let layout = CtsLite.Logs.EventLayout.ofSchema schema |> Result.defaultWith failwith
+    let options = CtsLite.Capnp.ReaderOptions.Default
+    let scratch = Array.zeroCreate<byte>(1 <<< 16)
+    let mutable raw = 0L
+    let mutable events = 0L
+    let mutable frames = 0L
+    let mutable checksum = 0UL
+    GC.Collect()
+    let before = GC.GetAllocatedBytesForCurrentThread()
+    let started = Stopwatch.GetTimestamp()
+
+    for file in files do
+        match depth with
+        | 0 ->
+            match CtsLite.Logs.Compression.openFile file options with
+            | Ok(stream, _) ->
+                use stream = stream
+                let mutable n = stream.Read(scratch, 0, scratch.Length)
+
+                while n > 0 do
+                    raw <- raw + int64 n
+                    n <- stream.Read(scratch, 0, scratch.Length)
+            | Error e -> failwith e
+        | _ ->
+            match CtsLite.Logs.LogReader.Open(file, options) with
+            | Ok reader ->
+                use reader = reader
+
+                while reader.Next() do
+                    let m = reader.Message
+                    let e = reader.Event
+                    events <- events + 1L
+
+                    checksum <-
+                        checksum
+                        + CtsLite.Logs.Event.logMonoTime m layout e
+                        + uint64 (CtsLite.Logs.Event.which m layout e)
+
+                    if depth >= 2 then
+                        let list = CtsLite.Logs.Event.canList m layout e
+
+                        for i in 0 .. list.Count - 1 do
+                            let f = CtsLite.Logs.Event.canFrame m layout e list i
+                            let payload = m.Span(f.PayloadPos, f.PayloadLength)
+
+                            checksum <-
+                                checksum
+                                + uint64 f.Address
+                                + uint64 f.Src
+                                + uint64 payload.Length
+                                + (if payload.Length > 0 then uint64 payload[0] else 0UL)
+
+                            frames <- frames + 1L
+
+                raw <- raw + reader.Position
+            | Error e -> failwith e
+
+    let seconds = Stopwatch.GetElapsedTime(started).TotalSeconds
+    let allocated = GC.GetAllocatedBytesForCurrentThread() - before
+
+    if checksum = 42UL then
+        printfn "(checksum)"
+
+    {
+        Name = ""
+        Seconds = seconds
+        RawBytes = raw
+        Events = events
+        Frames = frames
+        Allocated = allocated
+    }
+
+let private logBenchmarks (shared: string) (repeats: int) =
+    let rlogs = Path.Combine(shared, "data", "rlogs")
+
+    let rav4 =
+        Path.Combine(rlogs, "derived", "comma2k19_rav4_b0c9d2329ad1606b_2018-08-02--08-34-47--40.rlog")
+
+    let subaru = Path.Combine(rlogs, "synthetic", "default.rlog.zst")
+
+    let route = [
+        for n in 0..2 ->
+            Path.Combine(rlogs, "synthetic", "route", $"5ca1ab1e5ca1ab1e|2025-01-16--07-45-12--{n}", "rlog.zst")
+    ]
+
+    let run name files depth =
+        logPass files depth |> ignore // warm-up
+        let results = [ for _ in 1..repeats -> logPass files depth ]
+        let best = results |> List.minBy (fun r -> r.Seconds)
+        { best with Name = name }
+
+    let table = [
+        for label, files in
+            [
+                "comma2k19 rlog (zst)", [ rav4 + ".zst" ]
+                "Subaru synthetic (zst)", [ subaru ]
+            ] do
+            run $"{label} (a) zstd only" files 0
+            run $"{label} (b) + tag, logMonoTime" files 1
+            run $"{label} (c) + CAN frames" files 2
+        run "comma2k19 rlog (bz2) (c) + CAN frames" [ rav4 + ".bz2" ] 2
+        run "Subaru 1 segment (c)" [ route.Head ] 2
+        run "Subaru 3-segment route (c)" route 2
+    ]
+
+    printfn ""
+
+    printfn
+        "| %-42s | %9s | %9s | %12s | %12s | %8s | %8s |"
+        "log pass"
+        "ms"
+        "MB/s"
+        "events/s"
+        "frames/s"
+        "B/event"
+        "B/frame"
+
+    printfn
+        "|%s|%s|%s|%s|%s|%s|%s|"
+        (String('-', 44))
+        (String('-', 11))
+        (String('-', 11))
+        (String('-', 14))
+        (String('-', 14))
+        (String('-', 10))
+        (String('-', 10))
+
+    for r in table do
+        let perSecond (n: int64) =
+            if n = 0L then "-" else $"{float n / r.Seconds:N0}"
+
+        let per (n: int64) =
+            if n = 0L then "-" else $"{float r.Allocated / float n:F3}"
+
+        printfn
+            "| %-42s | %9.1f | %9.1f | %12s | %12s | %8s | %8s |"
+            r.Name
+            (r.Seconds * 1000.0)
+            (float r.RawBytes / 1e6 / r.Seconds)
+            (perSecond r.Events)
+            (perSecond r.Frames)
+            (per r.Events)
+            (per r.Frames)
+
+    let find (prefix: string) =
+        table |> List.find (fun r -> r.Name.StartsWith prefix)
+
+    for label in [ "comma2k19 rlog (zst)"; "Subaru synthetic (zst)" ] do
+        let a = find $"{label} (a)"
+        let c = find $"{label} (c)"
+        printfn ""
+        printfn "%s: (c) / (a) time = %.2f" label (c.Seconds / a.Seconds)
+
+    let one = find "Subaru 1 segment"
+    let three = find "Subaru 3-segment"
+
+    printfn
+        "Route growth: 1 segment allocates %d B in total, 3 segments %d B (per event %.3f vs %.3f)"
+        one.Allocated
+        three.Allocated
+        (float one.Allocated / float one.Events)
+        (float three.Allocated / float three.Events)
+
+    printfn "Peak RSS of the benchmark process: %.1f MiB" (peakRssMiB ())
+
 [<EntryPoint>]
 let main argv =
     let quick = argv |> Array.contains "--quick"
@@ -100,5 +285,16 @@ let main argv =
 
     for r in pipelineBenchmarks iterations do
         report r
+
+    let shared =
+        match Environment.GetEnvironmentVariable "CTS_SHARED_DIR" with
+        | null
+        | "" -> Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "..", "shared"))
+        | dir -> dir
+
+    if Directory.Exists shared then
+        logBenchmarks shared (if quick then 1 else 5)
+    else
+        eprintfn "log benchmarks skipped: shared data not found at %s (set CTS_SHARED_DIR)" shared
 
     0

@@ -2,6 +2,67 @@ namespace CtsLite.Cli
 
 open Argu
 
+/// Options shared by the `cts log` commands.
+type LogInfoArgs =
+    | [<MainCommand; Mandatory>] Input of log: string
+    | Strict
+    | Schema of path: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Input _ ->
+                "log file (rlog/qlog, zstd, bzip2 or raw), segment folder, or route <folder>/<dongle>|<time>[/start:end][/q|r|a]."
+            | Strict -> "treat damage (truncation, corruption) as an error instead of a warning."
+            | Schema _ -> "decode with this schema: a compiled CodeGeneratorRequest or a .capnp file (needs capnp)."
+
+/// `cts log dump`.
+type LogDumpArgs =
+    | [<MainCommand; Mandatory>] Input of log: string
+    | Service of name: string
+    | Limit of count: int
+    | Strict
+    | Schema of path: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Input _ -> "log file, segment folder or route."
+            | Service _ -> "only events of this service (repeatable), e.g. carState."
+            | Limit _ -> "stop after this many events."
+            | Strict -> "treat damage as an error instead of a warning."
+            | Schema _ -> "decode with this schema (compiled, or .capnp with capnp installed)."
+
+/// `cts log can`.
+type LogCanArgs =
+    | [<MainCommand; Mandatory>] Input of log: string
+    | Bus of src: int
+    | Address of address: string
+    | Strict
+    | Schema of path: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Input _ -> "log file, segment folder or route."
+            | Bus _ -> "only frames with this raw src byte (repeatable; 128+ are TX echoes)."
+            | Address _ -> "only frames with this address, e.g. 0x146 (repeatable)."
+            | Strict -> "treat damage as an error instead of a warning."
+            | Schema _ -> "decode with this schema (compiled, or .capnp with capnp installed)."
+
+/// `cts log`: local log reading, no service needed.
+type LogArgs =
+    | [<CliPrefix(CliPrefix.None)>] Info of ParseResults<LogInfoArgs>
+    | [<CliPrefix(CliPrefix.None)>] Dump of ParseResults<LogDumpArgs>
+    | [<CliPrefix(CliPrefix.None)>] Can of ParseResults<LogCanArgs>
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Info _ -> "one JSON object of counts: events per service, time span, CAN frames per src."
+            | Dump _ -> "every event as one JSON line, as `capnp convert --short binary:json` prints it."
+            | Can _ -> "CAN frames as CSV: log_mono_time_ns,kind,src,address,data_hex."
+
 /// `cts` and its subcommands. Global options apply to every subcommand.
 type CtsArgs =
     | [<AltCommandLine("-u"); Inherit>] Url of url: string
@@ -10,6 +71,7 @@ type CtsArgs =
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Ping
     | [<SubCommand; CliPrefix(CliPrefix.None); AltCommandLine("cap")>] Capabilities
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Version
+    | [<CliPrefix(CliPrefix.None)>] Log of ParseResults<LogArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -20,3 +82,4 @@ type CtsArgs =
             | Ping -> "check that the service is up and healthy."
             | Capabilities -> "list the tools and monitors the service can run."
             | Version -> "print the client version and, when reachable, the service's."
+            | Log _ -> "read openpilot logs locally: info, dump, can."

@@ -27,6 +27,8 @@ type CommandContext = {
     Json: bool
     Http: HttpClient
     Out: TextWriter
+    /// The same standard output as bytes, for exact output (flush `Out` before writing).
+    OutStream: Stream
     Err: TextWriter
 }
 

@@ -11,8 +11,7 @@ let private environment (name: string) =
     | "" -> None
     | value -> Some value
 
-/// Runs `cts` with `argv`, writing to `out` and `err`; returns the exit code.
-let run (argv: string array) (out: TextWriter) (err: TextWriter) : int =
+let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err: TextWriter) : int =
     let parser = ArgumentParser.Create<CtsArgs>(programName = "cts")
 
     try
@@ -32,6 +31,7 @@ let run (argv: string array) (out: TextWriter) (err: TextWriter) : int =
                 Json = args.Contains Json
                 Http = http
                 Out = out
+                OutStream = stdout
                 Err = err
             }
 
@@ -39,6 +39,14 @@ let run (argv: string array) (out: TextWriter) (err: TextWriter) : int =
             | Some Ping -> Remote.ping ctx
             | Some Capabilities -> Remote.capabilities ctx
             | Some Version -> Remote.version ctx
+            | Some(Log logArgs) ->
+                match logArgs.TryGetSubCommand() with
+                | Some(Info a) -> LogCommands.info ctx a
+                | Some(Dump a) -> LogCommands.dump ctx a
+                | Some(Can a) -> LogCommands.can ctx a
+                | None ->
+                    err.WriteLine(logArgs.Parser.PrintUsage())
+                    ExitCode.ClientError
             | Some _
             | None ->
                 err.WriteLine(parser.PrintUsage())
@@ -52,5 +60,17 @@ let run (argv: string array) (out: TextWriter) (err: TextWriter) : int =
             err.WriteLine e.Message
             ExitCode.ClientError
 
+/// Runs `cts` with `argv`, writing to `stdout` and `err`; returns the exit code.
+let run (argv: string array) (stdout: Stream) (err: TextWriter) : int =
+    use out =
+        new StreamWriter(stdout, Text.UTF8Encoding(false), 65536, leaveOpen = true, NewLine = "\n")
+
+    try
+        runWith argv out stdout err
+    finally
+        out.Flush()
+
 [<EntryPoint>]
-let main argv = run argv Console.Out Console.Error
+let main argv =
+    use stdout = Console.OpenStandardOutput()
+    run argv stdout Console.Error

@@ -13,10 +13,10 @@ open CtsLite.Tests
 
 /// Runs `cts` in process and returns (exit code, stdout, stderr).
 let cts (args: string list) : int * string * string =
-    use out = new StringWriter()
     use err = new StringWriter()
-    let code = Program.run (Array.ofList args) out err
-    code, out.ToString(), err.ToString()
+    use stdout = new MemoryStream()
+    let code = Program.run (Array.ofList args) stdout err
+    code, Text.Encoding.UTF8.GetString(stdout.ToArray()), err.ToString()
 
 /// A real Kestrel service on a free loopback port for the duration of `f`.
 let withService (f: string -> unit) =
@@ -136,4 +136,4 @@ let local =
             && not (Remote.versionAtLeast v next))
     ]
 
-let all = testList "Cli" [ remote; local ]
+let cliTests = [ remote; local ]

@@ -24,7 +24,7 @@ let allTests =
     testList "CtsLite" [
         CtsLite.Core.Tests.Tests.all
         CtsLite.Server.Tests.Tests.all
-        CtsLite.Cli.Tests.Tests.all
+        CtsLite.Cli.Tests.All.all
     ]
 
 [<EntryPoint>]

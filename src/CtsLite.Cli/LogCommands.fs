@@ -1,0 +1,244 @@
+namespace CtsLite.Cli
+
+open System
+open System.Buffers
+open System.Globalization
+open System.IO
+open System.Text
+open System.Text.Json
+open Argu
+open CtsLite.Capnp
+open CtsLite.Logs
+
+/// `cts log …`: reading logs locally.
+[<RequireQualifiedAccess>]
+module LogCommands =
+
+    let private fail (ctx: CommandContext) (message: string) =
+        ctx.Err.WriteLine($"error: {message}")
+        ExitCode.ClientError
+
+    let private loadSchema (path: string option) : Result<Schema, string> =
+        match path with
+        | None -> Ok(Schema.cereal ())
+        | Some p -> Schema.loadFile p
+
+    /// Resolves input, schema and layout, then runs `body`.
+    let private withLog
+        (ctx: CommandContext)
+        (input: string)
+        (schemaPath: string option)
+        (body: string list -> Schema -> EventLayout -> int)
+        : int =
+        match Route.resolve input with
+        | Error e -> fail ctx e
+        | Ok files ->
+            match loadSchema schemaPath with
+            | Error e -> fail ctx e
+            | Ok schema ->
+                match EventLayout.ofSchema schema with
+                | Error e -> fail ctx $"schema: {e}"
+                | Ok layout -> body files schema layout
+
+    let private options (strict: bool) = {
+        ReaderOptions.Default with
+            Strict = strict
+    }
+
+    let private finish (ctx: CommandContext) (result: Result<string list, DecodeError>) =
+        match result with
+        | Error e -> fail ctx (DecodeError.describe e)
+        | Ok warnings ->
+            for w in warnings do
+                ctx.Err.WriteLine($"warning: {w}")
+
+            ExitCode.Ok
+
+    /// `cts log info`.
+    let info (ctx: CommandContext) (args: ParseResults<LogInfoArgs>) : int =
+        withLog
+            ctx
+            (args.GetResult LogInfoArgs.Input)
+            (args.TryGetResult LogInfoArgs.Schema)
+            (fun files schema layout ->
+                match LogInfo.compute schema layout (options (args.Contains LogInfoArgs.Strict)) files with
+                | Error e -> fail ctx (DecodeError.describe e)
+                | Ok info ->
+                    use buffer = new MemoryStream()
+
+                    do
+                        use w = new Utf8JsonWriter(buffer, JsonWriterOptions(Indented = true))
+                        w.WriteStartObject()
+                        w.WriteNumber("events", info.Events)
+                        w.WriteStartObject "event_counts"
+
+                        for KeyValue(name, count) in info.EventCounts do
+                            w.WriteNumber(name, count)
+
+                        w.WriteEndObject()
+
+                        let time (name: string) (value: uint64 option) =
+                            match value with
+                            | Some v -> w.WriteNumber(name, v)
+                            | None -> w.WriteNull name
+
+                        time "first_log_mono_time" info.FirstLogMonoTime
+                        time "last_log_mono_time" info.LastLogMonoTime
+                        w.WriteNumber("can_frames", info.CanFrames)
+                        w.WriteNumber("sendcan_frames", info.SendcanFrames)
+                        w.WriteStartObject "can_frames_per_src"
+
+                        for KeyValue(src, count) in info.CanFramesPerSrc do
+                            w.WriteNumber(string src, count)
+
+                        w.WriteEndObject()
+                        w.WriteStartObject "can_distinct_addresses_per_src"
+
+                        for KeyValue(src, count) in info.CanDistinctAddressesPerSrc do
+                            w.WriteNumber(string src, count)
+
+                        w.WriteEndObject()
+
+                        match info.CarFingerprint with
+                        | Some f -> w.WriteString("car_fingerprint", f)
+                        | None -> w.WriteNull "car_fingerprint"
+
+                        w.WriteStartArray "warnings"
+
+                        for warning in info.Warnings do
+                            w.WriteStringValue warning
+
+                        w.WriteEndArray()
+                        w.WriteEndObject()
+
+                    ctx.Out.WriteLine(Encoding.UTF8.GetString(buffer.ToArray()))
+
+                    for warning in info.Warnings do
+                        ctx.Err.WriteLine($"warning: {warning}")
+
+                    ExitCode.Ok)
+
+    /// `cts log dump`.
+    let dump (ctx: CommandContext) (args: ParseResults<LogDumpArgs>) : int =
+        withLog
+            ctx
+            (args.GetResult LogDumpArgs.Input)
+            (args.TryGetResult LogDumpArgs.Schema)
+            (fun files schema layout ->
+                let services = args.GetResults LogDumpArgs.Service
+
+                let unknown =
+                    services |> List.filter (fun s -> (Event.discriminantOf layout s).IsNone)
+
+                let limit =
+                    args.TryGetResult LogDumpArgs.Limit |> Option.defaultValue Int32.MaxValue
+
+                match unknown, limit with
+                | _ :: _, _ -> fail ctx $"""unknown service(s): {String.Join(", ", unknown)}"""
+                | [], l when l < 0 -> fail ctx "--limit must not be negative"
+                | [], _ ->
+                    let wanted = services |> List.choose (Event.discriminantOf layout) |> Set.ofList
+                    let writer = ArrayBufferWriter<byte>(1 <<< 16)
+                    let mutable written = 0
+                    ctx.Out.Flush()
+
+                    let visit (reader: LogReader) =
+                        if written < limit then
+                            let m = reader.Message
+
+                            if wanted.IsEmpty || wanted.Contains(Event.which m layout reader.Event) then
+                                writer.ResetWrittenCount()
+                                Json.writeStruct schema m layout.Event reader.Event writer
+                                ctx.OutStream.Write(writer.WrittenSpan)
+                                ctx.OutStream.WriteByte 10uy
+                                written <- written + 1
+
+                    let result = Logs.iter (options (args.Contains LogDumpArgs.Strict)) files visit
+                    ctx.OutStream.Flush()
+                    finish ctx result)
+
+    let private parseAddress (text: string) : uint32 option =
+        let t = text.Trim()
+
+        let digits, style =
+            if t.StartsWith("0x", StringComparison.OrdinalIgnoreCase) then
+                t.Substring 2, NumberStyles.AllowHexSpecifier
+            else
+                t, NumberStyles.None
+
+        match UInt32.TryParse(digits, style, CultureInfo.InvariantCulture) with
+        | true, v -> Some v
+        | false, _ -> None
+
+    /// `cts log can`.
+    let can (ctx: CommandContext) (args: ParseResults<LogCanArgs>) : int =
+        withLog ctx (args.GetResult LogCanArgs.Input) (args.TryGetResult LogCanArgs.Schema) (fun files _ layout ->
+            let buses = args.GetResults LogCanArgs.Bus
+            let addressTexts = args.GetResults LogCanArgs.Address
+            let addresses = addressTexts |> List.map parseAddress
+
+            match buses |> List.tryFind (fun b -> b < 0 || b > 255), List.tryFindIndex Option.isNone addresses with
+            | Some b, _ -> fail ctx $"--bus {b}: expected a src byte 0..255"
+            | _, Some i -> fail ctx $"--address {addressTexts[i]}: expected a CAN id such as 0x146"
+            | None, None ->
+                let busFilter = Array.zeroCreate<bool> 256
+
+                for b in buses do
+                    busFilter[b] <- true
+
+                let addressSet = addresses |> List.choose id |> Set.ofList
+                let out = ctx.Out
+                out.WriteLine "log_mono_time_ns,kind,src,address,data_hex"
+                let line = Array.zeroCreate<char> 256
+
+                let visit (reader: LogReader) =
+                    let m = reader.Message
+                    let e = reader.Event
+                    let list = Event.canList m layout e
+
+                    for i in 0 .. list.Count - 1 do
+                        let f = Event.canFrame m layout e list i
+
+                        if
+                            (buses.IsEmpty || busFilter[int f.Src])
+                            && (addressSet.IsEmpty || addressSet.Contains f.Address)
+                        then
+                            let span = line.AsSpan()
+                            let mutable n = 0
+
+                            f.LogMonoTime.TryFormat(span, &n, ReadOnlySpan.Empty, CultureInfo.InvariantCulture)
+                            |> ignore
+
+                            let kind = if f.Sendcan then ",sendcan," else ",can,"
+                            kind.AsSpan().CopyTo(span.Slice n)
+                            n <- n + kind.Length
+                            let mutable k = 0
+
+                            (int f.Src).TryFormat(span.Slice n, &k, ReadOnlySpan.Empty, CultureInfo.InvariantCulture)
+                            |> ignore
+
+                            n <- n + k
+                            ",0x".AsSpan().CopyTo(span.Slice n)
+                            n <- n + 3
+
+                            f.Address.TryFormat(span.Slice n, &k, "X3".AsSpan(), CultureInfo.InvariantCulture)
+                            |> ignore
+
+                            n <- n + k
+                            span[n] <- ','
+                            n <- n + 1
+                            let payload = m.Span(f.PayloadPos, f.PayloadLength)
+
+                            if n + 2 * payload.Length < span.Length then
+                                Convert.TryToHexString(payload, span.Slice n, &k) |> ignore
+                                n <- n + k
+                                out.Write(ReadOnlySpan<char>(line, 0, n))
+                            else
+                                out.Write(ReadOnlySpan<char>(line, 0, n))
+                                out.Write(Convert.ToHexString payload)
+
+                            out.Write '\n'
+
+                let result = Logs.iter (options (args.Contains LogCanArgs.Strict)) files visit
+                out.Flush()
+                finish ctx result)

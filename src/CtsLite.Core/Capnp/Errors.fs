@@ -1,0 +1,95 @@
+namespace CtsLite.Capnp
+
+open System
+open System.Runtime.CompilerServices
+
+/// Limits that keep hostile or damaged input from costing unbounded time or memory.
+type ReaderOptions = {
+    /// Words a single message may make the reader visit (capnp's default: 8 Mi words = 64 MiB).
+    TraversalLimitWords: int64
+    /// Pointers followed from the root, at most.
+    NestingLimit: int
+    /// Segments in one message, at most.
+    MaxSegments: int
+    /// Words in one message (all segments), at most; checked before anything is allocated.
+    MaxMessageWords: int64
+    /// Decompressed bytes of one file, at most.
+    MaxDecompressedBytes: int64
+    /// Decompressed ÷ compressed bytes, at most (checked once 16 MiB are out).
+    MaxCompressionRatio: float
+    /// Turns damage (truncation, corruption, trailing garbage) into an error instead of a warning.
+    Strict: bool
+} with
+
+    /// capnp's defaults for traversal and nesting; 512 segments; 64 MiB messages; 16 GiB per file;
+    /// a ratio of 1000 (real logs compress 5–20×).
+    static member Default = {
+        TraversalLimitWords = 8L * 1024L * 1024L
+        NestingLimit = 64
+        MaxSegments = 512
+        MaxMessageWords = 8L * 1024L * 1024L
+        MaxDecompressedBytes = 16L * 1024L * 1024L * 1024L
+        MaxCompressionRatio = 1000.0
+        Strict = false
+    }
+
+/// Why bytes could not be decoded.
+[<RequireQualifiedAccess>]
+type DecodeReason =
+    | Truncated of needed: int64 * available: int64
+    | SegmentTable of detail: string
+    | MessageTooLarge of words: int64 * limit: int64
+    | PointerOutOfBounds
+    | BadFarPointer of detail: string
+    | UnexpectedPointer of expected: string * found: string
+    | CapabilityPointer
+    | TraversalLimit of limitWords: int64
+    | NestingLimit of limit: int
+    | TextNotTerminated
+    | DecompressedSizeLimit of limitBytes: int64
+    | CompressionRatioLimit of limit: float
+    | CorruptCompressedData of detail: string
+    | Schema of detail: string
+
+/// A decoding failure: where (source name and byte offset in the decompressed stream) and why.
+type DecodeError = {
+    Source: string
+    Offset: int64
+    Reason: DecodeReason
+}
+
+/// Describing decode errors.
+[<RequireQualifiedAccess>]
+module DecodeError =
+
+    /// The reason in words.
+    let reason (r: DecodeReason) : string =
+        match r with
+        | DecodeReason.Truncated(needed, available) -> $"truncated: {needed} bytes needed, {available} available"
+        | DecodeReason.SegmentTable detail -> $"bad segment table: {detail}"
+        | DecodeReason.MessageTooLarge(words, limit) -> $"message of {words} words exceeds the limit of {limit}"
+        | DecodeReason.PointerOutOfBounds -> "pointer out of bounds"
+        | DecodeReason.BadFarPointer detail -> $"bad far pointer: {detail}"
+        | DecodeReason.UnexpectedPointer(expected, found) -> $"expected a {expected} pointer, found a {found} pointer"
+        | DecodeReason.CapabilityPointer -> "capability pointer in a log message"
+        | DecodeReason.TraversalLimit limit ->
+            $"traversal limit of {limit} words exceeded (pointer cycle or amplification?)"
+        | DecodeReason.NestingLimit limit -> $"nesting limit of {limit} exceeded"
+        | DecodeReason.TextNotTerminated -> "text is not NUL-terminated"
+        | DecodeReason.DecompressedSizeLimit limit -> $"decompressed size exceeds the limit of {limit} bytes"
+        | DecodeReason.CompressionRatioLimit limit -> $"compression ratio exceeds {limit} (decompression bomb?)"
+        | DecodeReason.CorruptCompressedData detail -> $"corrupt compressed data: {detail}"
+        | DecodeReason.Schema detail -> $"schema: {detail}"
+
+    /// `source: byte N: reason`.
+    let describe (e: DecodeError) : string =
+        $"{e.Source}: byte {e.Offset}: {reason e.Reason}"
+
+/// Raised inside the readers and turned into `DecodeError` at the API boundary; never escapes it.
+exception internal DecodeException of offset: int64 * reason: DecodeReason
+
+/// The one cold path for throwing, so the hot readers stay small.
+module internal Throw =
+
+    [<MethodImpl(MethodImplOptions.NoInlining)>]
+    let decode (offset: int64) (reason: DecodeReason) : 'a = raise (DecodeException(offset, reason))

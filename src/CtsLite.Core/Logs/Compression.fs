@@ -1,0 +1,134 @@
+namespace CtsLite.Logs
+
+open System
+open System.IO
+open CtsLite.Capnp
+
+/// How a log file is compressed.
+[<RequireQualifiedAccess>]
+type Compression =
+    | Zstd
+    | Bzip2
+    | Raw
+
+/// Counts decompressed bytes and enforces the size and ratio limits while streaming.
+[<Sealed>]
+type internal LimitedStream(inner: Stream, compressed: Stream, options: ReaderOptions) =
+    inherit Stream()
+    let mutable produced = 0L
+    static let ratioFloor = 16L * 1024L * 1024L
+
+    override _.CanRead = true
+    override _.CanSeek = false
+    override _.CanWrite = false
+    override _.Length = raise (NotSupportedException())
+
+    override _.Position
+        with get () = produced
+        and set _ = raise (NotSupportedException())
+
+    override _.Flush() = ()
+    override _.Seek(_, _) = raise (NotSupportedException())
+    override _.SetLength _ = raise (NotSupportedException())
+    override _.Write(_, _, _) = raise (NotSupportedException())
+
+    override _.Read(buffer: byte array, offset: int, count: int) : int =
+        let n =
+            try
+                inner.Read(buffer, offset, count)
+            with
+            | :? ZstdSharp.ZstdException as e ->
+                Throw.decode produced (DecodeReason.CorruptCompressedData $"zstd: {e.Message}")
+            | :? ICSharpCode.SharpZipLib.SharpZipBaseException as e ->
+                Throw.decode produced (DecodeReason.CorruptCompressedData $"bzip2: {e.Message}")
+            | :? EndOfStreamException ->
+                Throw.decode produced (DecodeReason.CorruptCompressedData "unexpected end of compressed data")
+            | :? InvalidDataException as e -> Throw.decode produced (DecodeReason.CorruptCompressedData e.Message)
+
+        produced <- produced + int64 n
+
+        if produced > options.MaxDecompressedBytes then
+            Throw.decode produced (DecodeReason.DecompressedSizeLimit options.MaxDecompressedBytes)
+
+        if
+            produced > ratioFloor
+            && float produced > options.MaxCompressionRatio * float (max 1L compressed.Position)
+        then
+            Throw.decode produced (DecodeReason.CompressionRatioLimit options.MaxCompressionRatio)
+
+        n
+
+    override _.Dispose(disposing: bool) =
+        if disposing then
+            inner.Dispose()
+            compressed.Dispose()
+
+        base.Dispose disposing
+
+/// Detecting and undoing the compression of log files.
+[<RequireQualifiedAccess>]
+module Compression =
+
+    /// By magic bytes first (zstd `28 B5 2F FD` or a skippable frame, bzip2 `BZh1`–`BZh9`), by
+    /// extension second; anything else is raw Cap'n Proto.
+    let detect (head: ReadOnlySpan<byte>) (fileName: string) : Compression =
+        let isZstd =
+            head.Length >= 4
+            && ((head[0] = 0x28uy && head[1] = 0xB5uy && head[2] = 0x2Fuy && head[3] = 0xFDuy)
+                || (head[0] &&& 0xF0uy = 0x50uy
+                    && head[1] = 0x2Auy
+                    && head[2] = 0x4Duy
+                    && head[3] = 0x18uy))
+
+        let isBzip2 =
+            head.Length >= 4
+            && head[0] = byte 'B'
+            && head[1] = byte 'Z'
+            && head[2] = byte 'h'
+            && head[3] >= byte '1'
+            && head[3] <= byte '9'
+
+        if isZstd then
+            Compression.Zstd
+        elif isBzip2 then
+            Compression.Bzip2
+        elif head.Length = 0 && fileName.EndsWith(".zst", StringComparison.OrdinalIgnoreCase) then
+            Compression.Zstd
+        elif head.Length = 0 && fileName.EndsWith(".bz2", StringComparison.OrdinalIgnoreCase) then
+            Compression.Bzip2
+        else
+            Compression.Raw
+
+    /// Wraps `compressed` (positioned at its start) in the matching decompressor, with limits.
+    let decompress (compressed: Stream) (kind: Compression) (options: ReaderOptions) : Stream =
+        let inner: Stream =
+            match kind with
+            | Compression.Zstd -> new ZstdSharp.DecompressionStream(compressed, leaveOpen = true)
+            | Compression.Bzip2 -> new ICSharpCode.SharpZipLib.BZip2.BZip2InputStream(compressed, IsStreamOwner = false)
+            | Compression.Raw -> compressed
+
+        new LimitedStream(inner, compressed, options)
+
+    /// Opens a file for reading its decompressed bytes.
+    let openFile (path: string) (options: ReaderOptions) : Result<Stream * Compression, string> =
+        try
+            let file =
+                new FileStream(
+                    path,
+                    FileMode.Open,
+                    FileAccess.Read,
+                    FileShare.Read,
+                    1 <<< 16,
+                    FileOptions.SequentialScan
+                )
+
+            let head = Array.zeroCreate<byte> 4
+            let n = file.Read(head, 0, 4)
+            file.Position <- 0L
+            let kind = detect (ReadOnlySpan(head, 0, n)) path
+            Ok(decompress file kind options, kind)
+        with
+        | :? FileNotFoundException
+        | :? DirectoryNotFoundException -> Error $"{path}: no such file"
+        | :? UnauthorizedAccessException -> Error $"{path}: permission denied"
+        | :? IOException as e -> Error $"{path}: {e.Message}"

@@ -1,0 +1,143 @@
+namespace CtsLite.Logs
+
+open System.Collections.Generic
+open CtsLite.Capnp
+
+/// The facts `cts log info` reports about a log or route.
+type LogInfo = {
+    Events: int64
+    /// Events by union member name (`unknown(<n>)` for members the schema does not know).
+    EventCounts: IReadOnlyDictionary<string, int64>
+    /// Earliest and latest logMonoTime in nanoseconds (events are not always in order).
+    FirstLogMonoTime: uint64 option
+    LastLogMonoTime: uint64 option
+    CanFrames: int64
+    SendcanFrames: int64
+    /// `can` frames by raw src byte.
+    CanFramesPerSrc: IReadOnlyDictionary<int, int64>
+    CanDistinctAddressesPerSrc: IReadOnlyDictionary<int, int>
+    CarFingerprint: string option
+    /// Damage met and tolerated (only when not strict): one line each.
+    Warnings: string list
+}
+
+/// Reading every event of one or more log files in order, as one stream.
+[<RequireQualifiedAccess>]
+module Logs =
+
+    /// Calls `visit` for every event of `files` in order. Damage ends a file: in strict mode it is
+    /// the error; otherwise it becomes a warning and the next file is read.
+    let iter
+        (options: ReaderOptions)
+        (files: string list)
+        (visit: LogReader -> unit)
+        : Result<string list, DecodeError> =
+        let warnings = ResizeArray<string>()
+        let mutable failure = None
+
+        for file in files do
+            if failure.IsNone then
+                match LogReader.Open(file, options) with
+                | Error reason ->
+                    failure <-
+                        Some {
+                            Source = file
+                            Offset = 0L
+                            Reason = DecodeReason.Truncated(0L, 0L)
+                        }
+
+                    warnings.Add reason
+                | Ok reader ->
+                    use reader = reader
+
+                    try
+                        while reader.Next() do
+                            visit reader
+                    with DecodeException(offset, reason) ->
+                        reader.MarkDamaged {
+                            Source = file
+                            Offset = offset
+                            Reason = reason
+                        }
+
+                    match reader.Damage with
+                    | Some e when options.Strict -> failure <- Some e
+                    | Some e -> warnings.Add(DecodeError.describe e)
+                    | None -> ()
+
+        match failure with
+        | Some e -> Error e
+        | None -> Ok(List.ofSeq warnings)
+
+/// Computing `LogInfo`.
+[<RequireQualifiedAccess>]
+module LogInfo =
+
+    /// Counts everything in one pass over `files`.
+    let compute
+        (schema: Schema)
+        (layout: EventLayout)
+        (options: ReaderOptions)
+        (files: string list)
+        : Result<LogInfo, DecodeError> =
+        let counts = Array.zeroCreate<int64> 65536
+        let perSrc = Array.zeroCreate<int64> 256
+        let addresses = Array.init 256 (fun _ -> HashSet<uint32>())
+        let mutable events = 0L
+        let mutable first = System.UInt64.MaxValue
+        let mutable last = 0UL
+        let mutable canFrames = 0L
+        let mutable sendcanFrames = 0L
+        let mutable fingerprint = None
+        let carParams = Event.discriminantOf layout "carParams"
+
+        let visit (reader: LogReader) =
+            let m = reader.Message
+            let e = reader.Event
+            events <- events + 1L
+            let mono = Event.logMonoTime m layout e
+            first <- min first mono
+            last <- max last mono
+            let which = Event.which m layout e
+            counts[which] <- counts[which] + 1L
+
+            if which = layout.CanDiscriminant then
+                let list = Event.canList m layout e
+
+                for i in 0 .. list.Count - 1 do
+                    let frame = Event.canFrame m layout e list i
+                    perSrc[int frame.Src] <- perSrc[int frame.Src] + 1L
+                    addresses[int frame.Src].Add frame.Address |> ignore
+
+                canFrames <- canFrames + int64 list.Count
+            elif which = layout.SendcanDiscriminant then
+                sendcanFrames <- sendcanFrames + int64 (Event.canList m layout e).Count
+            elif fingerprint.IsNone && Some which = carParams then
+                match FieldPath.read schema m layout.Event e "carParams.carFingerprint" with
+                | Ok(FieldValue.Text t) when t <> "" -> fingerprint <- Some t
+                | _ -> ()
+
+        Logs.iter options files visit
+        |> Result.map (fun warnings ->
+            let eventCounts = Dictionary<string, int64>()
+
+            for d in
+                [ 0 .. counts.Length - 1 ]
+                |> List.filter (fun d -> counts[d] > 0L)
+                |> List.sortBy (fun d -> -counts[d], Event.whichName layout d) do
+                eventCounts[Event.whichName layout d] <- counts[d]
+
+            let srcs = [ 0..255 ] |> List.filter (fun s -> perSrc[s] > 0L)
+
+            {
+                Events = events
+                EventCounts = eventCounts
+                FirstLogMonoTime = if events > 0L then Some first else None
+                LastLogMonoTime = if events > 0L then Some last else None
+                CanFrames = canFrames
+                SendcanFrames = sendcanFrames
+                CanFramesPerSrc = dict [ for s in srcs -> s, perSrc[s] ] |> Dictionary
+                CanDistinctAddressesPerSrc = dict [ for s in srcs -> s, addresses[s].Count ] |> Dictionary
+                CarFingerprint = fingerprint
+                Warnings = warnings
+            })

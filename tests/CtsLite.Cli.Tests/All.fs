@@ -1,0 +1,5 @@
+module CtsLite.Cli.Tests.All
+
+open Expecto
+
+let all = testList "Cli" (Tests.cliTests @ [ LogTests.all ])
