@@ -150,6 +150,18 @@ module Json =
                 | None -> acc)
             env
 
+    /// Types stored behind a pointer (the rest live in the data section).
+    let private isPointer (t: SchemaType) =
+        match t with
+        | SchemaType.Text
+        | SchemaType.Data
+        | SchemaType.List _
+        | SchemaType.Struct _
+        | SchemaType.AnyPointer
+        | SchemaType.Parameter _
+        | SchemaType.Interface -> true
+        | _ -> false
+
     type private Writer(schema: Schema, m: Message, w: IBufferWriter<byte>) =
 
         member this.Scalar(fieldType: SchemaType, s: StructRef, position: int, defaultBits: uint64) =
@@ -259,43 +271,19 @@ module Json =
         /// Is the field present for JSON (null pointers are not)?
         member _.Has(s: StructRef, f: SchemaField) =
             match f.Kind with
-            | FieldKind.Slot(position, fieldType, _) ->
-                match fieldType with
-                | SchemaType.Text
-                | SchemaType.Data
-                | SchemaType.List _
-                | SchemaType.Struct _
-                | SchemaType.AnyPointer
-                | SchemaType.Parameter _
-                | SchemaType.Interface ->
-                    let p = m.PointerField(s, position)
+            | FieldKind.Slot(position, fieldType, _) when isPointer fieldType ->
+                let p = m.PointerField(s, position)
 
-                    p >= 0
-                    && m.Buffer[p]
-                       ||| m.Buffer[p + 1]
-                       ||| m.Buffer[p + 2]
-                       ||| m.Buffer[p + 3]
-                       ||| m.Buffer[p + 4]
-                       ||| m.Buffer[p + 5]
-                       ||| m.Buffer[p + 6]
-                       ||| m.Buffer[p + 7]
-                       <> 0uy
-                | _ -> true
-            | FieldKind.Group _ -> true
+                p >= 0
+                && Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(m.Span(p, 8)) <> 0UL
+            | _ -> true
 
         member this.Field(env: Env, s: StructRef, f: SchemaField) =
             match f.Kind with
             | FieldKind.Group typeId -> this.Struct(env, typeId, s)
-            | FieldKind.Slot(position, fieldType, defaultBits) ->
-                match fieldType with
-                | SchemaType.Text
-                | SchemaType.Data
-                | SchemaType.List _
-                | SchemaType.Struct _
-                | SchemaType.AnyPointer
-                | SchemaType.Parameter _
-                | SchemaType.Interface -> this.Pointer(env, fieldType, s.Segment, m.PointerField(s, position), s.Depth)
-                | scalar -> this.Scalar(scalar, s, position, defaultBits)
+            | FieldKind.Slot(position, fieldType, _) when isPointer fieldType ->
+                this.Pointer(env, fieldType, s.Segment, m.PointerField(s, position), s.Depth)
+            | FieldKind.Slot(position, scalar, defaultBits) -> this.Scalar(scalar, s, position, defaultBits)
 
         member this.Struct(env: Env, typeId: uint64, s: StructRef) =
             match schema.Structs.TryGetValue typeId with

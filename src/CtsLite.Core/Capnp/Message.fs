@@ -309,40 +309,41 @@ type Message(options: ReaderOptions) =
                     Depth = depth + 1
                 }
 
-    /// Position and length of a Text (without its NUL); (0, -1) when the pointer is null.
-    member this.TextAt(segment: int, ptrPos: int, depth: int, length: byref<int>) : int =
+    /// A byte list (Text or Data); `None` when the pointer is null.
+    member private this.Bytes(segment: int, ptrPos: int, depth: int, what: string) : ListRef voption =
         let list = this.ListAt(segment, ptrPos, depth)
 
         if list.Count = 0 && list.ElementSize = 0 then
-            length <- -1
-            0
+            ValueNone
         else
             if list.ElementSize <> 2 then
                 this.Fail(
                     ptrPos,
-                    DecodeReason.UnexpectedPointer("text (byte list)", $"element size {list.ElementSize}")
+                    DecodeReason.UnexpectedPointer($"{what} (byte list)", $"element size {list.ElementSize}")
                 )
 
+            ValueSome list
+
+    /// Position and length of a Text (without its NUL); length -1 when the pointer is null.
+    member this.TextAt(segment: int, ptrPos: int, depth: int, length: byref<int>) : int =
+        match this.Bytes(segment, ptrPos, depth, "text") with
+        | ValueNone ->
+            length <- -1
+            0
+        | ValueSome list ->
             if list.Count = 0 || buffer[list.Pos + list.Count - 1] <> 0uy then
                 this.Fail(ptrPos, DecodeReason.TextNotTerminated)
 
             length <- list.Count - 1
             list.Pos
 
-    /// Position and length of a Data blob; (0, -1) when the pointer is null.
+    /// Position and length of a Data blob; length -1 when the pointer is null.
     member this.DataAt(segment: int, ptrPos: int, depth: int, length: byref<int>) : int =
-        let list = this.ListAt(segment, ptrPos, depth)
-
-        if list.Count = 0 && list.ElementSize = 0 then
+        match this.Bytes(segment, ptrPos, depth, "data") with
+        | ValueNone ->
             length <- -1
             0
-        else
-            if list.ElementSize <> 2 then
-                this.Fail(
-                    ptrPos,
-                    DecodeReason.UnexpectedPointer("data (byte list)", $"element size {list.ElementSize}")
-                )
-
+        | ValueSome list ->
             length <- list.Count
             list.Pos
 
