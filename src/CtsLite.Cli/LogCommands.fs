@@ -194,10 +194,10 @@ module LogCommands =
                 let visit (reader: LogReader) =
                     let m = reader.Message
                     let e = reader.Event
-                    let list = Event.canList m layout e
+                    let batch = Event.canBatch m layout e
 
-                    for i in 0 .. list.Count - 1 do
-                        let f = Event.canFrame m layout e list i
+                    for i in 0 .. batch.Count - 1 do
+                        let f = Event.canFrame m layout batch i
 
                         if
                             (buses.IsEmpty || busFilter[int f.Src])

@@ -58,4 +58,4 @@ let wireNames =
         }
     ]
 
-let all = testList "Core" [ product; wireNames; CapnpTests.all ]
+let all = testList "Core" [ product; wireNames; CapnpTests.all; LogApiTests.all ]

@@ -14,95 +14,112 @@ type FrameOutcome =
     /// The bytes at the reader's position are not a message (truncated, absurd table, corrupt data).
     | Damaged of DecodeError
 
-/// Reads a stream of Cap'n Proto messages (standard stream framing) one at a time into one
-/// reusable `Message`: sizes are validated against the limits before any allocation, and the
-/// buffer only grows to the largest message seen.
+/// Reads a stream of Cap'n Proto messages (standard stream framing) one at a time. The stream is
+/// read in large chunks into one buffer and each message is a view of its bytes there (no copy);
+/// sizes are validated against the limits before the buffer grows, and it only grows to hold the
+/// largest message seen.
 [<Sealed>]
 type FrameReader(stream: Stream, source: string, options: ReaderOptions) =
     let message = Message(options)
-    let header: byte array = Array.zeroCreate (4 * (options.MaxSegments + 2))
-    let mutable position = 0L
+    let mutable buffer: byte array = Array.zeroCreate (1 <<< 20)
+    /// Valid bytes are buffer[start .. stop).
+    let mutable start = 0
+    let mutable stop = 0
+    let mutable eof = false
+    /// Stream position of buffer[0].
+    let mutable bufferOffset = 0L
 
-    /// Reads exactly `count` bytes unless the stream ends first; returns how many were read.
-    let fill (target: byte array) (offset: int) (count: int) : int =
-        let mutable total = 0
-        let mutable reading = true
+    /// Makes `count` bytes available from `start`; false when the stream ends first.
+    let ensure (count: int) : bool =
+        if stop - start >= count then
+            true
+        else
+            if count > buffer.Length - start then
+                let available = stop - start
 
-        while reading && total < count do
-            let n = stream.Read(target, offset + total, count - total)
+                if count > buffer.Length then
+                    let larger =
+                        Array.zeroCreate<byte>(max count (min (2 * buffer.Length) Int32.MaxValue))
 
-            if n = 0 then reading <- false else total <- total + n
+                    Buffer.BlockCopy(buffer, start, larger, 0, available)
+                    buffer <- larger
+                else
+                    Buffer.BlockCopy(buffer, start, buffer, 0, available)
 
-        total
+                bufferOffset <- bufferOffset + int64 start
+                start <- 0
+                stop <- available
+
+            while not eof && stop - start < count do
+                match stream.Read(buffer, stop, buffer.Length - stop) with
+                | 0 -> eof <- true
+                | n -> stop <- stop + n
+
+            stop - start >= count
+
+    let u32 (at: int) =
+        BinaryPrimitives.ReadUInt32LittleEndian(ReadOnlySpan(buffer, at, 4))
 
     /// The message last loaded; its contents are valid until the next `Next`.
     member _.Message = message
 
     /// Offset in the decompressed stream where the next message starts.
-    member _.Position = position
+    member _.Position = bufferOffset + int64 start
 
     /// The name used in errors.
     member _.Source = source
 
     /// Loads the next message.
-    member _.Next() : FrameOutcome =
-        let start = position
+    member this.Next() : FrameOutcome =
+        let at = this.Position
 
         let damaged reason =
             FrameOutcome.Damaged {
                 Source = source
-                Offset = start
+                Offset = at
                 Reason = reason
             }
 
         try
-            match fill header 0 4 with
-            | 0 -> FrameOutcome.End
-            | n when n < 4 -> damaged (DecodeReason.Truncated(4L, int64 n))
-            | _ ->
-                let segments =
-                    int64 (BinaryPrimitives.ReadUInt32LittleEndian(ReadOnlySpan(header, 0, 4))) + 1L
+            if not (ensure 4) then
+                match stop - start with
+                | 0 -> FrameOutcome.End
+                | n -> damaged (DecodeReason.Truncated(4L, int64 n))
+            else
+                let segments = int64 (u32 start) + 1L
 
                 if segments > int64 options.MaxSegments then
                     damaged (DecodeReason.SegmentTable $"{segments} segments (limit {options.MaxSegments})")
                 else
                     let segments = int segments
-                    // Sizes, padded so the segments start on a word boundary.
-                    let tableBytes = 4 * segments + (if segments % 2 = 0 then 4 else 0)
-                    let got = fill header 4 tableBytes
+                    // Count and sizes, padded so the segments start on a word boundary.
+                    let tableBytes = 4 + 4 * segments + (if segments % 2 = 0 then 4 else 0)
 
-                    if got < tableBytes then
-                        damaged (DecodeReason.Truncated(int64 (4 + tableBytes), int64 (4 + got)))
+                    if not (ensure tableBytes) then
+                        damaged (DecodeReason.Truncated(int64 tableBytes, int64 (stop - start)))
                     else
                         let mutable words = 0L
 
                         for i in 0 .. segments - 1 do
-                            words <-
-                                words
-                                + int64 (BinaryPrimitives.ReadUInt32LittleEndian(ReadOnlySpan(header, 4 + 4 * i, 4)))
+                            words <- words + int64 (u32 (start + 4 + 4 * i))
 
                         if words > options.MaxMessageWords then
                             damaged (DecodeReason.MessageTooLarge(words, options.MaxMessageWords))
                         else
-                            let bytes = int words * 8
-                            let dataStart = start + 4L + int64 tableBytes
-                            let buffer = message.Prepare(segments, bytes, dataStart)
-                            let mutable at = 0
+                            let total = tableBytes + int words * 8
 
-                            for i in 0 .. segments - 1 do
-                                let size =
-                                    int (BinaryPrimitives.ReadUInt32LittleEndian(ReadOnlySpan(header, 4 + 4 * i, 4)))
-                                    * 8
-
-                                message.SetSegment(i, at, size)
-                                at <- at + size
-
-                            let read = fill buffer 0 bytes
-
-                            if read < bytes then
-                                damaged (DecodeReason.Truncated(int64 bytes, int64 read))
+                            if not (ensure total) then
+                                damaged (DecodeReason.Truncated(int64 total, int64 (stop - start)))
                             else
-                                position <- dataStart + int64 bytes
+                                message.Attach(buffer, segments, bufferOffset)
+                                let mutable segmentStart = start + tableBytes
+
+                                for i in 0 .. segments - 1 do
+                                    let size = int (u32 (start + 4 + 4 * i)) * 8
+                                    message.SetSegment(i, segmentStart, size)
+                                    segmentStart <- segmentStart + size
+
+                                start <- start + total
                                 FrameOutcome.Message
         with DecodeException(offset, reason) ->
             FrameOutcome.Damaged {

@@ -60,7 +60,7 @@ type ListRef = {
 /// a violation raises the internal `DecodeException` carrying the stream offset.
 [<Sealed; AllowNullLiteral>]
 type Message(options: ReaderOptions) =
-    let mutable buffer: byte array = Array.zeroCreate 4096
+    let mutable buffer: byte array = Array.Empty<byte>()
     let mutable segStart: int array = Array.zeroCreate 8
     let mutable segEnd: int array = Array.zeroCreate 8
     let mutable segCount = 0
@@ -86,7 +86,8 @@ type Message(options: ReaderOptions) =
     /// The limits in force.
     member _.Options = options
 
-    /// The message bytes (segments back to back); valid until the next message is loaded.
+    /// The buffer holding the message (segments back to back, maybe among other bytes); valid
+    /// until the next message is loaded.
     member _.Buffer = buffer
 
     /// Number of segments.
@@ -98,21 +99,20 @@ type Message(options: ReaderOptions) =
     /// Total bytes of the segments.
     member _.Length = if segCount = 0 then 0 else segEnd[segCount - 1]
 
-    /// Makes room for `bytes` of segments and `segments` segment bounds; returns the buffer to fill.
-    member internal _.Prepare(segments: int, bytes: int, offsetInStream: int64) : byte array =
-        if buffer.Length < bytes then
-            buffer <- Array.zeroCreate (max bytes (min (buffer.Length * 2) Int32.MaxValue))
+    /// Points the message at `source`, where its `segments` segments lie (set with `SetSegment`);
+    /// `streamOffset` is the position of `source[0]` in the decompressed stream.
+    member internal _.Attach(source: byte array, segments: int, offsetOfIndex0: int64) =
+        buffer <- source
 
         if segStart.Length < segments then
             segStart <- Array.zeroCreate segments
             segEnd <- Array.zeroCreate segments
 
         segCount <- segments
-        streamOffset <- offsetInStream
+        streamOffset <- offsetOfIndex0
         remaining <- options.TraversalLimitWords
-        buffer
 
-    /// Records the bounds of segment `i` (after `Prepare`).
+    /// Records the bounds of segment `i` (absolute positions in the attached buffer).
     member internal _.SetSegment(i: int, start: int, length: int) =
         segStart[i] <- start
         segEnd[i] <- start + length
@@ -215,7 +215,10 @@ type Message(options: ReaderOptions) =
     /// The root struct (pointer 0 of segment 0).
     member this.Root: StructRef =
         if segCount = 0 || segEnd[0] - segStart[0] < 8 then
-            this.Fail(0, DecodeReason.Truncated(8L, int64 (this.Length)))
+            this.Fail(
+                (if segCount = 0 then 0 else segStart[0]),
+                DecodeReason.Truncated(8L, int64 (segEnd[0] - segStart[0]))
+            )
 
         this.StructAt(0, segStart[0], 0)
 
@@ -339,6 +342,24 @@ type Message(options: ReaderOptions) =
 
     /// Position and length of a Data blob; length -1 when the pointer is null.
     member this.DataAt(segment: int, ptrPos: int, depth: int, length: byref<int>) : int =
+        let word = this.Word ptrPos
+
+        // Fast path for the common case (a near pointer to a byte list inside its segment), with
+        // the same checks as the general path; everything else takes the general path.
+        if word &&& 0x7_0000_0003UL = 0x2_0000_0001UL && depth < options.NestingLimit then
+            let count = int (word >>> 35)
+            let pos = this.Target(ptrPos, word)
+
+            if pos >= segStart[segment] && int64 pos + int64 count <= int64 segEnd[segment] then
+                this.Charge(int64 ((count + 7) / 8), ptrPos)
+                length <- count
+                pos
+            else
+                this.General(segment, ptrPos, depth, &length)
+        else
+            this.General(segment, ptrPos, depth, &length)
+
+    member private this.General(segment: int, ptrPos: int, depth: int, length: byref<int>) : int =
         match this.Bytes(segment, ptrPos, depth, "data") with
         | ValueNone ->
             length <- -1

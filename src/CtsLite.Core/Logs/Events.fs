@@ -1,6 +1,7 @@
 namespace CtsLite.Logs
 
 open System
+open System.Buffers.Binary
 open System.Text
 open CtsLite.Capnp
 
@@ -34,6 +35,17 @@ type CanFrame = {
     PayloadPos: int
     PayloadLength: int
 }
+
+/// The frames of one `can`/`sendcan` event, with what they share read once.
+[<Struct>]
+type CanBatch = {
+    Frames: ListRef
+    LogMonoTime: uint64
+    Sendcan: bool
+} with
+
+    /// The number of frames.
+    member b.Count = b.Frames.Count
 
 /// The fast, allocation-free view of events.
 [<RequireQualifiedAccess>]
@@ -146,26 +158,58 @@ module Event =
             | -1 -> ListRef.Empty
             | p -> m.ListAt(event.Segment, p, event.Depth)
 
-    /// Frame `i` of a list from `canList`.
-    let canFrame (m: Message) (layout: EventLayout) (event: StructRef) (list: ListRef) (i: int) : CanFrame =
-        let s = m.StructElement(list, i)
-        let mutable length = 0
+    /// The frames of a `can`/`sendcan` event (none for other events).
+    let canBatch (m: Message) (layout: EventLayout) (event: StructRef) : CanBatch = {
+        Frames = canList m layout event
+        LogMonoTime = logMonoTime m layout event
+        Sendcan = which m layout event = layout.SendcanDiscriminant
+    }
 
-        let pos =
-            match m.PointerField(s, layout.DatPointer) with
-            | -1 ->
-                length <- 0
-                0
-            | p -> m.DataAt(s.Segment, p, s.Depth, &length)
+    /// Frame `i` of a batch.
+    let canFrame (m: Message) (layout: EventLayout) (batch: CanBatch) (i: int) : CanFrame =
+        let list = batch.Frames
 
-        {
-            LogMonoTime = logMonoTime m layout event
-            Sendcan = which m layout event = layout.SendcanDiscriminant
-            Src = m.UInt8(s, layout.SrcByte)
-            Address = m.UInt32(s, layout.AddressByte)
-            PayloadPos = pos
-            PayloadLength = max 0 length
-        }
+        // Composite lists whose elements hold every field (all real logs): direct reads.
+        if
+            list.ElementSize = 7
+            && list.StructDataBytes >= layout.AddressByte + 4
+            && list.StructDataBytes > layout.SrcByte
+            && list.StructPtrCount > layout.DatPointer
+        then
+            let pos = list.Pos + i * list.StepBytes
+            let data = m.Span(pos, list.StructDataBytes)
+            let mutable length = 0
+
+            let datPos =
+                m.DataAt(list.Segment, pos + list.StructDataBytes + 8 * layout.DatPointer, list.Depth, &length)
+
+            {
+                LogMonoTime = batch.LogMonoTime
+                Sendcan = batch.Sendcan
+                Src = data[layout.SrcByte]
+                Address = BinaryPrimitives.ReadUInt32LittleEndian(data.Slice(layout.AddressByte, 4))
+                PayloadPos = datPos
+                PayloadLength = max 0 length
+            }
+        else
+            let s = m.StructElement(list, i)
+            let mutable length = 0
+
+            let pos =
+                match m.PointerField(s, layout.DatPointer) with
+                | -1 ->
+                    length <- 0
+                    0
+                | p -> m.DataAt(s.Segment, p, s.Depth, &length)
+
+            {
+                LogMonoTime = batch.LogMonoTime
+                Sendcan = batch.Sendcan
+                Src = m.UInt8(s, layout.SrcByte)
+                Address = m.UInt32(s, layout.AddressByte)
+                PayloadPos = pos
+                PayloadLength = max 0 length
+            }
 
 /// A field value read by path.
 [<RequireQualifiedAccess>]

@@ -102,14 +102,14 @@ module LogInfo =
             counts[which] <- counts[which] + 1L
 
             if which = layout.CanDiscriminant then
-                let list = Event.canList m layout e
+                let batch = Event.canBatch m layout e
 
-                for i in 0 .. list.Count - 1 do
-                    let frame = Event.canFrame m layout e list i
+                for i in 0 .. batch.Count - 1 do
+                    let frame = Event.canFrame m layout batch i
                     perSrc[int frame.Src] <- perSrc[int frame.Src] + 1L
                     addresses[int frame.Src].Add frame.Address |> ignore
 
-                canFrames <- canFrames + int64 list.Count
+                canFrames <- canFrames + int64 batch.Count
             elif which = layout.SendcanDiscriminant then
                 sendcanFrames <- sendcanFrames + int64 (Event.canList m layout e).Count
             elif fingerprint.IsNone && Some which = carParams then

@@ -1,0 +1,111 @@
+module CtsLite.Core.Tests.LogApiTests
+
+open System.IO
+open System.Text.Json
+open Expecto
+open CtsLite.Capnp
+open CtsLite.Logs
+open CtsLite.Tests
+
+let private demo () =
+    Path.Combine(TestEnv.sharedDir (), "data", "rlogs", "comma_demo_a2a0ccea32023010_2023-07-27--13-01-19--0.qlog.bz2")
+
+let private summary () =
+    JsonDocument
+        .Parse(File.ReadAllText(Path.ChangeExtension(demo (), null).Replace(".qlog", ".qlog.summary.json")))
+        .RootElement
+
+let private ok r =
+    match r with
+    | Ok v -> v
+    | Error e -> failtestf "%A" e
+
+let all =
+    testList "Log API" [
+        test "events filter by service and read fields by path" {
+            let events = Log.events ReaderOptions.Default None [ "carState" ] (demo ()) |> ok
+            let speeds = [ for e in events -> e.Field "carState.vEgo" |> ok ]
+            Expect.equal speeds.Length 579 "one per carState event"
+            let range = summary().GetProperty "carState_vEgo_range"
+
+            let values =
+                speeds
+                |> List.map (function
+                    | FieldValue.Float v -> v
+                    | other -> failtestf "%A" other)
+
+            Expect.floatClose Accuracy.low (System.Math.Round(List.min values, 2)) (range[0].GetDouble()) "min vEgo"
+            Expect.floatClose Accuracy.low (System.Math.Round(List.max values, 2)) (range[1].GetDouble()) "max vEgo"
+            Expect.isEmpty events.Warnings "no damage"
+        }
+        test "list indexes, enums, text and missing union members" {
+            let events =
+                Log.events ReaderOptions.Default None [ "pandaStates"; "carParams" ] (demo ())
+                |> ok
+
+            let first service =
+                events |> Seq.find (fun e -> e.Service = service)
+
+            // Every panda state: the path reader agrees with the (capnp-conformant) JSON of the event.
+            let mutable allowed = 0
+
+            for e in events do
+                if e.Service = "pandaStates" then
+                    let json = JsonDocument.Parse(e.ToJson() |> ok).RootElement
+
+                    let expected =
+                        (json.GetProperty "pandaStates").[0].GetProperty("controlsAllowed").GetBoolean()
+
+                    Expect.equal
+                        (e.Field "pandaStates[0].controlsAllowed" |> ok)
+                        (FieldValue.Bool expected)
+                        "controls allowed"
+
+                    if expected then
+                        allowed <- allowed + 1
+
+            Expect.isGreaterThan allowed 0 "both values occur in the drive"
+
+            let panda = first "pandaStates"
+
+            match panda.Field "pandaStates[0].pandaType" |> ok with
+            | FieldValue.Enum(name, _) -> Expect.isNonEmpty name "enum by name"
+            | other -> failtestf "%A" other
+
+            Expect.equal (panda.Field "pandaStates[9].controlsAllowed" |> ok) FieldValue.Missing "past the end"
+            Expect.equal (panda.Field "carState.vEgo" |> ok) FieldValue.Missing "inactive union member"
+            Expect.equal (panda.Field "noSuchField" |> ok) FieldValue.Missing "unknown name"
+            Expect.isError (panda.Field "pandaStates[x]") "malformed path"
+
+            let carParams = first "carParams"
+
+            Expect.equal
+                (carParams.Field "carParams.carFingerprint" |> ok)
+                (FieldValue.Text "TOYOTA COROLLA TSS2 2019")
+                "text"
+
+            match carParams.Field "carParams.safetyConfigs" |> ok with
+            | FieldValue.Json json -> Expect.stringStarts json "[{" "a list of structs as JSON"
+            | other -> failtestf "%A" other
+        }
+        test "JSON of one event and CAN frames copied out" {
+            let events = Log.events ReaderOptions.Default None [ "initData" ] (demo ()) |> ok
+            let json = events |> Seq.head |> fun e -> e.ToJson() |> ok
+            let root = JsonDocument.Parse(json).RootElement
+            Expect.equal (root.GetProperty("initData").GetProperty("version").GetString()) "0.9.4-release" "version"
+
+            let frames = Log.canFrames ReaderOptions.Default (demo ()) |> ok
+            Expect.equal (frames |> List.filter (fun f -> f.Kind = "can") |> List.length) 211 "can frames"
+            Expect.equal (frames |> List.filter (fun f -> f.Kind = "sendcan") |> List.length) 80 "sendcan frames"
+            Expect.all frames (fun f -> f.Payload.Length <= 8) "classic CAN payloads"
+        }
+        test "unknown services and inputs are errors" {
+            Expect.isError (Log.events ReaderOptions.Default None [ "carStat" ] (demo ())) "unknown service"
+            Expect.isError (Log.events ReaderOptions.Default None [] "/nowhere/rlog.zst") "missing file"
+        }
+        test "unknown union members are named unknown(n)" {
+            let layout = EventLayout.ofSchema (Schema.cereal ()) |> ok
+            Expect.equal (Event.whichName layout 65000) "unknown(65000)" "unknown member"
+            Expect.equal (Event.whichName layout (Event.discriminantOf layout "can" |> Option.get)) "can" "known member"
+        }
+    ]
