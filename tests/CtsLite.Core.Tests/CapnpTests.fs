@@ -186,7 +186,7 @@ let roundTrip =
                 | Error e -> failwith (DecodeError.describe e)
                 | Ok m ->
                     m.SegmentCount = case.Segments
-                    && checkPointer m 0 0 0 (Some(case.Root, case.Placement))))
+                    && checkPointer m 0 (m.SegmentStart 0) 0 (Some(case.Root, case.Placement))))
 
         test "reading beyond a struct's sections gives defaults" {
             let bytes = encode 1 (Struct([| 0x1122334455667788UL |], [||])) Near
@@ -245,7 +245,7 @@ let hostile =
             | Ok m ->
                 let reread () =
                     for _ in 1..10 do
-                        m.StructAt(0, 0, 0) |> ignore
+                        m.StructAt(0, m.SegmentStart 0, 0) |> ignore
 
                 Expect.equal (decodeError reread) (Some(DecodeReason.TraversalLimit 500L)) "traversal limit"
             | Error e -> failtest (DecodeError.describe e)

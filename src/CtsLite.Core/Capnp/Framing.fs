@@ -21,7 +21,8 @@ type FrameOutcome =
 [<Sealed>]
 type FrameReader(stream: Stream, source: string, options: ReaderOptions) =
     let message = Message(options)
-    let mutable buffer: byte array = Array.zeroCreate (1 <<< 20)
+    // Small inputs (schemas, single messages) stay small; a long stream moves to 1 MiB reads.
+    let mutable buffer: byte array = Array.zeroCreate (1 <<< 16)
     /// Valid bytes are buffer[start .. stop).
     let mutable start = 0
     let mutable stop = 0

@@ -96,6 +96,9 @@ type Message(options: ReaderOptions) =
     /// Offset of the first segment byte in the decompressed stream (for error positions).
     member _.StreamOffset = streamOffset
 
+    /// Where segment `i` starts in `Buffer` (the root pointer is at `SegmentStart 0`).
+    member _.SegmentStart(i: int) : int = segStart[i]
+
     /// Total bytes of the segments.
     member _.Length = if segCount = 0 then 0 else segEnd[segCount - 1]
 

@@ -33,6 +33,10 @@ type internal LimitedStream(inner: Stream, compressed: Stream, options: ReaderOp
     override _.Write(_, _, _) = raise (NotSupportedException())
 
     override _.Read(buffer: byte array, offset: int, count: int) : int =
+        // Never read more than one byte past the limit, so everything before it is delivered.
+        let count =
+            int (min (int64 count) (max 1L (options.MaxDecompressedBytes - produced + 1L)))
+
         let n =
             try
                 inner.Read(buffer, offset, count)
