@@ -141,16 +141,16 @@ let private logPass (files: string list) (depth: int) : LogResult =
                         + uint64 (CtsLite.Logs.Event.which m layout e)
 
                     if depth >= 2 then
-                        let batch = CtsLite.Logs.Event.canBatch m layout e
+                        let mutable cursor =
+                            CtsLite.Logs.CanCursor(m, layout, CtsLite.Logs.Event.canBatch m layout e)
 
-                        for i in 0 .. batch.Count - 1 do
-                            let f = CtsLite.Logs.Event.canFrame m layout batch i
-                            let payload = m.Span(f.PayloadPos, f.PayloadLength)
+                        while cursor.MoveNext() do
+                            let payload = cursor.Payload
 
                             checksum <-
                                 checksum
-                                + uint64 f.Address
-                                + uint64 f.Src
+                                + uint64 cursor.Address
+                                + uint64 cursor.Src
                                 + uint64 payload.Length
                                 + (if payload.Length > 0 then uint64 payload[0] else 0UL)
 

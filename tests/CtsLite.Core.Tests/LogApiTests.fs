@@ -1,5 +1,6 @@
 module CtsLite.Core.Tests.LogApiTests
 
+open System
 open System.IO
 open System.Text.Json
 open Expecto
@@ -19,6 +20,40 @@ let private ok r =
     match r with
     | Ok v -> v
     | Error e -> failtestf "%A" e
+
+/// Walks every frame of `file` with the cursor and with `Event.canFrame`; fails on any difference.
+/// (A top-level function: the byref-like cursor cannot live inside a test closure.)
+let private cursorAgrees (file: string) : int =
+    let layout = EventLayout.ofSchema (Schema.cereal ()) |> ok
+    use reader = LogReader.Open(file, ReaderOptions.Default) |> ok
+    let mutable frames = 0
+
+    while reader.Next() do
+        let m = reader.Message
+        let batch = Event.canBatch m layout reader.Event
+        let mutable cursor = CanCursor(m, layout, batch)
+        let mutable i = 0
+
+        while cursor.MoveNext() do
+            let f = Event.canFrame m layout batch i
+
+            if
+                cursor.Address <> f.Address
+                || cursor.Src <> f.Src
+                || cursor.LogMonoTime <> f.LogMonoTime
+                || cursor.Sendcan <> f.Sendcan
+                || not (cursor.Payload.SequenceEqual(m.Span(f.PayloadPos, f.PayloadLength)))
+            then
+                failtestf "%s: frame %d of the event at byte %d differs" file i m.StreamOffset
+
+            i <- i + 1
+
+        if i <> batch.Count then
+            failtestf "%s: the cursor saw %d of %d frames" file i batch.Count
+
+        frames <- frames + i
+
+    frames
 
 let all =
     testList "Log API" [
@@ -98,6 +133,20 @@ let all =
             Expect.equal (frames |> List.filter (fun f -> f.Kind = "can") |> List.length) 211 "can frames"
             Expect.equal (frames |> List.filter (fun f -> f.Kind = "sendcan") |> List.length) 80 "sendcan frames"
             Expect.all frames (fun f -> f.Payload.Length <= 8) "classic CAN payloads"
+        }
+        test "the CAN cursor reads every frame exactly as the general path does" {
+            for file in
+                [
+                    demo ()
+                    Path.Combine(
+                        TestEnv.sharedDir (),
+                        "data",
+                        "rlogs",
+                        "derived",
+                        "comma2k19_rav4_b0c9d2329ad1606b_2018-08-02--08-34-47--40.rlog.zst"
+                    )
+                ] do
+                Expect.isGreaterThan (cursorAgrees file) 200 "frames compared"
         }
         test "unknown services and inputs are errors" {
             Expect.isError (Log.events ReaderOptions.Default None [ "carStat" ] (demo ())) "unknown service"

@@ -96,6 +96,12 @@ type Message(options: ReaderOptions) =
     /// Offset of the first segment byte in the decompressed stream (for error positions).
     member _.StreamOffset = streamOffset
 
+    /// Counts `words` against the traversal limit (for fast paths that read without resolving).
+    member internal this.ChargeWords(words: int64, pos: int) = this.Charge(words, pos)
+
+    /// Where segment `i` ends in `Buffer`.
+    member internal _.SegmentEnd(i: int) : int = segEnd[i]
+
     /// Where segment `i` starts in `Buffer` (the root pointer is at `SegmentStart 0`).
     member _.SegmentStart(i: int) : int = segStart[i]
 

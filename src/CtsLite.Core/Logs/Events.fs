@@ -2,6 +2,7 @@ namespace CtsLite.Logs
 
 open System
 open System.Buffers.Binary
+open System.Runtime.CompilerServices
 open System.Text
 open CtsLite.Capnp
 
@@ -210,6 +211,113 @@ module Event =
                 PayloadPos = pos
                 PayloadLength = max 0 length
             }
+
+/// The allocation-free way through the frames of a `can`/`sendcan` event: a byref-like cursor (keep
+/// it in a `let mutable`) that reads each frame with one bounds check and resolves near payload
+/// pointers inline, falling back to the general reader for anything else (far pointers, lists not
+/// laid out as structs). `Payload` is a view of the message buffer, valid until the next event.
+[<Struct; IsByRefLike; NoEquality; NoComparison>]
+type CanCursor =
+    val private buffer: ReadOnlySpan<byte>
+    val private message: Message
+    val private layout: EventLayout
+    val private batch: CanBatch
+    val private fast: bool
+    val private datOffset: int
+    val private segmentStart: int
+    val private segmentEnd: int
+    val mutable private index: int
+    val mutable private address: uint32
+    val mutable private src: byte
+    val mutable private payloadPos: int
+    val mutable private payloadLength: int
+
+    /// A cursor before the first frame of `batch`.
+    new(m: Message, layout: EventLayout, batch: CanBatch) =
+        let list = batch.Frames
+
+        {
+            buffer = ReadOnlySpan(m.Buffer)
+            message = m
+            layout = layout
+            batch = batch
+            fast =
+                list.ElementSize = 7
+                && list.StructDataBytes >= layout.AddressByte + 4
+                && list.StructDataBytes > layout.SrcByte
+                && list.StructPtrCount > layout.DatPointer
+            datOffset = list.StructDataBytes + 8 * layout.DatPointer
+            segmentStart = (if list.Count > 0 then m.SegmentStart list.Segment else 0)
+            segmentEnd = (if list.Count > 0 then m.SegmentEnd list.Segment else 0)
+            index = -1
+            address = 0u
+            src = 0uy
+            payloadPos = 0
+            payloadLength = 0
+        }
+
+    /// Moves to the next frame; false after the last.
+    member this.MoveNext() : bool =
+        this.index <- this.index + 1
+
+        if this.index >= this.batch.Frames.Count then
+            false
+        else
+            let list = this.batch.Frames
+
+            if this.fast then
+                let pos = list.Pos + this.index * list.StepBytes
+                let element = this.buffer.Slice(pos, list.StepBytes)
+                this.address <- BinaryPrimitives.ReadUInt32LittleEndian(element.Slice(this.layout.AddressByte, 4))
+                this.src <- element[this.layout.SrcByte]
+                let word = BinaryPrimitives.ReadUInt64LittleEndian(element.Slice(this.datOffset, 8))
+                let pointerPos = pos + this.datOffset
+
+                if word = 0UL then
+                    this.payloadPos <- 0
+                    this.payloadLength <- 0
+                elif word &&& 0x7_0000_0003UL = 0x2_0000_0001UL then
+                    let count = int (word >>> 35)
+                    let target = int64 pointerPos + 8L + int64 (int32 (uint32 word) >>> 2) * 8L
+
+                    if
+                        target >= int64 this.segmentStart
+                        && target + int64 count <= int64 this.segmentEnd
+                    then
+                        this.message.ChargeWords(int64 ((count + 7) / 8), pointerPos)
+                        this.payloadPos <- int target
+                        this.payloadLength <- count
+                    else
+                        this.Slow pointerPos
+                else
+                    this.Slow pointerPos
+            else
+                let f = Event.canFrame this.message this.layout this.batch this.index
+                this.address <- f.Address
+                this.src <- f.Src
+                this.payloadPos <- f.PayloadPos
+                this.payloadLength <- f.PayloadLength
+
+            true
+
+    member private this.Slow(pointerPos: int) =
+        let mutable length = 0
+        this.payloadPos <- this.message.DataAt(this.batch.Frames.Segment, pointerPos, this.batch.Frames.Depth, &length)
+        this.payloadLength <- max 0 length
+
+    /// The frame's CAN id.
+    member this.Address = this.address
+    /// The raw src byte (0–2 receive buses, 128+bus TX echoes, 192+bus rejected TX).
+    member this.Src = this.src
+
+    /// The payload bytes (a view of the message buffer).
+    member this.Payload: ReadOnlySpan<byte> =
+        this.buffer.Slice(this.payloadPos, this.payloadLength)
+
+    /// logMonoTime of the event, in nanoseconds.
+    member this.LogMonoTime = this.batch.LogMonoTime
+    /// True for `sendcan`.
+    member this.Sendcan = this.batch.Sendcan
 
 /// A field value read by path.
 [<RequireQualifiedAccess>]

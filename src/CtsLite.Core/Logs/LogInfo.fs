@@ -103,11 +103,11 @@ module LogInfo =
 
             if which = layout.CanDiscriminant then
                 let batch = Event.canBatch m layout e
+                let mutable frames = CanCursor(m, layout, batch)
 
-                for i in 0 .. batch.Count - 1 do
-                    let frame = Event.canFrame m layout batch i
-                    perSrc[int frame.Src] <- perSrc[int frame.Src] + 1L
-                    addresses[int frame.Src].Add frame.Address |> ignore
+                while frames.MoveNext() do
+                    perSrc[int frames.Src] <- perSrc[int frames.Src] + 1L
+                    addresses[int frames.Src].Add frames.Address |> ignore
 
                 canFrames <- canFrames + int64 batch.Count
             elif which = layout.SendcanDiscriminant then
