@@ -141,8 +141,8 @@ let private logPass (files: string list) (depth: int) : LogResult =
                         + uint64 (CtsLite.Logs.Event.which m layout e)
 
                     if depth >= 2 then
-                        let mutable cursor =
-                            CtsLite.Logs.CanCursor(m, layout, CtsLite.Logs.Event.canBatch m layout e)
+                        let batch = CtsLite.Logs.Event.canBatch m layout e
+                        let mutable cursor = CtsLite.Logs.CanCursor(m, layout, batch)
 
                         while cursor.MoveNext() do
                             let payload = cursor.Payload

@@ -223,6 +223,11 @@ type CanCursor =
     val private layout: EventLayout
     val private batch: CanBatch
     val private fast: bool
+    val private count: int
+    val private step: int
+    val private addressByte: int
+    val private srcByte: int
+    val mutable private pos: int
     val private datOffset: int
     val private segmentStart: int
     val private segmentEnd: int
@@ -246,6 +251,11 @@ type CanCursor =
                 && list.StructDataBytes >= layout.AddressByte + 4
                 && list.StructDataBytes > layout.SrcByte
                 && list.StructPtrCount > layout.DatPointer
+            count = list.Count
+            step = list.StepBytes
+            addressByte = layout.AddressByte
+            srcByte = layout.SrcByte
+            pos = list.Pos - list.StepBytes
             datOffset = list.StructDataBytes + 8 * layout.DatPointer
             segmentStart = (if list.Count > 0 then m.SegmentStart list.Segment else 0)
             segmentEnd = (if list.Count > 0 then m.SegmentEnd list.Segment else 0)
@@ -259,17 +269,16 @@ type CanCursor =
     /// Moves to the next frame; false after the last.
     member this.MoveNext() : bool =
         this.index <- this.index + 1
+        this.pos <- this.pos + this.step
 
-        if this.index >= this.batch.Frames.Count then
+        if this.index >= this.count then
             false
         else
-            let list = this.batch.Frames
-
             if this.fast then
-                let pos = list.Pos + this.index * list.StepBytes
-                let element = this.buffer.Slice(pos, list.StepBytes)
-                this.address <- BinaryPrimitives.ReadUInt32LittleEndian(element.Slice(this.layout.AddressByte, 4))
-                this.src <- element[this.layout.SrcByte]
+                let pos = this.pos
+                let element = this.buffer.Slice(pos, this.step)
+                this.address <- BinaryPrimitives.ReadUInt32LittleEndian(element.Slice(this.addressByte, 4))
+                this.src <- element[this.srcByte]
                 let word = BinaryPrimitives.ReadUInt64LittleEndian(element.Slice(this.datOffset, 8))
                 let pointerPos = pos + this.datOffset
 
