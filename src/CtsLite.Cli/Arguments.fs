@@ -63,6 +63,41 @@ type LogArgs =
             | Dump _ -> "every event as one JSON line, as `capnp convert --short binary:json` prints it."
             | Can _ -> "CAN frames as CSV: log_mono_time_ns,kind,src,address,data_hex."
 
+/// `cts dbc check`.
+type DbcCheckArgs =
+    | [<MainCommand; Mandatory>] Files of dbc: string list
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Files _ -> "DBC files to check (IMPORTs are followed)."
+
+/// `cts dbc decode`.
+type DbcDecodeArgs =
+    | [<MainCommand; Mandatory>] Inputs of dbc_and_log: string list
+    | Signal of name: string
+    | Bus of src: int
+    | Strict
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Inputs _ -> "the DBC file, then the log (file, segment folder or route)."
+            | Signal _ -> "only this MESSAGE.SIGNAL (repeatable); default every signal."
+            | Bus _ -> "only frames with this raw src byte (repeatable)."
+            | Strict -> "treat damage in the log as an error instead of a warning."
+
+/// `cts dbc`: DBC files.
+type DbcArgs =
+    | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<DbcCheckArgs>
+    | [<CliPrefix(CliPrefix.None)>] Decode of ParseResults<DbcDecodeArgs>
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Check _ -> "parse DBC files; print message/signal counts or every error as file:line:column."
+            | Decode _ -> "decode signals from a log as CSV: time_s,bus,address,message,signal,value,label."
+
 /// `cts` and its subcommands. Global options apply to every subcommand.
 type CtsArgs =
     | [<AltCommandLine("-u"); Inherit>] Url of url: string
@@ -72,6 +107,7 @@ type CtsArgs =
     | [<SubCommand; CliPrefix(CliPrefix.None); AltCommandLine("cap")>] Capabilities
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Version
     | [<CliPrefix(CliPrefix.None)>] Log of ParseResults<LogArgs>
+    | [<CliPrefix(CliPrefix.None)>] Dbc of ParseResults<DbcArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -83,3 +119,4 @@ type CtsArgs =
             | Capabilities -> "list the tools and monitors the service can run."
             | Version -> "print the client version and, when reachable, the service's."
             | Log _ -> "read openpilot logs locally: info, dump, can."
+            | Dbc _ -> "DBC files: check, decode."

@@ -39,6 +39,13 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
             | Some Ping -> Remote.ping ctx
             | Some Capabilities -> Remote.capabilities ctx
             | Some Version -> Remote.version ctx
+            | Some(Dbc dbcArgs) ->
+                match dbcArgs.TryGetSubCommand() with
+                | Some(Check a) -> DbcCommands.check ctx a
+                | Some(Decode a) -> DbcCommands.decode ctx a
+                | None ->
+                    err.WriteLine(dbcArgs.Parser.PrintUsage())
+                    ExitCode.ClientError
             | Some(Log logArgs) ->
                 match logArgs.TryGetSubCommand() with
                 | Some(Info a) -> LogCommands.info ctx a

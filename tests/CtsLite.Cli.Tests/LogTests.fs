@@ -611,5 +611,118 @@ let damageTests =
         }
     ]
 
+let dbcTests =
+    let opendbc () = Path.Combine(reference (), "opendbc")
+
+    testList "dbc commands" [
+        test "dbc check prints counts for clean files and every error otherwise" {
+            use out = new MemoryStream()
+
+            let clean =
+                Path.Combine(opendbc (), "generator", "subaru", "subaru_global_2017.dbc")
+
+            Expect.equal (Program.run [| "dbc"; "check"; clean |] out (new StringWriter())) 0 "clean"
+
+            Expect.stringContains
+                (Encoding.UTF8.GetString(out.ToArray()))
+                "32 messages, 231 signals"
+                "counts, imports followed"
+
+            let bad = Path.Combine(TestEnv.tempDir "dbc", "bad.dbc")
+            File.WriteAllText(bad, "BO_ 1 A: 8 X\n SG_ S : 0|8@7+ (1,0) [0|1] \"\" X\nNOPE;\n")
+            use badOut = new MemoryStream()
+
+            Expect.equal
+                (Program.run [| "dbc"; "check"; bad |] badOut (new StringWriter()))
+                ExitCode.ClientError
+                "errors"
+
+            let lines =
+                Encoding.UTF8.GetString(badOut.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+
+            Expect.equal lines.Length 2 "both problems"
+            Expect.all lines (fun l -> l.StartsWith(bad + ":")) "file:line:column"
+        }
+        test "dbc decode writes one row per decoded signal in log order" {
+            let dbc = Path.Combine(opendbc (), "generated", "toyota_nodsu_pt_generated.dbc")
+            use out = new MemoryStream()
+
+            let code =
+                Program.run
+                    [|
+                        "dbc"
+                        "decode"
+                        dbc
+                        rav4 "zst"
+                        "--signal"
+                        "WHEEL_SPEEDS.WHEEL_SPEED_FL"
+                        "--bus"
+                        "0"
+                    |]
+                    out
+                    (new StringWriter())
+
+            Expect.equal code 0 "ok"
+
+            let rows =
+                Encoding.UTF8.GetString(out.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+
+            Expect.equal rows[0] "time_s,bus,address,message,signal,value,label" "header"
+            let data = rows |> Array.skip 1 |> Array.map (fun r -> r.Split ',')
+            Expect.isGreaterThan data.Length 4000 "about 80 Hz for a minute"
+
+            Expect.all
+                data
+                (fun r -> r[1] = "0" && r[2] = "0x0AA" && r[3] = "WHEEL_SPEEDS" && r[4] = "WHEEL_SPEED_FL")
+                "only what was asked"
+
+            let times = data |> Array.map (fun r -> float r[0])
+            Expect.equal times (Array.sort times) "log order"
+
+            Expect.all
+                data
+                (fun r -> let v = float r[5] in v >= 0.0 && v < 250.0)
+                "road speeds in km/h (a wrong bit order gives nonsense)"
+
+            use err = new StringWriter()
+
+            Expect.equal
+                (Program.run
+                    [| "dbc"; "decode"; dbc; rav4 "zst"; "--signal"; "WHEEL_SPEEDS.NOPE" |]
+                    (new MemoryStream())
+                    err)
+                ExitCode.ClientError
+                "unknown signal"
+
+            Expect.stringContains (err.ToString()) "WHEEL_SPEEDS.NOPE" "names it"
+        }
+        test "dbc decode labels values from the value tables" {
+            let dbc = Path.Combine(opendbc (), "generated", "toyota_nodsu_pt_generated.dbc")
+            use out = new MemoryStream()
+
+            let code =
+                Program.run
+                    [| "dbc"; "decode"; dbc; rav4 "zst"; "--signal"; "GEAR_PACKET.GEAR" |]
+                    out
+                    (new StringWriter())
+
+            Expect.equal code 0 "ok"
+
+            let rows =
+                Encoding.UTF8.GetString(out.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+                |> Array.skip 1
+
+            Expect.isNonEmpty rows "gear frames"
+            Expect.all rows (fun r -> (r.Split ',').[6] <> "") "every gear value has a label"
+        }
+    ]
+
 let all =
-    testList "logs" [ conformanceTests; decompressionTests; infoTests; canTests; damageTests ]
+    testList "logs" [
+        conformanceTests
+        decompressionTests
+        infoTests
+        canTests
+        damageTests
+        dbcTests
+    ]

@@ -58,4 +58,5 @@ let wireNames =
         }
     ]
 
-let all = testList "Core" [ product; wireNames; CapnpTests.all; LogApiTests.all ]
+let all =
+    testList "Core" [ product; wireNames; CapnpTests.all; LogApiTests.all; DbcTests.all ]

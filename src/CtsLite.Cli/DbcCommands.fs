@@ -1,0 +1,127 @@
+namespace CtsLite.Cli
+
+open System
+open System.Globalization
+open Argu
+open CtsLite.Can
+open CtsLite.Capnp
+open CtsLite.Logs
+
+/// `cts dbc …`.
+[<RequireQualifiedAccess>]
+module DbcCommands =
+
+    /// `cts dbc check`: exit 0 only when every file is clean.
+    let check (ctx: CommandContext) (args: ParseResults<DbcCheckArgs>) : int =
+        let mutable clean = true
+
+        for file in args.GetResult DbcCheckArgs.Files do
+            match Dbc.parseFile' file with
+            | Ok db ->
+                let signals = db.Messages |> List.sumBy (fun m -> m.Signals.Length)
+                ctx.Out.WriteLine($"{file}: {db.Messages.Length} messages, {signals} signals")
+            | Error errors ->
+                clean <- false
+
+                for e in errors do
+                    ctx.Out.WriteLine(DbcError.describe e)
+
+        if clean then ExitCode.Ok else ExitCode.ClientError
+
+    let private csvField (s: string) =
+        if s.IndexOfAny([| ','; '"'; '\n'; '\r' |]) >= 0 then
+            "\"" + s.Replace("\"", "\"\"") + "\""
+        else
+            s
+
+    /// `cts dbc decode`.
+    let decode (ctx: CommandContext) (args: ParseResults<DbcDecodeArgs>) : int =
+        match args.GetResult DbcDecodeArgs.Inputs with
+        | [ dbcPath; input ] ->
+            match Dbc.parseFile' dbcPath with
+            | Error errors ->
+                for e in errors do
+                    ctx.Err.WriteLine(DbcError.describe e)
+
+                ExitCode.ClientError
+            | Ok db ->
+                let wanted = args.GetResults DbcDecodeArgs.Signal
+
+                let resolve (name: string) =
+                    match name.Split '.' with
+                    | [| message; signal |] ->
+                        db.TryMessageNamed message
+                        |> Option.bind (fun m ->
+                            m.Signals
+                            |> List.tryFind (fun s -> s.Name = signal)
+                            |> Option.map (fun s -> m, s))
+                    | _ -> None
+
+                match wanted |> List.tryFind (fun w -> (resolve w).IsNone) with
+                | Some bad ->
+                    ctx.Err.WriteLine($"error: {bad}: no such MESSAGE.SIGNAL in {dbcPath}")
+                    ExitCode.ClientError
+                | None ->
+                    // address -> (message, signals to decode)
+                    let plan =
+                        match wanted with
+                        | [] -> db.Messages |> List.map (fun m -> m.Id, (m, m.Signals))
+                        | _ ->
+                            wanted
+                            |> List.choose resolve
+                            |> List.groupBy (fun (m, _) -> m.Id)
+                            |> List.map (fun (id, pairs) -> id, (fst pairs.Head, pairs |> List.map snd))
+                        |> dict
+
+                    let buses = args.GetResults DbcDecodeArgs.Bus |> Set.ofList
+
+                    match
+                        Log.events
+                            {
+                                ReaderOptions.Default with
+                                    Strict = args.Contains DbcDecodeArgs.Strict
+                            }
+                            None
+                            [ "can" ]
+                            input
+                    with
+                    | Error e ->
+                        ctx.Err.WriteLine($"error: {e}")
+                        ExitCode.ClientError
+                    | Ok events ->
+                        let out = ctx.Out
+                        let invariant = CultureInfo.InvariantCulture
+                        out.WriteLine "time_s,bus,address,message,signal,value,label"
+
+                        for e in events do
+                            for f in e.CanFrames() do
+                                if buses.IsEmpty || buses.Contains f.Src then
+                                    match plan.TryGetValue f.Address with
+                                    | true, (message, signals) ->
+                                        let payload = ReadOnlySpan f.Payload
+                                        let time = (float f.LogMonoTime / 1e9).ToString("F9", invariant)
+
+                                        for s in signals do
+                                            if Signal.fits s payload.Length && Signal.isPresent message s payload then
+                                                let v = Signal.decode s payload
+                                                let label = Signal.label s v.Raw |> Option.defaultValue ""
+                                                let value = v.Physical.ToString("R", invariant)
+
+                                                out.WriteLine(
+                                                    $"{time},{f.Src},0x{f.Address:X3},{message.Name},{s.Name},{value},{csvField label}"
+                                                )
+                                    | false, _ -> ()
+
+                        out.Flush()
+
+                        for w in events.Warnings do
+                            ctx.Err.WriteLine($"warning: {w}")
+
+                        match events.Error with
+                        | Some e ->
+                            ctx.Err.WriteLine($"error: {DecodeError.describe e}")
+                            ExitCode.ClientError
+                        | None -> ExitCode.Ok
+        | _ ->
+            ctx.Err.WriteLine("error: cts dbc decode takes a DBC file and a log: cts dbc decode <file.dbc> <log>")
+            ExitCode.ClientError
