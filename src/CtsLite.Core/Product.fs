@@ -26,3 +26,17 @@ module Product =
     /// The oldest `cts` client the service accepts.
     [<Literal>]
     let MinClientVersion = "0.1.0"
+
+/// Small file-system helpers shared by the parsers and the edges.
+[<RequireQualifiedAccess>]
+module Io =
+
+    /// Reads a whole text file, turning the expected I/O failures into a reason.
+    let readText (path: string) : Result<string, string> =
+        try
+            Ok(System.IO.File.ReadAllText path)
+        with
+        | :? System.IO.FileNotFoundException
+        | :? System.IO.DirectoryNotFoundException -> Error "no such file"
+        | :? System.UnauthorizedAccessException -> Error "permission denied"
+        | :? System.IO.IOException as e -> Error e.Message

@@ -338,14 +338,7 @@ module Config =
         | es -> Error es
 
     /// Reads a file for `load`, turning I/O failures into a reason.
-    let readFile (path: string) : Result<string, string> =
-        try
-            Ok(File.ReadAllText path)
-        with
-        | :? FileNotFoundException
-        | :? DirectoryNotFoundException -> Error "file not found"
-        | :? UnauthorizedAccessException -> Error "permission denied"
-        | :? IOException as e -> Error e.Message
+    let readFile (path: string) : Result<string, string> = CtsLite.Io.readText path
 
     /// One line per error, naming the file or variable, the key and what is accepted.
     let describe (error: ConfigError) : string =

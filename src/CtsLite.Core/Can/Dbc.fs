@@ -984,14 +984,7 @@ module Dbc =
         | es -> Error es
 
     /// Reads a file for `parseWith`.
-    let readFile (path: string) : Result<string, string> =
-        try
-            Ok(File.ReadAllText path)
-        with
-        | :? FileNotFoundException
-        | :? DirectoryNotFoundException -> Error "no such file"
-        | :? UnauthorizedAccessException -> Error "permission denied"
-        | :? IOException as e -> Error e.Message
+    let readFile (path: string) : Result<string, string> = CtsLite.Io.readText path
 
     /// Parses a DBC file from disk.
     let parseFile' (path: string) : Result<Database, DbcError list> = parseWith readFile path
