@@ -82,7 +82,8 @@ type DbcDecodeArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Inputs _ -> "the DBC file, then the log (file, segment folder or route)."
+            | Inputs _ ->
+                "the DBC file, then the input: a log (file, segment folder or route), a candump -L file or an rlog-to-csv CSV."
             | Signal _ -> "only this MESSAGE.SIGNAL (repeatable); default every signal."
             | Bus _ -> "only frames with this raw src byte (repeatable)."
             | Strict -> "treat damage in the log as an error instead of a warning."

@@ -74,54 +74,77 @@ module DbcCommands =
                         |> dict
 
                     let buses = args.GetResults DbcDecodeArgs.Bus |> Set.ofList
+                    let out = ctx.Out
+                    let invariant = CultureInfo.InvariantCulture
 
-                    match
-                        Log.events
-                            {
-                                ReaderOptions.Default with
-                                    Strict = args.Contains DbcDecodeArgs.Strict
-                            }
-                            None
-                            [ "can" ]
-                            input
-                    with
-                    | Error e ->
-                        ctx.Err.WriteLine($"error: {e}")
-                        ExitCode.ClientError
-                    | Ok events ->
-                        let out = ctx.Out
-                        let invariant = CultureInfo.InvariantCulture
-                        out.WriteLine "time_s,bus,address,message,signal,value,label"
+                    let write (time: float) (bus: int) (address: uint32) (payload: byte array) =
+                        if buses.IsEmpty || buses.Contains bus then
+                            match plan.TryGetValue address with
+                            | true, (message, signals) ->
+                                let span = ReadOnlySpan payload
+                                let timeText = time.ToString("F9", invariant)
 
-                        for e in events do
-                            for f in e.CanFrames() do
-                                if buses.IsEmpty || buses.Contains f.Src then
-                                    match plan.TryGetValue f.Address with
-                                    | true, (message, signals) ->
-                                        let payload = ReadOnlySpan f.Payload
-                                        let time = (float f.LogMonoTime / 1e9).ToString("F9", invariant)
+                                for s in signals do
+                                    if Signal.fits s span.Length && Signal.isPresent message s span then
+                                        let v = Signal.decode s span
+                                        let label = Signal.label s v.Raw |> Option.defaultValue ""
+                                        let value = v.Physical.ToString("R", invariant)
 
-                                        for s in signals do
-                                            if Signal.fits s payload.Length && Signal.isPresent message s payload then
-                                                let v = Signal.decode s payload
-                                                let label = Signal.label s v.Raw |> Option.defaultValue ""
-                                                let value = v.Physical.ToString("R", invariant)
+                                        out.WriteLine(
+                                            $"{timeText},{bus},0x{address:X3},{message.Name},{s.Name},{value},{csvField label}"
+                                        )
+                            | false, _ -> ()
 
-                                                out.WriteLine(
-                                                    $"{time},{f.Src},0x{f.Address:X3},{message.Name},{s.Name},{value},{csvField label}"
-                                                )
-                                    | false, _ -> ()
+                    let fromText (frames: Result<AnalysisFrame list, string list>) =
+                        match frames with
+                        | Error errors ->
+                            for e in errors do
+                                ctx.Err.WriteLine e
 
-                        out.Flush()
-
-                        for w in events.Warnings do
-                            ctx.Err.WriteLine($"warning: {w}")
-
-                        match events.Error with
-                        | Some e ->
-                            ctx.Err.WriteLine($"error: {DecodeError.describe e}")
                             ExitCode.ClientError
-                        | None -> ExitCode.Ok
+                        | Ok frames ->
+                            out.WriteLine "time_s,bus,address,message,signal,value,label"
+
+                            for f in frames do
+                                write f.Time f.Bus f.Address f.Payload
+
+                            out.Flush()
+                            ExitCode.Ok
+
+                    match CanText.sniff input with
+                    | Some "candump" -> fromText (CanText.readCandump input (IO.File.ReadLines input))
+                    | Some _ -> fromText (CanText.readCsv input (IO.File.ReadLines input))
+                    | None ->
+                        match
+                            Log.events
+                                {
+                                    ReaderOptions.Default with
+                                        Strict = args.Contains DbcDecodeArgs.Strict
+                                }
+                                None
+                                [ "can" ]
+                                input
+                        with
+                        | Error e ->
+                            ctx.Err.WriteLine($"error: {e}")
+                            ExitCode.ClientError
+                        | Ok events ->
+                            out.WriteLine "time_s,bus,address,message,signal,value,label"
+
+                            for e in events do
+                                for f in e.CanFrames() do
+                                    write (float f.LogMonoTime / 1e9) f.Src f.Address f.Payload
+
+                            out.Flush()
+
+                            for w in events.Warnings do
+                                ctx.Err.WriteLine($"warning: {w}")
+
+                            match events.Error with
+                            | Some e ->
+                                ctx.Err.WriteLine($"error: {DecodeError.describe e}")
+                                ExitCode.ClientError
+                            | None -> ExitCode.Ok
         | _ ->
             ctx.Err.WriteLine("error: cts dbc decode takes a DBC file and a log: cts dbc decode <file.dbc> <log>")
             ExitCode.ClientError

@@ -696,6 +696,64 @@ let dbcTests =
 
             Expect.stringContains (err.ToString()) "WHEEL_SPEEDS.NOPE" "names it"
         }
+        test "dbc decode reads candump -L and rlog-to-csv CSV as well as logs" {
+            let dbc = Path.Combine(opendbc (), "generated", "toyota_nodsu_pt_generated.dbc")
+            let dir = TestEnv.tempDir "text"
+
+            let decodeFl (input: string) =
+                use out = new MemoryStream()
+                use err = new StringWriter()
+
+                let code =
+                    Program.run
+                        [|
+                            "dbc"
+                            "decode"
+                            dbc
+                            input
+                            "--signal"
+                            "WHEEL_SPEEDS.WHEEL_SPEED_FL"
+                            "--bus"
+                            "0"
+                        |]
+                        out
+                        err
+
+                Expect.equal code 0 (err.ToString())
+
+                Encoding.UTF8.GetString(out.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+                |> Array.skip 1
+
+            // The first WHEEL_SPEEDS frame of the comma2k19 rlog, written as candump and as CSV.
+            let first =
+                match Log.canFrames ReaderOptions.Default (rav4 "zst") with
+                | Ok frames -> frames |> List.find (fun f -> f.Address = 0xAAu && f.Src = 0)
+                | Error e -> failtest e
+
+            let hex = Convert.ToHexString first.Payload
+            let time = float first.LogMonoTime / 1e9
+            let candump = Path.Combine(dir, "dump.log")
+            File.WriteAllLines(candump, [ $"({time:F6}) can0 0AA#{hex}"; $"({time + 0.01:F6}) can1 0AA#{hex}" ])
+            let csv = Path.Combine(dir, "frames.csv")
+
+            File.WriteAllLines(
+                csv,
+                [
+                    "window,segment,timestamp,address,bus,data_hex"
+                    $"1,pre,0.500000,0x0AA,0,{hex}"
+                ]
+            )
+
+            let value (row: string) = (row.Split ',').[5]
+            let fromLog = decodeFl (rav4 "zst") |> Array.head
+            let fromDump = decodeFl candump
+            let fromCsv = decodeFl csv
+            Expect.equal fromDump.Length 1 "--bus 0 keeps the can0 frame only"
+            Expect.equal (value fromDump[0]) (value fromLog) "same value as from the log"
+            Expect.stringStarts fromDump[0] $"{time:F6}" "candump time"
+            Expect.equal (value fromCsv[0]) (value fromLog) "same value from the CSV"
+            Expect.stringStarts fromCsv[0] "0.500000000,0,0x0AA," "CSV time and bus"
+        }
         test "dbc decode labels values from the value tables" {
             let dbc = Path.Combine(opendbc (), "generated", "toyota_nodsu_pt_generated.dbc")
             use out = new MemoryStream()

@@ -59,4 +59,11 @@ let wireNames =
     ]
 
 let all =
-    testList "Core" [ product; wireNames; CapnpTests.all; LogApiTests.all; DbcTests.all ]
+    testList "Core" [
+        product
+        wireNames
+        CapnpTests.all
+        LogApiTests.all
+        DbcTests.all
+        BitAnalysisTests.all
+    ]
