@@ -281,6 +281,67 @@ let private logBenchmarks (shared: string) (repeats: int) =
 
     printfn "Peak RSS of the benchmark process: %.1f MiB" (peakRssMiB ())
 
+/// Decoding every WHEEL_SPEEDS signal of the real comma2k19 frames (8 signals, Motorola, scaled).
+let private signalBenchmark (shared: string) (quick: bool) =
+    let dbc =
+        Path.Combine(shared, "reference", "opendbc", "generated", "toyota_nodsu_pt_generated.dbc")
+
+    let log =
+        Path.Combine(
+            shared,
+            "data",
+            "rlogs",
+            "derived",
+            "comma2k19_rav4_b0c9d2329ad1606b_2018-08-02--08-34-47--40.rlog.zst"
+        )
+
+    let db =
+        match CtsLite.Can.Dbc.parseFile' dbc with
+        | Ok db -> db
+        | Error es -> failwithf "%A" es
+
+    let message = db.TryMessage 0xAAu |> Option.get
+    let signals = message.Signals |> Array.ofList
+
+    let payloads =
+        match CtsLite.Logs.Log.canFrames CtsLite.Capnp.ReaderOptions.Default log with
+        | Ok frames ->
+            frames
+            |> List.filter (fun f -> f.Address = 0xAAu)
+            |> List.map (fun f -> f.Payload)
+            |> Array.ofList
+        | Error e -> failwith e
+
+    let passes = if quick then 20 else 200
+    let mutable sum = 0.0
+
+    let run () =
+        for _ in 1..passes do
+            for p in payloads do
+                let span = ReadOnlySpan p
+
+                for s in signals do
+                    sum <- sum + (CtsLite.Can.Signal.decode s span).Physical
+
+    run ()
+    GC.Collect()
+    let before = GC.GetAllocatedBytesForCurrentThread()
+    let started = Stopwatch.GetTimestamp()
+    run ()
+    let seconds = Stopwatch.GetElapsedTime(started).TotalSeconds
+    let allocated = GC.GetAllocatedBytesForCurrentThread() - before
+    let decodes = float (passes * payloads.Length * signals.Length)
+    printfn ""
+
+    printfn
+        "| signal decode (WHEEL_SPEEDS, 8 Motorola signals, real frames) | %.1f ns/signal | %.0f signals/s | %.3f B/decode |"
+        (seconds * 1e9 / decodes)
+        (decodes / seconds)
+        (float allocated / decodes)
+
+    if sum = 42.0 then
+        printfn "(checksum)"
+
 [<EntryPoint>]
 let main argv =
     let quick = argv |> Array.contains "--quick"
@@ -308,6 +369,7 @@ let main argv =
 
     if Directory.Exists shared then
         logBenchmarks shared (if quick then 1 else 5)
+        signalBenchmark shared quick
     else
         eprintfn "log benchmarks skipped: shared data not found at %s (set CTS_SHARED_DIR)" shared
 

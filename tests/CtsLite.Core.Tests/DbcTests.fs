@@ -224,6 +224,12 @@ let fixtures =
                 Expect.exists lines (fun l -> l.StartsWith "fixture.dbc:10:1:") "unknown statement"
                 Expect.all errors (fun e -> e.Line > 0 && e.Column > 0) "located"
         }
+        test "counters follow with wrap-around" {
+            Expect.isTrue (Checksum.counterFollows 4 3UL 4UL) "3 -> 4"
+            Expect.isTrue (Checksum.counterFollows 4 15UL 0UL) "15 -> 0 wraps"
+            Expect.isFalse (Checksum.counterFollows 4 3UL 5UL) "a skipped value"
+            Expect.isFalse (Checksum.counterFollows 4 3UL 3UL) "a repeated value"
+        }
         test "a signal that does not fit its message is an error" {
             match parseText "BO_ 5 Small: 2 ECU\n SG_ Wide : 8|16@1+ (1,0) [0|0] \"\" GW\n" with
             | Error [ e ] -> Expect.stringContains e.Message "does not fit" "says why"

@@ -66,4 +66,5 @@ let all =
         LogApiTests.all
         DbcTests.all
         BitAnalysisTests.all
+        SubaruTests.all
     ]

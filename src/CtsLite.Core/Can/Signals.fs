@@ -41,6 +41,7 @@ module Signal =
             ok
 
     /// The raw bits of the signal, unsigned, read only from the signal's own bits.
+    [<System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)>]
     let rawBits (signal: Signal) (payload: ReadOnlySpan<byte>) : uint64 =
         let mutable value = 0UL
 
@@ -63,11 +64,26 @@ module Signal =
                 for i in 0 .. signal.Length - 1 do
                     value <- value ||| (uint64 (bit payload (signal.StartBit + i)) <<< i)
         | ByteOrder.BigEndian ->
-            let mutable pos = signal.StartBit
+            // In "MSB-first" numbering (bit 7 of byte 0 is 0) a Motorola signal is contiguous:
+            // read the covered bytes as a big-endian integer, then shift and mask.
+            let msb = (signal.StartBit >>> 3) * 8 + (7 - (signal.StartBit &&& 7))
+            let lsb = msb + signal.Length - 1
+            let first = msb >>> 3
+            let last = lsb >>> 3
 
-            for _ in 1 .. signal.Length do
-                value <- (value <<< 1) ||| uint64 (bit payload pos)
-                pos <- motorolaNext pos
+            if last - first < 8 then
+                let mutable acc = 0UL
+
+                for b in first..last do
+                    acc <- (acc <<< 8) ||| uint64 payload[b]
+
+                value <- acc >>> (7 - (lsb &&& 7))
+            else
+                let mutable pos = signal.StartBit
+
+                for _ in 1 .. signal.Length do
+                    value <- (value <<< 1) ||| uint64 (bit payload pos)
+                    pos <- motorolaNext pos
 
         if signal.Length = 64 then
             value
