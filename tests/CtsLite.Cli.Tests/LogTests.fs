@@ -27,8 +27,7 @@ let demoBz2 () =
 let demoZst () =
     Path.Combine(rlogs (), "derived", "comma_demo_a2a0ccea32023010_2023-07-27--13-01-19--0.qlog.zst")
 
-let rav4 (ext: string) =
-    Path.Combine(rlogs (), "derived", $"comma2k19_rav4_b0c9d2329ad1606b_2018-08-02--08-34-47--40.rlog.{ext}")
+let rav4 (ext: string) = TestEnv.comma2k19 ext
 
 let routeName = "5ca1ab1e5ca1ab1e|2025-01-16--07-45-12"
 

@@ -364,14 +364,7 @@ let private frames (file: string) =
 let realData =
     testList "real frames" [
         test "comma2k19 WHEEL_SPEEDS agree with carState.wheelSpeeds within the DBC resolution" {
-            let log =
-                Path.Combine(
-                    TestEnv.sharedDir (),
-                    "data",
-                    "rlogs",
-                    "derived",
-                    "comma2k19_rav4_b0c9d2329ad1606b_2018-08-02--08-34-47--40.rlog.zst"
-                )
+            let log = TestEnv.comma2k19 "zst"
 
             let db =
                 parse (Path.Combine(opendbc (), "generated", "toyota_nodsu_pt_generated.dbc"))
@@ -480,14 +473,7 @@ let realData =
                 "the planted frames, on their bus"
         }
         test "Toyota checksums hold on the real comma2k19 frames that carry one" {
-            let log =
-                Path.Combine(
-                    TestEnv.sharedDir (),
-                    "data",
-                    "rlogs",
-                    "derived",
-                    "comma2k19_rav4_b0c9d2329ad1606b_2018-08-02--08-34-47--40.rlog.zst"
-                )
+            let log = TestEnv.comma2k19 "zst"
             // STEER_ANGLE_SENSOR (0x25) has no checksum; STEERING_IPAS / BRAKE_MODULE style messages do.
             let db =
                 parse (Path.Combine(opendbc (), "generated", "toyota_nodsu_pt_generated.dbc"))

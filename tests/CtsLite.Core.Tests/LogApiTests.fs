@@ -135,17 +135,7 @@ let all =
             Expect.all frames (fun f -> f.Payload.Length <= 8) "classic CAN payloads"
         }
         test "the CAN cursor reads every frame exactly as the general path does" {
-            for file in
-                [
-                    demo ()
-                    Path.Combine(
-                        TestEnv.sharedDir (),
-                        "data",
-                        "rlogs",
-                        "derived",
-                        "comma2k19_rav4_b0c9d2329ad1606b_2018-08-02--08-34-47--40.rlog.zst"
-                    )
-                ] do
+            for file in [ demo (); TestEnv.comma2k19 "zst" ] do
                 Expect.isGreaterThan (cursorAgrees file) 200 "frames compared"
         }
         test "unknown services and inputs are errors" {

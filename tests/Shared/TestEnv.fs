@@ -32,6 +32,16 @@ let sharedDir () : string =
     | true -> sharedDirCandidate
     | false -> failwith sharedDirMissingMessage
 
+/// The comma2k19-derived RAV4 rlog of the shared data (`zst` or `bz2`).
+let comma2k19 (extension: string) : string =
+    Path.Combine(
+        sharedDir (),
+        "data",
+        "rlogs",
+        "derived",
+        $"comma2k19_rav4_b0c9d2329ad1606b_2018-08-02--08-34-47--40.rlog.{extension}"
+    )
+
 /// Debug or Release: the configuration these tests were built in, so the programs match.
 let configuration: string =
     match Assembly.GetExecutingAssembly().GetCustomAttribute<AssemblyConfigurationAttribute>() with
