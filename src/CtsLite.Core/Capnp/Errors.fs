@@ -50,6 +50,8 @@ type DecodeReason =
     | CompressionRatioLimit of limit: float
     | CorruptCompressedData of detail: string
     | Schema of detail: string
+    /// The file could not be opened or read at all (missing, permissions).
+    | Unreadable of detail: string
 
 /// A decoding failure: where (source name and byte offset in the decompressed stream) and why.
 type DecodeError = {
@@ -80,6 +82,7 @@ module DecodeError =
         | DecodeReason.CompressionRatioLimit limit -> $"compression ratio exceeds {limit} (decompression bomb?)"
         | DecodeReason.CorruptCompressedData detail -> $"corrupt compressed data: {detail}"
         | DecodeReason.Schema detail -> $"schema: {detail}"
+        | DecodeReason.Unreadable detail -> $"cannot read: {detail}"
 
     /// `source: byte N: reason`.
     let describe (e: DecodeError) : string =

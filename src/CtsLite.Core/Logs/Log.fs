@@ -38,23 +38,25 @@ type EventView internal (schema: Schema, layout: EventLayout) =
         Json.messageToJson schema reader.Message layout.Event reader.Source w
         |> Result.map (fun () -> Encoding.UTF8.GetString w.WrittenSpan)
 
-    /// The CAN frames of a `can`/`sendcan` event, copied out (empty for other events).
+    /// The CAN frames of a `can`/`sendcan` event, copied out (empty for other events). A corrupt
+    /// frame list ends the file as damage (see `LogEvents.Warnings`/`Error`), not an exception.
     member _.CanFrames() : CanFrameRecord list =
-        let m = reader.Message
-        let batch = Event.canBatch m layout reader.Event
+        let frames = ResizeArray<CanFrameRecord>()
 
-        [
-            for i in 0 .. batch.Count - 1 do
-                let f = Event.canFrame m layout batch i
+        FileReading.guard reader (fun () ->
+            let m = reader.Message
+            let mutable cursor = CanCursor(m, layout, Event.canBatch m layout reader.Event)
 
-                {
-                    LogMonoTime = f.LogMonoTime
-                    Kind = if f.Sendcan then "sendcan" else "can"
-                    Src = int f.Src
-                    Address = f.Address
-                    Payload = m.Span(f.PayloadPos, f.PayloadLength).ToArray()
-                }
-        ]
+            while cursor.MoveNext() do
+                frames.Add {
+                    LogMonoTime = cursor.LogMonoTime
+                    Kind = if cursor.Sendcan then "sendcan" else "can"
+                    Src = int cursor.Src
+                    Address = cursor.Address
+                    Payload = cursor.Payload.ToArray()
+                })
+
+        List.ofSeq frames
 
 /// A CAN frame copied out of its log (for notebooks and other places that keep frames).
 and CanFrameRecord = {
@@ -93,13 +95,7 @@ type LogEvents
                     if not stop then
                         match LogReader.Open(file, options) with
                         | Error reason ->
-                            error <-
-                                Some {
-                                    Source = file
-                                    Offset = 0L
-                                    Reason = DecodeReason.Schema reason
-                                }
-
+                            error <- Some(FileReading.openFailure file reason)
                             stop <- true
                         | Ok reader ->
                             use reader = reader
@@ -112,11 +108,10 @@ type LogEvents
                                 then
                                     yield view
 
-                            match reader.Damage with
-                            | Some e when options.Strict ->
+                            match FileReading.settle options reader warnings with
+                            | Some e ->
                                 error <- Some e
                                 stop <- true
-                            | Some e -> warnings.Add(DecodeError.describe e)
                             | None -> ()
             }
 

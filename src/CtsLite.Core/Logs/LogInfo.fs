@@ -38,32 +38,15 @@ module Logs =
         for file in files do
             if failure.IsNone then
                 match LogReader.Open(file, options) with
-                | Error reason ->
-                    failure <-
-                        Some {
-                            Source = file
-                            Offset = 0L
-                            Reason = DecodeReason.Truncated(0L, 0L)
-                        }
-
-                    warnings.Add reason
+                | Error reason -> failure <- Some(FileReading.openFailure file reason)
                 | Ok reader ->
                     use reader = reader
 
-                    try
+                    FileReading.guard reader (fun () ->
                         while reader.Next() do
-                            visit reader
-                    with DecodeException(offset, reason) ->
-                        reader.MarkDamaged {
-                            Source = file
-                            Offset = offset
-                            Reason = reason
-                        }
+                            visit reader)
 
-                    match reader.Damage with
-                    | Some e when options.Strict -> failure <- Some e
-                    | Some e -> warnings.Add(DecodeError.describe e)
-                    | None -> ()
+                    failure <- FileReading.settle options reader warnings
 
         match failure with
         | Some e -> Error e

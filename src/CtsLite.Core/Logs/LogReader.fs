@@ -77,3 +77,36 @@ type LogReader private (stream: Stream, source: string, options: ReaderOptions, 
 
     interface IDisposable with
         member _.Dispose() = stream.Dispose()
+
+/// What every multi-file reader does at the edges of a file, in one place.
+[<RequireQualifiedAccess>]
+module internal FileReading =
+
+    /// The error for a file that could not be opened (the reason comes from `LogReader.Open`,
+    /// which already names the file).
+    let openFailure (file: string) (reason: string) : DecodeError = {
+        Source = file
+        Offset = 0L
+        Reason = DecodeReason.Unreadable reason
+    }
+
+    /// Runs `f` on the reader; damage found inside it (a corrupt pointer met while reading the
+    /// current event) ends the file like damage met by `Next`, instead of escaping.
+    let guard (reader: LogReader) (f: unit -> unit) : unit =
+        try
+            f ()
+        with DecodeException(offset, reason) ->
+            reader.MarkDamaged {
+                Source = reader.Source
+                Offset = offset
+                Reason = reason
+            }
+
+    /// After a file: its damage becomes the error in strict mode, else a warning.
+    let settle (options: ReaderOptions) (reader: LogReader) (warnings: ResizeArray<string>) : DecodeError option =
+        match reader.Damage with
+        | Some e when options.Strict -> Some e
+        | Some e ->
+            warnings.Add(DecodeError.describe e)
+            None
+        | None -> None
