@@ -276,6 +276,29 @@ let hostile =
             Expect.isLessThan (GC.GetAllocatedBytesForCurrentThread() - before) (1L <<< 20) "no big allocation"
         }
 
+        test "an active union member whose pointer the struct lacks prints its default, as capnp does" {
+            // Event with two data words and no pointer section; the union says `can` (checked
+            // against `capnp convert`: {"logMonoTime":"0","valid":true,"can":[]}).
+            let schema = Schema.cereal ()
+            let event = (schema.TryFindStruct "Event").Value
+
+            let can =
+                (Array.findIndex (fun (f: SchemaField) -> not (isNull f) && f.Name = "can") event.UnionMembers)
+
+            let bytes = encode 1 (Struct([| 0UL; uint64 can |], [||])) Near
+
+            match Framing.readMessage "no-pointers" ReaderOptions.Default bytes with
+            | Ok m ->
+                let w = ArrayBufferWriter<byte>()
+                Expect.isOk (Json.messageToJson schema m event "no-pointers" w) "no error"
+
+                Expect.equal
+                    (Text.Encoding.UTF8.GetString w.WrittenSpan)
+                    """{"logMonoTime":"0","valid":true,"can":[]}"""
+                    "default list"
+            | Error e -> failtest (DecodeError.describe e)
+        }
+
         test "pointers out of their segment are errors with the offset" {
             let bytes = encode 1 (Struct([| 1UL |], [||])) Near
             let broken = Array.copy bytes
@@ -391,6 +414,46 @@ let realLogs =
                 events >= 0
                 && allocated < 512L * 1024L * 1024L
                 && watch.Elapsed < TimeSpan.FromSeconds 60.0))
+
+        testPropertyWithConfig
+            { config with maxTest = 40 }
+            "the Log API turns damage into warnings, never exceptions"
+            (Prop.forAll (Arb.fromGen genMutation) (fun (flips, cut) ->
+                let original = demoRaw.Value
+
+                let bytes =
+                    Array.sub original 0 (min original.Length (defaultArg cut original.Length |> max 1))
+
+                for position, value in flips do
+                    if position < bytes.Length then
+                        bytes[position] <- value
+
+                let file = Path.Combine(TestEnv.tempDir "mutated", "rlog")
+                File.WriteAllBytes(file, bytes)
+
+                match Log.events ReaderOptions.Default None [] file with
+                | Error e -> failwith e
+                | Ok events ->
+                    let mutable seen = 0
+
+                    for e in events do
+                        e.CanFrames() |> ignore
+                        e.Field "carState.vEgo" |> ignore
+                        e.ToJson() |> ignore
+                        seen <- seen + 1
+
+                    // One file: at most one damage warning; without one, every framed event was seen.
+                    use bare =
+                        LogReader.OfStream(new MemoryStream(bytes), "bare", ReaderOptions.Default, Compression.Raw)
+
+                    let mutable framed = 0
+
+                    while bare.Next() do
+                        framed <- framed + 1
+
+                    events.Warnings.Count <= 1
+                    && events.Error.IsNone
+                    && (events.Warnings.Count = 1 || seen = framed)))
 
         test "the unmodified demo log decodes without damage" {
             let events, damage = decodeAll demoRaw.Value ReaderOptions.Default

@@ -153,9 +153,10 @@ type Message(options: ReaderOptions) =
             int target
 
     /// Follows a pointer (through far pointers) to its content. Returns the segment, the content
-    /// position and the word describing the content; word 0 means null.
+    /// position and the word describing the content; word 0 means null. A pointer field the struct
+    /// does not have (`PointerField` gives -1) reads as null.
     member private this.Resolve(segment: int, ptrPos: int, outSegment: byref<int>, outPos: byref<int>) : uint64 =
-        let word = this.Word ptrPos
+        let word = if ptrPos < 0 then 0UL else this.Word ptrPos
 
         match int (word &&& 3UL) with
         | _ when word = 0UL -> 0UL
@@ -351,7 +352,7 @@ type Message(options: ReaderOptions) =
 
     /// Position and length of a Data blob; length -1 when the pointer is null.
     member this.DataAt(segment: int, ptrPos: int, depth: int, length: byref<int>) : int =
-        let word = this.Word ptrPos
+        let word = if ptrPos < 0 then 0UL else this.Word ptrPos
 
         // Fast path for the common case (a near pointer to a byte list inside its segment), with
         // the same checks as the general path; everything else takes the general path.
