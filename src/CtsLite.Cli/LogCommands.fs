@@ -194,10 +194,9 @@ module LogCommands =
                 let visit (reader: LogReader) =
                     let m = reader.Message
                     let e = reader.Event
-                    let batch = Event.canBatch m layout e
+                    let mutable f = CanCursor(m, layout, Event.canBatch m layout e)
 
-                    for i in 0 .. batch.Count - 1 do
-                        let f = Event.canFrame m layout batch i
+                    while f.MoveNext() do
 
                         if
                             (buses.IsEmpty || busFilter[int f.Src])
@@ -227,7 +226,7 @@ module LogCommands =
                             n <- n + k
                             span[n] <- ','
                             n <- n + 1
-                            let payload = m.Span(f.PayloadPos, f.PayloadLength)
+                            let payload = f.Payload
 
                             if n + 2 * payload.Length < span.Length then
                                 Convert.TryToHexString(payload, span.Slice n, &k) |> ignore

@@ -166,51 +166,27 @@ module Event =
         Sendcan = which m layout event = layout.SendcanDiscriminant
     }
 
-    /// Frame `i` of a batch.
+    /// Frame `i` of a batch, through the general reader (any list layout, far pointers). To walk
+    /// all frames of a batch, `CanCursor` is the fast path.
     let canFrame (m: Message) (layout: EventLayout) (batch: CanBatch) (i: int) : CanFrame =
-        let list = batch.Frames
+        let s = m.StructElement(batch.Frames, i)
+        let mutable length = 0
 
-        // Composite lists whose elements hold every field (all real logs): direct reads.
-        if
-            list.ElementSize = 7
-            && list.StructDataBytes >= layout.AddressByte + 4
-            && list.StructDataBytes > layout.SrcByte
-            && list.StructPtrCount > layout.DatPointer
-        then
-            let pos = list.Pos + i * list.StepBytes
-            let data = m.Span(pos, list.StructDataBytes)
-            let mutable length = 0
+        let pos =
+            match m.PointerField(s, layout.DatPointer) with
+            | -1 ->
+                length <- 0
+                0
+            | p -> m.DataAt(s.Segment, p, s.Depth, &length)
 
-            let datPos =
-                m.DataAt(list.Segment, pos + list.StructDataBytes + 8 * layout.DatPointer, list.Depth, &length)
-
-            {
-                LogMonoTime = batch.LogMonoTime
-                Sendcan = batch.Sendcan
-                Src = data[layout.SrcByte]
-                Address = BinaryPrimitives.ReadUInt32LittleEndian(data.Slice(layout.AddressByte, 4))
-                PayloadPos = datPos
-                PayloadLength = max 0 length
-            }
-        else
-            let s = m.StructElement(list, i)
-            let mutable length = 0
-
-            let pos =
-                match m.PointerField(s, layout.DatPointer) with
-                | -1 ->
-                    length <- 0
-                    0
-                | p -> m.DataAt(s.Segment, p, s.Depth, &length)
-
-            {
-                LogMonoTime = batch.LogMonoTime
-                Sendcan = batch.Sendcan
-                Src = m.UInt8(s, layout.SrcByte)
-                Address = m.UInt32(s, layout.AddressByte)
-                PayloadPos = pos
-                PayloadLength = max 0 length
-            }
+        {
+            LogMonoTime = batch.LogMonoTime
+            Sendcan = batch.Sendcan
+            Src = m.UInt8(s, layout.SrcByte)
+            Address = m.UInt32(s, layout.AddressByte)
+            PayloadPos = pos
+            PayloadLength = max 0 length
+        }
 
 /// The allocation-free way through the frames of a `can`/`sendcan` event: a byref-like cursor (keep
 /// it in a `let mutable`) that reads each frame with one bounds check and resolves near payload
