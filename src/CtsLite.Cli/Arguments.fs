@@ -99,6 +99,21 @@ type DbcArgs =
             | Check _ -> "parse DBC files; print message/signal counts or every error as file:line:column."
             | Decode _ -> "decode signals from a log as CSV: time_s,bus,address,message,signal,value,label."
 
+/// `cts run`.
+type RunArgs =
+    | [<MainCommand; Mandatory>] Target of tool_and_input: string list
+    | [<AltCommandLine("-p")>] Param of key_value: string
+    | Out_Dir of path: string
+    | Local
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Target _ -> "the tool id, then its input (log file, segment folder, route, or CSV for can-bitwatch)."
+            | Param _ -> "a parameter as key=value (repeatable); lists comma-separated."
+            | Out_Dir _ -> "directory for the artifacts (created; default ./cts-out/<tool>-<time>)."
+            | Local -> "run in this process, without the service."
+
 /// `cts` and its subcommands. Global options apply to every subcommand.
 type CtsArgs =
     | [<AltCommandLine("-u"); Inherit>] Url of url: string
@@ -109,6 +124,8 @@ type CtsArgs =
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Version
     | [<CliPrefix(CliPrefix.None)>] Log of ParseResults<LogArgs>
     | [<CliPrefix(CliPrefix.None)>] Dbc of ParseResults<DbcArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Tools
+    | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<RunArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -121,3 +138,5 @@ type CtsArgs =
             | Version -> "print the client version and, when reachable, the service's."
             | Log _ -> "read openpilot logs locally: info, dump, can."
             | Dbc _ -> "DBC files: check, decode."
+            | Tools -> "list the tools this cts can run, with their parameters."
+            | Run _ -> "run a tool: cts run --local <tool> <input> -p key=value... --out-dir DIR."

@@ -39,6 +39,8 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
             | Some Ping -> Remote.ping ctx
             | Some Capabilities -> Remote.capabilities ctx
             | Some Version -> Remote.version ctx
+            | Some Tools -> RunCommands.tools ctx
+            | Some(Run a) -> RunCommands.run ctx a
             | Some(Dbc dbcArgs) ->
                 match dbcArgs.TryGetSubCommand() with
                 | Some(Check a) -> DbcCommands.check ctx a

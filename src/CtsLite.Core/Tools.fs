@@ -1,5 +1,9 @@
 namespace CtsLite.Tools
 
+open System
+open System.Globalization
+open System.Threading
+
 /// The type of a tool parameter, spelled in the Tool Capability JSON as `str|int|float|bool|list|file`.
 [<RequireQualifiedAccess>]
 type ParameterType =
@@ -79,13 +83,277 @@ module ToolCategory =
         | ToolCategory.Exporter -> "exporter"
         | ToolCategory.Monitor -> "monitor"
 
-/// The tools and monitors this build can run. Only what actually runs is listed: an entry here is
-/// a promise that `cts run`, the service and the C# library can execute it.
+/// A parameter value as given, before validation: text from a command line, or JSON values.
 [<RequireQualifiedAccess>]
-module Catalog =
+type ParameterInput =
+    | Text of string
+    | Number of float
+    | Flag of bool
+    | Items of ParameterInput list
+    | Null
 
-    /// Runnable analysis tools, in display order.
-    let tools: ToolDescriptor list = []
+/// One bad parameter: its name and what is wrong with it.
+type ParameterError = { Parameter: string; Detail: string }
 
-    /// Runnable monitors, in display order.
-    let monitors: ToolDescriptor list = []
+/// Validated parameters of one run: every declared parameter with a value (given or default).
+type ToolParameters(values: Map<string, ParameterValue>) =
+
+    /// Every value by name.
+    member _.Values = values
+
+    /// The value of `name`, if it has one.
+    member _.TryFind(name: string) = values.TryFind name
+
+    /// A float parameter (ints are accepted).
+    member _.Float(name: string) : float option =
+        match values.TryFind name with
+        | Some(ParameterValue.Float f) -> Some f
+        | Some(ParameterValue.Int i) -> Some(float i)
+        | _ -> None
+
+    /// An int parameter.
+    member _.Int(name: string) : int64 option =
+        match values.TryFind name with
+        | Some(ParameterValue.Int i) -> Some i
+        | _ -> None
+
+    /// A string (or file) parameter.
+    member _.Str(name: string) : string option =
+        match values.TryFind name with
+        | Some(ParameterValue.Str s)
+        | Some(ParameterValue.File s) -> Some s
+        | _ -> None
+
+    /// A bool parameter.
+    member _.Bool(name: string) : bool option =
+        match values.TryFind name with
+        | Some(ParameterValue.Bool b) -> Some b
+        | _ -> None
+
+    /// A list parameter (empty when absent).
+    member _.List(name: string) : string list =
+        match values.TryFind name with
+        | Some(ParameterValue.List l) -> l
+        | _ -> []
+
+/// Severity of a tool log line.
+[<RequireQualifiedAccess>]
+type ToolLogLevel =
+    | Debug
+    | Info
+    | Warning
+    | Error
+
+/// Everything a tool run gets from the edge that runs it (CLI, service, C# library).
+type ToolContext = {
+    /// The input: a log file, segment folder, route address, or CSV/DBC path (already checked by the edge).
+    Input: string
+    Parameters: ToolParameters
+    /// An existing directory the tool writes its artifacts into.
+    OutputDir: string
+    /// Progress in percent (0–100), called now and then.
+    Progress: float -> unit
+    /// One log line for the run's log.
+    Log: ToolLogLevel -> string -> unit
+    Cancellation: CancellationToken
+    /// Turns a `file` parameter's value (a path, or an upload id in the service) into a readable path.
+    ResolveFile: string -> Result<string, string>
+}
+
+/// Why a run did not complete.
+[<RequireQualifiedAccess>]
+type ToolFailure =
+    /// The input or a parameter's target cannot be used (unreadable file, bad DBC, strict damage).
+    | InvalidInput of string
+    /// Cancelled through the context's token.
+    | Canceled
+
+/// What a completed run produced.
+type ToolOutput = {
+    /// Artifact file names, relative to the output directory, in a useful order.
+    Artifacts: string list
+    /// One line for people: what was found.
+    Summary: string
+    /// Tolerated problems (damaged log tail, skipped frames), one line each.
+    Warnings: string list
+}
+
+/// A runnable tool: its descriptor, a check of parameter combinations beyond the per-parameter
+/// rules, and the run function. Runs are independent: no global state, safe in parallel.
+type Tool = {
+    Descriptor: ToolDescriptor
+    /// Cross-parameter and format checks (e.g. a bit selector's syntax), after coercion.
+    Check: ToolParameters -> ParameterError list
+    Run: ToolContext -> Result<ToolOutput, ToolFailure>
+}
+
+/// Validation and coercion of parameters against a descriptor.
+[<RequireQualifiedAccess>]
+module Parameters =
+
+    let private invariant = CultureInfo.InvariantCulture
+
+    let private describe (input: ParameterInput) =
+        match input with
+        | ParameterInput.Text t -> $"'{t}'"
+        | ParameterInput.Number n -> n.ToString("R", invariant)
+        | ParameterInput.Flag b -> if b then "true" else "false"
+        | ParameterInput.Items _ -> "a list"
+        | ParameterInput.Null -> "null"
+
+    let private number (input: ParameterInput) : float option =
+        match input with
+        | ParameterInput.Number n -> Some n
+        | ParameterInput.Text t ->
+            match Double.TryParse(t.Trim(), NumberStyles.Float, invariant) with
+            | true, v -> Some v
+            | _ -> None
+        | _ -> None
+
+    let private coerce (spec: ParameterSpec) (input: ParameterInput) : Result<ParameterValue, string> =
+        let expected what =
+            Error $"expected {what}, got {describe input}"
+
+        match spec.Type, input with
+        | ParameterType.Str, ParameterInput.Text t -> Ok(ParameterValue.Str t)
+        | ParameterType.File, ParameterInput.Text t when t.Trim() <> "" -> Ok(ParameterValue.File(t.Trim()))
+        | ParameterType.Bool, ParameterInput.Flag b -> Ok(ParameterValue.Bool b)
+        | ParameterType.Bool, ParameterInput.Text t ->
+            match t.Trim().ToLowerInvariant() with
+            | "true"
+            | "1"
+            | "yes"
+            | "on" -> Ok(ParameterValue.Bool true)
+            | "false"
+            | "0"
+            | "no"
+            | "off" -> Ok(ParameterValue.Bool false)
+            | _ -> expected "true or false"
+        | ParameterType.Int, _ ->
+            match input with
+            | ParameterInput.Text t ->
+                let t = t.Trim()
+
+                if t.StartsWith("0x", StringComparison.OrdinalIgnoreCase) then
+                    match Int64.TryParse(t.Substring 2, NumberStyles.HexNumber, invariant) with
+                    | true, v -> Ok(ParameterValue.Int v)
+                    | _ -> expected "an integer"
+                else
+                    match Int64.TryParse(t, NumberStyles.Integer, invariant) with
+                    | true, v -> Ok(ParameterValue.Int v)
+                    | _ -> expected "an integer"
+            | ParameterInput.Number n when Math.Floor n = n && abs n < 9.0e15 -> Ok(ParameterValue.Int(int64 n))
+            | _ -> expected "an integer"
+        | ParameterType.Float, _ ->
+            match number input with
+            | Some v when Double.IsFinite v -> Ok(ParameterValue.Float v)
+            | _ -> expected "a number"
+        | ParameterType.List, ParameterInput.Items items ->
+            let texts =
+                items
+                |> List.map (function
+                    | ParameterInput.Text t -> Some t
+                    | ParameterInput.Number n -> Some(n.ToString("R", invariant))
+                    | _ -> None)
+
+            if texts |> List.forall Option.isSome then
+                Ok(ParameterValue.List(texts |> List.map Option.get))
+            else
+                expected "a list of strings"
+        | ParameterType.List, ParameterInput.Text t ->
+            t.Split([| ','; ' ' |], StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+            |> List.ofArray
+            |> ParameterValue.List
+            |> Ok
+        | ParameterType.Str, _ -> expected "a string"
+        | ParameterType.File, _ -> expected "an upload id or a path"
+        | ParameterType.Bool, _ -> expected "true or false"
+        | ParameterType.List, _ -> expected "a list"
+
+    let private checkRange (spec: ParameterSpec) (value: ParameterValue) : string option =
+        let numeric =
+            match value with
+            | ParameterValue.Int i -> Some(float i)
+            | ParameterValue.Float f -> Some f
+            | _ -> None
+
+        match numeric, spec.Min, spec.Max with
+        | Some v, Some lo, _ when v < lo -> Some $"must be at least {lo.ToString invariant}"
+        | Some v, _, Some hi when v > hi -> Some $"must be at most {hi.ToString invariant}"
+        | _ ->
+            match spec.Choices, value with
+            | [], _ -> None
+            | choices, ParameterValue.Str s when not (List.contains s choices) ->
+                let allowed = String.Join(", ", choices)
+                Some $"must be one of {allowed}, got '{s}'"
+            | _ -> None
+
+    /// Validates `given` against the descriptor: unknown names, type coercion, choices, ranges and
+    /// required parameters; defaults fill the rest. Every problem is reported, one per parameter.
+    let validate
+        (descriptor: ToolDescriptor)
+        (given: (string * ParameterInput) list)
+        : Result<ToolParameters, ParameterError list> =
+        let errors = ResizeArray<ParameterError>()
+        let specs = descriptor.Parameters |> List.map (fun p -> p.Name, p) |> Map.ofList
+        let mutable values = Map.empty
+
+        for name, input in given do
+            match specs.TryFind name with
+            | None ->
+                let known = String.Join(", ", descriptor.Parameters |> List.map _.Name)
+
+                errors.Add {
+                    Parameter = name
+                    Detail = $"unknown parameter of {descriptor.Id} (known: {known})"
+                }
+            | Some _ when values.ContainsKey name ->
+                errors.Add {
+                    Parameter = name
+                    Detail = "given more than once"
+                }
+            | Some _ when input = ParameterInput.Null -> ()
+            | Some spec ->
+                match coerce spec input with
+                | Error detail -> errors.Add { Parameter = name; Detail = detail }
+                | Ok value ->
+                    match checkRange spec value with
+                    | Some detail -> errors.Add { Parameter = name; Detail = detail }
+                    | None -> values <- values.Add(name, value)
+
+        for spec in descriptor.Parameters do
+            if
+                not (values.ContainsKey spec.Name)
+                && not (errors.Exists(fun e -> e.Parameter = spec.Name))
+            then
+                match spec.Default with
+                | Some d -> values <- values.Add(spec.Name, d)
+                | None when spec.Required ->
+                    errors.Add {
+                        Parameter = spec.Name
+                        Detail = "is required"
+                    }
+                | None -> ()
+
+        if errors.Count > 0 then
+            Error(List.ofSeq errors)
+        else
+            Ok(ToolParameters values)
+
+    /// Validates and then runs the tool's own checks.
+    let validateFor (tool: Tool) (given: (string * ParameterInput) list) : Result<ToolParameters, ParameterError list> =
+        validate tool.Descriptor given
+        |> Result.bind (fun p ->
+            match tool.Check p with
+            | [] -> Ok p
+            | errors -> Error errors)
+
+    /// The value as JSON-like text for snapshots and logs.
+    let render (value: ParameterValue) : string =
+        match value with
+        | ParameterValue.Str s
+        | ParameterValue.File s -> s
+        | ParameterValue.Int i -> i.ToString invariant
+        | ParameterValue.Float f -> f.ToString("R", invariant)
+        | ParameterValue.Bool b -> if b then "true" else "false"
+        | ParameterValue.List l -> String.Join(",", l)

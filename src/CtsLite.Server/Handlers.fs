@@ -147,7 +147,7 @@ module Handlers =
     let capabilities: HttpHandler =
         fun (next: HttpFunc) (ctx: HttpContext) ->
             let body: Api.CapabilitiesResponse = {
-                Tools = Catalog.tools |> List.map Api.toolCapability
+                Tools = Catalog.descriptors |> List.map Api.toolCapability
                 Monitors = Catalog.monitors |> List.map Api.toolCapability
                 ApiVersion = Product.ApiVersion
                 Features = (service ctx).Features

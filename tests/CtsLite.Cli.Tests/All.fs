@@ -2,4 +2,4 @@ module CtsLite.Cli.Tests.All
 
 open Expecto
 
-let all = testList "Cli" (Tests.cliTests @ [ LogTests.all ])
+let all = testList "Cli" (Tests.cliTests @ [ LogTests.all; RunTests.all ])

@@ -50,7 +50,7 @@ let wireNames =
                 Expect.isTrue (Regex.IsMatch(ToolCategory.name c, "^[a-z]+$")) $"{c}"
         }
         test "catalog ids are unique and kebab-case" {
-            let ids = (Catalog.tools @ Catalog.monitors) |> List.map (fun t -> t.Id)
+            let ids = (Catalog.descriptors @ Catalog.monitors) |> List.map (fun t -> t.Id)
             Expect.equal (List.distinct ids) ids "unique"
 
             for id in ids do
@@ -67,4 +67,5 @@ let all =
         DbcTests.all
         BitAnalysisTests.all
         SubaruTests.all
+        ToolTests.all
     ]

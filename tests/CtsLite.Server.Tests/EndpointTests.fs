@@ -145,7 +145,7 @@ let endpoints =
                     for t in body.GetProperty(name).EnumerateArray() -> t.GetProperty("id").GetString()
                 ]
 
-                Expect.equal (ids "tools") (CtsLite.Tools.Catalog.tools |> List.map (fun t -> t.Id)) "tools"
+                Expect.equal (ids "tools") (CtsLite.Tools.Catalog.descriptors |> List.map (fun t -> t.Id)) "tools"
                 Expect.equal (ids "monitors") (CtsLite.Tools.Catalog.monitors |> List.map (fun t -> t.Id)) "monitors"
                 Expect.equal (body.GetProperty("api_version").GetString()) Product.ApiVersion "api version"
 

@@ -427,7 +427,9 @@ module CanText =
                                     | true, v -> Some v
                                     | false, _ -> None
 
-                        let segment = segment |> Option.map (fun s -> s.ToLowerInvariant())
+                        // An empty cell is an unlabelled row (rlog-to-csv without a window).
+                        let segment =
+                            segment |> Option.map (fun s -> s.ToLowerInvariant()) |> Option.filter ((<>) "")
 
                         match
                             Double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture),

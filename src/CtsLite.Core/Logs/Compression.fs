@@ -27,6 +27,13 @@ type internal LimitedStream(inner: Stream, compressed: Stream, options: ReaderOp
         with get () = produced
         and set _ = raise (NotSupportedException())
 
+    /// How far through the compressed input the reading is, 0–1 (0 when its length is unknown).
+    member _.InputFraction: float =
+        if compressed.CanSeek && compressed.Length > 0L then
+            float compressed.Position / float compressed.Length
+        else
+            0.0
+
     override _.Flush() = ()
     override _.Seek(_, _) = raise (NotSupportedException())
     override _.SetLength _ = raise (NotSupportedException())

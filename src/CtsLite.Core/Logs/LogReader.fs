@@ -39,6 +39,12 @@ type LogReader private (stream: Stream, source: string, options: ReaderOptions, 
     /// Offset of the next message in the decompressed stream.
     member _.Position = frames.Position
 
+    /// How far through the (compressed) file the reading is, 0–1, for progress reports.
+    member _.InputFraction: float =
+        match stream with
+        | :? LimitedStream as limited -> limited.InputFraction
+        | _ -> 0.0
+
     /// What stopped the reading early, if anything.
     member _.Damage = damage
 

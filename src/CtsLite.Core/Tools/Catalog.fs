@@ -1,0 +1,49 @@
+namespace CtsLite.Tools
+
+/// The tools and monitors this build can run. Only what actually runs is listed: an entry here is
+/// a promise that `cts run`, the service and the C# library can execute it.
+[<RequireQualifiedAccess>]
+module Catalog =
+
+    /// Runnable analysis tools, in display order.
+    let tools: Tool list = [ CruiseTool.tool; RlogToCsv.tool ]
+
+    /// Their descriptors.
+    let descriptors: ToolDescriptor list = tools |> List.map _.Descriptor
+
+    /// Runnable monitors, in display order.
+    let monitors: ToolDescriptor list = []
+
+    /// The tool with this id.
+    let tryFind (id: string) : Tool option =
+        tools |> List.tryFind (fun t -> t.Descriptor.Id = id)
+
+    /// The seed's Tool Capability JSON of a descriptor (parameters keyed by name, in order).
+    let capabilityJson (d: ToolDescriptor) : System.Text.Json.Nodes.JsonNode =
+        Artifacts.obj [
+            "id", Artifacts.str d.Id
+            "name", Artifacts.str d.Name
+            "description", Artifacts.str d.Description
+            "category", Artifacts.str (ToolCategory.name d.Category)
+            "parameters",
+            Artifacts.obj [
+                for p in d.Parameters ->
+                    p.Name,
+                    Artifacts.obj [
+                        "type", Artifacts.str (ParameterType.name p.Type)
+                        "default", (p.Default |> Option.map Artifacts.parameter |> Option.toObj)
+                        "description", Artifacts.str p.Description
+                        if not p.Choices.IsEmpty then
+                            "choices", Artifacts.strings p.Choices
+                        "required", Artifacts.bool p.Required
+                        match p.Min with
+                        | Some m -> "min", Artifacts.num m
+                        | None -> ()
+                        match p.Max with
+                        | Some m -> "max", Artifacts.num m
+                        | None -> ()
+                    ]
+            ]
+            "input_types", Artifacts.strings d.InputTypes
+            "output_types", Artifacts.strings d.OutputTypes
+        ]

@@ -1,0 +1,111 @@
+/// `cts tools` and `cts run --local`.
+module CtsLite.Cli.Tests.RunTests
+
+open System
+open System.IO
+open System.Text
+open System.Text.Json
+open Expecto
+open CtsLite.Cli
+open CtsLite.Tests
+
+let private cts (args: string list) =
+    use err = new StringWriter()
+    use out = new MemoryStream()
+    let code = Program.run (Array.ofList args) out err
+    code, Encoding.UTF8.GetString(out.ToArray()), err.ToString()
+
+let all =
+    testList "cts run and tools" [
+        test "cts tools --json lists exactly the catalog, with parameter schemas" {
+            let code, out, err = cts [ "tools"; "--json" ]
+            Expect.equal code 0 err
+            let doc = JsonDocument.Parse(out).RootElement
+
+            Expect.equal
+                (doc.EnumerateArray()
+                 |> Seq.map (fun t -> t.GetProperty("id").GetString())
+                 |> List.ofSeq)
+                (CtsLite.Tools.Catalog.descriptors |> List.map _.Id)
+                "ids"
+
+            let analyzer =
+                doc.EnumerateArray()
+                |> Seq.find (fun t -> t.GetProperty("id").GetString() = "cruise-control-analyzer")
+
+            let speedMin = analyzer.GetProperty("parameters").GetProperty("speed_min")
+            Expect.equal (speedMin.GetProperty("type").GetString()) "float" "type"
+            Expect.equal (speedMin.GetProperty("default").GetDouble()) 55.0 "default"
+        }
+        test "cts tools prints every tool and parameter for people" {
+            let code, out, _ = cts [ "tools" ]
+            Expect.equal code 0 "exit"
+
+            for d in CtsLite.Tools.Catalog.descriptors do
+                Expect.stringContains out d.Id d.Id
+
+                for p in d.Parameters do
+                    Expect.stringContains out $"    {p.Name}:" p.Name
+        }
+        test "cts run --local runs the analyzer and reports its artifacts as JSON" {
+            let dir = TestEnv.tempDir "cli-run"
+            let log = Path.Combine(LogTests.rlogs (), "synthetic", "default.rlog.zst")
+
+            let code, out, err =
+                cts [
+                    "run"
+                    "--local"
+                    "cruise-control-analyzer"
+                    log
+                    "-p"
+                    "speed_min=55"
+                    "--out-dir"
+                    dir
+                    "--json"
+                ]
+
+            Expect.equal code 0 err
+            let doc = JsonDocument.Parse(out).RootElement
+            Expect.equal (doc.GetProperty("status").GetString()) "completed" "status"
+            Expect.equal (doc.GetProperty("params").GetProperty("speed_min").GetDouble()) 55.0 "typed params"
+
+            for a in doc.GetProperty("artifacts").EnumerateArray() do
+                Expect.isTrue (File.Exists(Path.Combine(dir, a.GetString()))) (a.GetString())
+
+            Expect.stringContains (doc.GetProperty("summary").GetString()) "3 Set press(es)" "summary"
+        }
+        test "bad parameters exit 1 naming each one; unknown tools list the known ones" {
+            let code, _, err =
+                cts [
+                    "run"
+                    "--local"
+                    "rlog-to-csv"
+                    "x.zst"
+                    "-p"
+                    "window_dur=-1"
+                    "-p"
+                    "nope=1"
+                ]
+
+            Expect.equal code 1 "exit"
+            Expect.stringContains err "parameter window_dur" "range"
+            Expect.stringContains err "parameter nope" "unknown"
+
+            let code, _, err = cts [ "run"; "--local"; "no-such-tool"; "x.zst" ]
+            Expect.equal code 1 "exit"
+            Expect.stringContains err "rlog-to-csv" "lists tools"
+
+            let code, _, err =
+                cts [
+                    "run"
+                    "--local"
+                    "rlog-to-csv"
+                    "/nonexistent/file.zst"
+                    "--out-dir"
+                    TestEnv.tempDir "cli-missing"
+                ]
+
+            Expect.equal code 1 "missing input exits 1"
+            Expect.stringContains err "/nonexistent/file.zst" "names the input"
+        }
+    ]
