@@ -64,54 +64,7 @@ module LogCommands =
                 match LogInfo.compute schema layout (options (args.Contains LogInfoArgs.Strict)) files with
                 | Error e -> fail ctx (DecodeError.describe e)
                 | Ok info ->
-                    use buffer = new MemoryStream()
-
-                    do
-                        use w = new Utf8JsonWriter(buffer, JsonWriterOptions(Indented = true))
-                        w.WriteStartObject()
-                        w.WriteNumber("events", info.Events)
-                        w.WriteStartObject "event_counts"
-
-                        for KeyValue(name, count) in info.EventCounts do
-                            w.WriteNumber(name, count)
-
-                        w.WriteEndObject()
-
-                        let time (name: string) (value: uint64 option) =
-                            match value with
-                            | Some v -> w.WriteNumber(name, v)
-                            | None -> w.WriteNull name
-
-                        time "first_log_mono_time" info.FirstLogMonoTime
-                        time "last_log_mono_time" info.LastLogMonoTime
-                        w.WriteNumber("can_frames", info.CanFrames)
-                        w.WriteNumber("sendcan_frames", info.SendcanFrames)
-                        w.WriteStartObject "can_frames_per_src"
-
-                        for KeyValue(src, count) in info.CanFramesPerSrc do
-                            w.WriteNumber(string src, count)
-
-                        w.WriteEndObject()
-                        w.WriteStartObject "can_distinct_addresses_per_src"
-
-                        for KeyValue(src, count) in info.CanDistinctAddressesPerSrc do
-                            w.WriteNumber(string src, count)
-
-                        w.WriteEndObject()
-
-                        match info.CarFingerprint with
-                        | Some f -> w.WriteString("car_fingerprint", f)
-                        | None -> w.WriteNull "car_fingerprint"
-
-                        w.WriteStartArray "warnings"
-
-                        for warning in info.Warnings do
-                            w.WriteStringValue warning
-
-                        w.WriteEndArray()
-                        w.WriteEndObject()
-
-                    ctx.Out.WriteLine(Encoding.UTF8.GetString(buffer.ToArray()))
+                    ctx.Out.WriteLine(CtsLite.Tools.Artifacts.jsonText (CtsLite.Tools.LogSummary.infoJson info))
 
                     for warning in info.Warnings do
                         ctx.Err.WriteLine($"warning: {warning}")

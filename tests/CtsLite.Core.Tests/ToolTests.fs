@@ -892,4 +892,169 @@ let bitwatch =
                         |> List.forall (fun p -> p.Fall - p.Rise >= 1.5 - 1e-9 && p.Fall - p.Rise <= 2.5 + 1e-9)))
     ]
 
-let all = testList "Tools" [ parameters; logic; analyzer; rlogToCsv; bitwatch ]
+
+
+let exports =
+    testList "signal-export and log-summary" [
+        test "signals and fields on one grid, zero-order held" {
+            let output, dir =
+                completed (
+                    runTool
+                        SignalExport.tool
+                        (defaultLog ())
+                        [
+                            "dbc", CruiseTool.DefaultDbc
+                            "signals", "Cruise_Buttons.Set,0x13A.FL"
+                            "fields", "carState.vEgo"
+                            "rate_hz", "100"
+                        ]
+                        CancellationToken.None
+                )
+
+            Expect.equal output.Artifacts [ "signals.csv" ] "artifact"
+            let lines = File.ReadAllLines(Path.Combine(dir, "signals.csv"))
+            Expect.equal lines[0] "time_s,log_mono_time_ns,Cruise_Buttons.Set,0x13A.FL,carState.vEgo" "header"
+            let rows = lines[1..] |> Array.map (fun l -> l.Split(','))
+            Expect.equal rows.Length 6001 "60 s at 100 Hz, both ends included"
+
+            let at (t: float) =
+                rows |> Array.find (fun r -> abs (float r[0] - t) < 1e-9)
+            // The Set press of the truth is at +28.007 s (held for about 0.2 s).
+            Expect.equal (at 28.0).[2] "0" "before the press"
+            Expect.equal (at 28.02).[2] "1" "during the press"
+
+            Expect.isTrue
+                (rows |> Array.skip 10 |> Array.forall (fun r -> r[3] <> "" && r[4] <> ""))
+                "held after the first sample"
+        }
+        test "align_to uses one column's own timestamps; JSON lines keep types" {
+            let _, dir =
+                completed (
+                    runTool
+                        SignalExport.tool
+                        (defaultLog ())
+                        [
+                            "fields", "pandaStates[0].controlsAllowed,carState.vEgo"
+                            "align_to", "pandaStates[0].controlsAllowed"
+                            "format", "jsonl"
+                        ]
+                        CancellationToken.None
+                )
+
+            let rows =
+                File.ReadAllLines(Path.Combine(dir, "signals.jsonl"))
+                |> Array.map (fun l -> JsonDocument.Parse(l).RootElement)
+
+            let t = truth (synthetic [ "default.truth.json" ])
+            let panda = t.GetProperty("expected_per_file").Item(0).GetProperty("panda")
+
+            Expect.equal
+                rows.Length
+                (panda.GetProperty("pandaStates_events").GetInt32())
+                "one row per pandaStates event"
+
+            let changes =
+                rows
+                |> Array.pairwise
+                |> Array.filter (fun (a, b) ->
+                    a.GetProperty("pandaStates[0].controlsAllowed").GetInt32()
+                    <> b.GetProperty("pandaStates[0].controlsAllowed").GetInt32())
+                |> Array.map (fun (_, b) -> b.GetProperty("log_mono_time_ns").GetInt64())
+
+            Expect.equal
+                (List.ofArray changes)
+                (items (panda.GetProperty "controlsAllowed_changes") |> List.tail |> List.map tNs)
+                "controlsAllowed changes at the truth's times"
+
+            Expect.equal (rows[5].GetProperty("carState.vEgo").ValueKind) JsonValueKind.Number "numbers stay numbers"
+        }
+        testProperty
+            "zero-order hold: each grid time gets the latest sample at or before it"
+            (fun (samples: (int * int) list) (grid: int list) ->
+                let samples =
+                    samples
+                    |> List.map (fun (t, v) -> int64 (abs t % 1000), Cell.I(int64 v))
+                    |> List.sortBy fst
+                    |> Array.ofList
+
+                let grid =
+                    grid |> List.map (fun t -> int64 (abs t % 1000)) |> List.sort |> Array.ofList
+
+                let held = SignalExport.hold grid samples
+
+                Array.forall2
+                    (fun (g: int64) (h: Cell) ->
+                        match samples |> Array.filter (fun (t, _) -> t <= g) |> Array.tryLast with
+                        | Some(_, v) -> h = v
+                        | None -> h = Cell.Empty)
+                    grid
+                    held)
+        test "bad names are reported: message, signal, service, missing dbc" {
+            let failsWith given (text: string) =
+                match runTool SignalExport.tool (defaultLog ()) given CancellationToken.None with
+                | Error(ToolFailure.InvalidInput reason), _, _ -> Expect.stringContains reason text text
+                | other, _, _ -> failtestf "%A" other
+
+            failsWith [ "dbc", CruiseTool.DefaultDbc; "signals", "No_Such.X" ] "no message 'No_Such'"
+            failsWith [ "dbc", CruiseTool.DefaultDbc; "signals", "Wheel_Speeds.XX" ] "no signal 'XX'"
+            failsWith [ "fields", "carStat.vEgo" ] "no service 'carStat'"
+
+            match
+                Parameters.validateFor SignalExport.tool [
+                    "signals", ParameterInput.Text "Wheel_Speeds.FL"
+                    "rate_hz", ParameterInput.Text "5"
+                    "align_to", ParameterInput.Text "x"
+                ]
+            with
+            | Error errors ->
+                Expect.equal (errors |> List.map _.Parameter) [ "dbc"; "align_to" ] "dbc missing, both grids"
+            | Ok _ -> failtest "accepted"
+        }
+        test "log-summary: the log info facts plus per-address rates" {
+            let _, dir =
+                completed (runTool LogSummary.tool (defaultLog ()) [] CancellationToken.None)
+
+            let s = json (Path.Combine(dir, "log_summary.json"))
+            let t = truth (synthetic [ "default.truth.json" ])
+            let expected = t.GetProperty("expected_per_file").Item(0)
+
+            Expect.equal
+                (s.GetProperty("can_frames").GetInt64())
+                (expected.GetProperty("can_frames").GetInt64())
+                "frames"
+
+            let rates = s.GetProperty("can_rates").EnumerateArray() |> List.ofSeq
+
+            Expect.equal
+                (rates |> List.sumBy (fun r -> r.GetProperty("frames").GetInt64()))
+                (s.GetProperty("can_frames").GetInt64())
+                "rates cover every frame"
+
+            let counts =
+                rates
+                |> List.map (fun r ->
+                    $"""{r.GetProperty("address").GetString()}/{r.GetProperty("bus").GetInt32()}""",
+                    r.GetProperty("frames").GetInt64())
+                |> Map.ofList
+
+            let truthCounts =
+                expected.GetProperty("message_counts_by_address_src").EnumerateObject()
+                |> Seq.map (fun p -> p.Name, p.Value.GetInt64())
+                |> Map.ofSeq
+
+            Expect.equal counts truthCounts "per (address, bus)"
+
+            let wheel =
+                rates |> List.find (fun r -> r.GetProperty("address").GetString() = "0x13A")
+
+            Expect.floatClose Accuracy.low (wheel.GetProperty("hz").GetDouble()) 50.0 "Wheel_Speeds at 50 Hz"
+
+            Expect.stringContains
+                (File.ReadAllText(Path.Combine(dir, "log_summary.html")))
+                "0x13A"
+                "HTML lists addresses"
+        }
+    ]
+
+let all =
+    testList "Tools" [ parameters; logic; analyzer; rlogToCsv; bitwatch; exports ]

@@ -6,7 +6,13 @@ namespace CtsLite.Tools
 module Catalog =
 
     /// Runnable analysis tools, in display order.
-    let tools: Tool list = [ CruiseTool.tool; RlogToCsv.tool; CanBitwatch.tool ]
+    let tools: Tool list = [
+        CruiseTool.tool
+        RlogToCsv.tool
+        CanBitwatch.tool
+        SignalExport.tool
+        LogSummary.tool
+    ]
 
     /// Their descriptors.
     let descriptors: ToolDescriptor list = tools |> List.map _.Descriptor

@@ -10,6 +10,8 @@ type Cell =
     | S of string
     | N of value: float * decimals: int
     | I of int64
+    /// A float printed with 15 significant digits (hides binary noise such as 48.507000000000005).
+    | F of float
     | Empty
 
 /// One table artifact: CSV and JSON rows from the same cells.
@@ -23,18 +25,29 @@ type Table = {
 [<RequireQualifiedAccess>]
 module CruiseArtifacts =
 
-    let private text (c: Cell) =
+    /// A cell's CSV text.
+    let text (c: Cell) =
         match c with
         | Cell.S s -> s
         | Cell.N(v, d) -> Format.fixed' d v
         | Cell.I i -> string i
+        | Cell.F v -> v.ToString("G15", Globalization.CultureInfo.InvariantCulture)
         | Cell.Empty -> ""
 
-    let private json (c: Cell) : JsonNode =
+    /// A cell's JSON value.
+    let json (c: Cell) : JsonNode =
         match c with
         | Cell.S s -> Artifacts.str s
         | Cell.N(v, d) -> Artifacts.num (Math.Round(v, d))
         | Cell.I i -> Artifacts.int i
+        | Cell.F v when Double.IsFinite v ->
+            Artifacts.num (
+                Double.Parse(
+                    v.ToString("G15", Globalization.CultureInfo.InvariantCulture),
+                    Globalization.CultureInfo.InvariantCulture
+                )
+            )
+        | Cell.F v -> Artifacts.str (v.ToString(Globalization.CultureInfo.InvariantCulture))
         | Cell.Empty -> null
 
     /// The CSV lines of a table's rows.

@@ -144,7 +144,8 @@ module CruiseTool =
         use reader = new StreamReader(stream)
         reader.ReadToEnd()
 
-    let private loadDbc (ctx: ToolContext) (value: string) : Result<Database, string> =
+    /// A `dbc` parameter's database: the built-in Subaru DBC by name, else a file through the context.
+    let internal loadDbc (ctx: ToolContext) (value: string) : Result<Database, string> =
         let parsed =
             if value = DefaultDbc then
                 Dbc.parseText DefaultDbc (defaultDbcText ())
