@@ -68,4 +68,5 @@ let all =
         BitAnalysisTests.all
         SubaruTests.all
         ToolTests.all
+        ReportBrowserTests.all
     ]
