@@ -280,6 +280,64 @@ let private logBenchmarks (shared: string) (repeats: int) =
         (float three.Allocated / float three.Events)
 
     printfn "Peak RSS of the benchmark process: %.1f MiB" (peakRssMiB ())
+    (find "Subaru synthetic (zst) (c)").Seconds
+
+/// Whole tool runs in process (reading, analysis, every artifact written), best of `repeats`,
+/// against the time to decode the same log with every CAN frame (`decodeSeconds`).
+let private toolBenchmarks (shared: string) (repeats: int) (decodeSeconds: float) =
+    let log = Path.Combine(shared, "data", "rlogs", "synthetic", "default.rlog.zst")
+
+    let out =
+        Path.Combine(Path.GetTempPath(), $"ctslite-bench-tools-{Guid.NewGuid():N}")
+
+    Directory.CreateDirectory out |> ignore
+
+    let runOnce (tool: CtsLite.Tools.Tool) (given: (string * string) list) =
+        let parameters =
+            CtsLite.Tools.Parameters.validateFor
+                tool
+                (given |> List.map (fun (k, v) -> k, CtsLite.Tools.ParameterInput.Text v))
+            |> Result.defaultWith (failwithf "%A")
+
+        let ctx: CtsLite.Tools.ToolContext = {
+            Input = log
+            Parameters = parameters
+            OutputDir = out
+            Progress = ignore
+            Log = fun _ _ -> ()
+            Cancellation = Threading.CancellationToken.None
+            ResolveFile = Ok
+        }
+
+        let started = Stopwatch.GetTimestamp()
+
+        match tool.Run ctx with
+        | Ok _ -> Stopwatch.GetElapsedTime(started).TotalSeconds
+        | Error e -> failwithf "%A" e
+
+    printfn ""
+    printfn "| %-58s | %9s | %14s |" "tool run on the 1-minute Subaru rlog (all artifacts)" "ms" "× decode (c)"
+    printfn "|%s|%s|%s|" (String('-', 60)) (String('-', 11)) (String('-', 16))
+
+    for name, tool, given in
+        [
+            "cruise-control-analyzer", CtsLite.Tools.CruiseTool.tool, []
+            "rlog-to-csv", CtsLite.Tools.RlogToCsv.tool, []
+            "log-summary", CtsLite.Tools.LogSummary.tool, []
+            "signal-export (3 signals + 1 field, 100 Hz)",
+            CtsLite.Tools.SignalExport.tool,
+            [
+                "dbc", CtsLite.Tools.CruiseTool.DefaultDbc
+                "signals", "Wheel_Speeds.FL,Wheel_Speeds.FR,Cruise_Buttons.Set"
+                "fields", "carState.vEgo"
+                "rate_hz", "100"
+            ]
+        ] do
+        runOnce tool given |> ignore // warm-up
+        let best = [ for _ in 1..repeats -> runOnce tool given ] |> List.min
+        printfn "| %-58s | %9.1f | %14.2f |" name (best * 1000.0) (best / decodeSeconds)
+
+    Directory.Delete(out, true)
 
 /// Decoding every WHEEL_SPEEDS signal of the real comma2k19 frames (8 signals, Motorola, scaled).
 let private signalBenchmark (shared: string) (quick: bool) =
@@ -368,8 +426,16 @@ let main argv =
         | dir -> dir
 
     if Directory.Exists shared then
-        logBenchmarks shared (if quick then 1 else 5)
-        signalBenchmark shared quick
+        if argv |> Array.contains "--tools" then
+            // Only the tool runs, against a quick decode measurement of the same log.
+            let log = Path.Combine(shared, "data", "rlogs", "synthetic", "default.rlog.zst")
+            logPass [ log ] 2 |> ignore
+            let decode = [ for _ in 1..5 -> (logPass [ log ] 2).Seconds ] |> List.min
+            toolBenchmarks shared 7 decode
+        else
+            let decodeSeconds = logBenchmarks shared (if quick then 1 else 5)
+            toolBenchmarks shared (if quick then 2 else 7) decodeSeconds
+            signalBenchmark shared quick
     else
         eprintfn "log benchmarks skipped: shared data not found at %s (set CTS_SHARED_DIR)" shared
 

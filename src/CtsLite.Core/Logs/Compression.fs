@@ -1,7 +1,10 @@
 namespace CtsLite.Logs
 
 open System
+open System.Collections.Concurrent
 open System.IO
+open System.Threading
+open System.Threading.Tasks
 open CtsLite.Capnp
 
 /// How a log file is compressed.
@@ -76,6 +79,144 @@ type internal LimitedStream(inner: Stream, compressed: Stream, options: ReaderOp
 
         base.Dispose disposing
 
+/// Decompresses on its own thread, a few chunks ahead of the reader, so decompression and
+/// parsing use two cores. Errors (including `DecodeException`) reach the reader at the point of
+/// the stream where they happened, after every byte before it.
+[<Sealed>]
+type internal ReadAheadStream(inner: LimitedStream) =
+    inherit Stream()
+    static let chunkSize = 1 <<< 16
+    static let depth = 4
+    // A ring of chunks: the worker fills slot w, the reader drains slot r; two semaphores count
+    // full and free slots, so nothing is allocated per chunk.
+    let chunks =
+        Array.init depth (fun _ -> Buffers.ArrayPool<byte>.Shared.Rent chunkSize)
+
+    let lengths = Array.zeroCreate<int> depth
+    let errors: exn array = Array.zeroCreate depth
+    let full = new SemaphoreSlim(0, depth)
+    let empty = new SemaphoreSlim(depth, depth)
+    let mutable stopping = false
+    let mutable readSlot = 0
+    let mutable current = -1
+    let mutable currentPos = 0
+    let mutable finished = false
+    let mutable position = 0L
+
+    let worker =
+        Task.Factory.StartNew(
+            (fun () ->
+                let mutable slot = 0
+                let mutable go = true
+
+                while go do
+                    empty.Wait()
+
+                    if stopping then
+                        go <- false
+                    else
+                        let buffer = chunks[slot]
+                        let mutable n = 0
+                        let mutable last = -1
+
+                        try
+                            while n < chunkSize && last <> 0 do
+                                last <- inner.Read(buffer, n, chunkSize - n)
+                                n <- n + last
+
+                            errors[slot] <- null
+                        with e ->
+                            errors[slot] <- e
+                            go <- false
+
+                        // A short chunk (or an error) is the last one.
+                        lengths[slot] <- n
+
+                        if n < chunkSize then
+                            go <- false
+
+                        slot <- (slot + 1) % depth
+                        full.Release() |> ignore),
+            TaskCreationOptions.LongRunning
+        )
+
+    /// How far through the compressed input the decompression is, 0–1.
+    member _.InputFraction = inner.InputFraction
+
+    override _.CanRead = true
+    override _.CanSeek = false
+    override _.CanWrite = false
+    override _.Length = raise (NotSupportedException())
+
+    override _.Position
+        with get () = position
+        and set _ = raise (NotSupportedException())
+
+    override _.Flush() = ()
+    override _.Seek(_, _) = raise (NotSupportedException())
+    override _.SetLength _ = raise (NotSupportedException())
+    override _.Write(_, _, _) = raise (NotSupportedException())
+
+    override _.Read(buffer: byte array, offset: int, count: int) : int =
+        if finished || count = 0 then
+            0
+        else
+            let mutable result = -1
+
+            while result < 0 do
+                if current < 0 then
+                    full.Wait()
+                    current <- readSlot
+                    readSlot <- (readSlot + 1) % depth
+                    currentPos <- 0
+
+                let n = lengths[current]
+
+                if currentPos < n then
+                    let k = min count (n - currentPos)
+                    Buffer.BlockCopy(chunks[current], currentPos, buffer, offset, k)
+                    currentPos <- currentPos + k
+                    position <- position + int64 k
+                    result <- k
+                else
+                    // Drained. The bytes before an error were delivered; now the error. A full
+                    // chunk hands its slot back; a short one was the last.
+                    match errors[current] with
+                    | null when n = chunkSize ->
+                        empty.Release() |> ignore
+                        current <- -1
+                    | null ->
+                        finished <- true
+                        result <- 0
+                    | e ->
+                        finished <- true
+                        raise e
+
+            result
+
+    override _.Dispose(disposing: bool) =
+        if disposing then
+            stopping <- true
+            // Wakes a worker waiting for a free slot; one reading returns after its read.
+            try
+                empty.Release() |> ignore
+            with :? SemaphoreFullException ->
+                ()
+
+            try
+                worker.Wait()
+            with :? AggregateException ->
+                ()
+
+            inner.Dispose()
+            full.Dispose()
+            empty.Dispose()
+
+            for c in chunks do
+                Buffers.ArrayPool<byte>.Shared.Return c
+
+        base.Dispose disposing
+
 /// Detecting and undoing the compression of log files.
 [<RequireQualifiedAccess>]
 module Compression =
@@ -118,7 +259,13 @@ module Compression =
             | Compression.Bzip2 -> new ICSharpCode.SharpZipLib.BZip2.BZip2InputStream(compressed, IsStreamOwner = false)
             | Compression.Raw -> compressed
 
-        new LimitedStream(inner, compressed, options)
+        let limited = new LimitedStream(inner, compressed, options)
+
+        // Raw input needs no decompression thread; with one core there is nothing to overlap.
+        match kind with
+        | Compression.Raw -> limited :> Stream
+        | _ when Environment.ProcessorCount < 2 -> limited :> Stream
+        | _ -> new ReadAheadStream(limited) :> Stream
 
     /// Opens a file for reading its decompressed bytes.
     let openFile (path: string) (options: ReaderOptions) : Result<Stream * Compression, string> =

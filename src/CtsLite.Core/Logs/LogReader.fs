@@ -43,6 +43,7 @@ type LogReader private (stream: Stream, source: string, options: ReaderOptions, 
     member _.InputFraction: float =
         match stream with
         | :? LimitedStream as limited -> limited.InputFraction
+        | :? ReadAheadStream as ahead -> ahead.InputFraction
         | _ -> 0.0
 
     /// What stopped the reading early, if anything.

@@ -159,16 +159,39 @@ type CruiseSettings = {
 
 /// Every `can` frame of the input in a compact columnar store (about 20 bytes per frame plus its
 /// payload), so window and bit statistics can look back and forward in time.
+/// Renting the frame store's arrays: a run stores a few MB of frames, and renting keeps repeated
+/// runs (a service, a benchmark) from churning the large-object heap.
+module internal Pool =
+    let rent<'T> (n: int) : 'T array = Buffers.ArrayPool<'T>.Shared.Rent n
+    let give<'T> (a: 'T array) = Buffers.ArrayPool<'T>.Shared.Return a
+
+    let grow<'T> (a: byref<'T array>) (n: int) =
+        let larger = rent<'T> n
+        Array.Copy(a, larger, a.Length)
+        give a
+        a <- larger
+
 type internal FrameStore() =
-    let mutable times = Array.zeroCreate<int64> 65536
-    let mutable keys = Array.zeroCreate<int> 65536
-    let mutable offsets = Array.zeroCreate<int> 65536
-    let mutable lengths = Array.zeroCreate<byte> 65536
-    let mutable bytes = Array.zeroCreate<byte>(65536 * 8)
+    let mutable times = Pool.rent<int64>(1 <<< 18)
+    let mutable keys = Pool.rent<int>(1 <<< 18)
+    let mutable offsets = Pool.rent<int>(1 <<< 18)
+    let mutable lengths = Pool.rent<byte>(1 <<< 18)
+    let mutable bytes = Pool.rent<byte>(1 <<< 21)
     let mutable count = 0
     let mutable used = 0
     let keyIndex = Dictionary<uint64, int>()
+    let shortKeys = Pool.rent<int>(2048 * 256)
     let keyList = ResizeArray<struct (uint32 * int)>()
+    do Array.Clear shortKeys
+
+    interface IDisposable with
+        member _.Dispose() =
+            Pool.give times
+            Pool.give keys
+            Pool.give offsets
+            Pool.give lengths
+            Pool.give bytes
+            Pool.give shortKeys
 
     member _.Count = count
     member _.Keys = keyList
@@ -181,28 +204,44 @@ type internal FrameStore() =
     member _.PayloadArray(i: int) =
         Array.sub bytes offsets[i] (int lengths[i])
 
-    /// The key index of (address, bus), added when new.
+    /// The key index of (address, bus), added when new. Standard 11-bit ids go through a direct
+    /// table (key + 1, 0 = new), the rest through a dictionary.
     member _.KeyOf(address: uint32, bus: int) : int =
-        let k = (uint64 address <<< 8) ||| uint64 bus
-
-        match keyIndex.TryGetValue k with
-        | true, i -> i
-        | false, _ ->
+        let add () =
             let i = keyList.Count
-            keyIndex[k] <- i
+            keyIndex[(uint64 address <<< 8) ||| uint64 bus] <- i
             keyList.Add(struct (address, bus))
             i
 
+        if address < 2048u then
+            let slot = (int address <<< 8) ||| bus
+
+            match shortKeys[slot] with
+            | 0 ->
+                let i = add ()
+                shortKeys[slot] <- i + 1
+                i
+            | k -> k - 1
+        else
+            match keyIndex.TryGetValue((uint64 address <<< 8) ||| uint64 bus) with
+            | true, i -> i
+            | false, _ -> add ()
+
     member _.Add(ns: int64, key: int, payload: ReadOnlySpan<byte>) : int =
-        if count = times.Length then
+        if
+            count = times.Length
+            || count = keys.Length
+            || count = offsets.Length
+            || count = lengths.Length
+        then
             let n = count * 2
-            Array.Resize(&times, n)
-            Array.Resize(&keys, n)
-            Array.Resize(&offsets, n)
-            Array.Resize(&lengths, n)
+            Pool.grow &times n
+            Pool.grow &keys n
+            Pool.grow &offsets n
+            Pool.grow &lengths n
 
         if used + payload.Length > bytes.Length then
-            Array.Resize(&bytes, max (bytes.Length * 2) (used + payload.Length))
+            Pool.grow &bytes (max (bytes.Length * 2) (used + payload.Length))
 
         let len = min payload.Length 255
         payload.Slice(0, len).CopyTo(Span<byte>(bytes, used, len))
@@ -230,6 +269,29 @@ type internal FrameStore() =
             fill[k] <- fill[k] + 1
 
         result
+
+/// Distinct payloads, exact: payloads of up to 8 bytes are kept as a number and their length,
+/// longer ones as hex text.
+type internal UniquePayloads() =
+    let short = HashSet<struct (uint64 * int)>()
+    let long = HashSet<string>()
+
+    member _.Add(payload: ReadOnlySpan<byte>) =
+        if payload.Length <= 8 then
+            let mutable v = 0UL
+
+            for i in 0 .. payload.Length - 1 do
+                v <- v ||| (uint64 payload[i] <<< (8 * i))
+
+            short.Add(struct (v, payload.Length)) |> ignore
+        else
+            long.Add(Convert.ToHexString payload) |> ignore
+
+    member _.Count = short.Count + long.Count
+
+    member _.Clear() =
+        short.Clear()
+        long.Clear()
 
 /// The cruise-control analysis as a function of the log's frames (Subaru global platform).
 [<RequireQualifiedAccess>]
@@ -411,9 +473,16 @@ module CruiseControl =
 
             Some(snd speeds[best])
 
-    /// Bit flips, rises and falls of each bit over consecutive frames (payloads zero-padded).
-    let internal bitCounts (store: FrameStore) (indices: int array) : Dictionary<int, struct (int * int)> =
-        let result = Dictionary<int, struct (int * int)>()
+    /// Rises (0→1) and falls (1→0) of each bit over consecutive frames (payloads zero-padded),
+    /// indexed by global LSB bit number.
+    let internal bitCounts (store: FrameStore) (indices: int array) : int array * int array =
+        let mutable longest = 0
+
+        for k in 0 .. indices.Length - 1 do
+            longest <- max longest (store.Payload indices[k]).Length
+
+        let rises = Array.zeroCreate<int>(longest * 8)
+        let falls = Array.zeroCreate<int>(longest * 8)
 
         for k in 1 .. indices.Length - 1 do
             let a = store.Payload indices[k - 1]
@@ -430,17 +499,42 @@ module CruiseControl =
                         if (diff >>> bit) &&& 1uy = 1uy then
                             let g = byteIndex * 8 + bit
 
-                            let struct (r, f) =
-                                match result.TryGetValue g with
-                                | true, v -> v
-                                | _ -> struct (0, 0)
-
                             if (y >>> bit) &&& 1uy = 1uy then
-                                result[g] <- struct (r + 1, f)
+                                rises[g] <- rises[g] + 1
                             else
-                                result[g] <- struct (r, f + 1)
+                                falls[g] <- falls[g] + 1
 
-        result
+        rises, falls
+
+    /// The first position in `indices` (time-ordered frame indices) whose time is ≥ `ns`.
+    let internal lowerBound (store: FrameStore) (indices: int array) (ns: int64) : int =
+        let mutable lo = 0
+        let mutable hi = indices.Length
+
+        while lo < hi do
+            let mid = (lo + hi) >>> 1
+
+            if store.Time indices[mid] < ns then
+                lo <- mid + 1
+            else
+                hi <- mid
+
+        lo
+
+    /// The first position in `indices` whose time is > `ns`.
+    let internal upperBound (store: FrameStore) (indices: int array) (ns: int64) : int =
+        let mutable lo = 0
+        let mutable hi = indices.Length
+
+        while lo < hi do
+            let mid = (lo + hi) >>> 1
+
+            if store.Time indices[mid] <= ns then
+                lo <- mid + 1
+            else
+                hi <- mid
+
+        lo
 
     /// Analyses the frames of `files` read through `readFrames`, which calls its argument with
     /// (logMonoTime ns, address, src, payload) for every `can` frame and with the event count.
@@ -471,7 +565,20 @@ module CruiseControl =
                 Rel = rel
             }
 
+        // Per-key frame indices in time order (a log's events are almost always in order already).
         let byKey = store.ByKey()
+
+        for k in 0 .. byKey.Length - 1 do
+            let ix = byKey[k]
+            let mutable sorted = true
+
+            for j in 1 .. ix.Length - 1 do
+                if store.Time ix[j] < store.Time ix[j - 1] then
+                    sorted <- false
+
+            if not sorted then
+                byKey[k] <- ix |> Array.sortBy store.Time
+
         let keys = store.Keys
 
         let counts =
@@ -523,6 +630,129 @@ module CruiseControl =
 
         let bus (address: uint32) =
             busByAddress |> List.tryFind (fst >> (=) address) |> Option.map snd
+
+        let relOf i = float (store.Time i - firstNs) / 1e9
+
+        // Checksums and counters of every frame whose DBC message declares them, on another core
+        // while the findings are computed.
+        let integrityTask =
+            Threading.Tasks.Task.Run(fun () ->
+                let mutable checkedSums = 0L
+                let mutable badCount = 0L
+                let bad = ResizeArray<BadChecksum>()
+                let mutable checkedCounters = 0L
+                let mutable discontinuities = 0L
+
+                for k in 0 .. keys.Count - 1 do
+                    let struct (a, b) = keys[k]
+
+                    match dbc.TryMessage a with
+                    | None -> ()
+                    | Some m ->
+                        // Only the Subaru rule (byte 0 sums the address and the other bytes) is checked;
+                        // messages with another checksum layout (Steering's byte 4) are left alone.
+                        let checksum =
+                            m.Signals
+                            |> List.tryFind (fun s ->
+                                s.Name = "CHECKSUM"
+                                && s.StartBit = 0
+                                && s.Length = 8
+                                && s.ByteOrder = ByteOrder.LittleEndian)
+
+                        let counter = m.Signals |> List.tryFind (fun s -> s.Name = "COUNTER")
+                        let mutable previous: uint64 option = None
+
+                        for i in byKey[k] do
+                            let payload = store.Payload i
+
+                            if
+                                checksum.IsSome
+                                && payload.Length >= 2
+                                && Signal.fits checksum.Value payload.Length
+                            then
+                                checkedSums <- checkedSums + 1L
+
+                                if not (Checksum.subaruValid a payload) then
+                                    badCount <- badCount + 1L
+
+                                    if bad.Count < 1000 then
+                                        bad.Add {
+                                            Time = toTime (store.Time i)
+                                            Address = a
+                                            Bus = b
+                                            Payload = Convert.ToHexString payload
+                                        }
+
+                            match counter with
+                            | Some c when Signal.fits c payload.Length ->
+                                let value = Signal.rawBits c payload
+                                checkedCounters <- checkedCounters + 1L
+
+                                match previous with
+                                | Some p when not (Checksum.counterFollows c.Length p value) ->
+                                    discontinuities <- discontinuities + 1L
+                                | _ -> ()
+
+                                previous <- Some value
+                            | _ -> ()
+
+                checkedSums, badCount, List.ofSeq bad, checkedCounters, discontinuities)
+
+        // Engaged intervals and candidate bits, also on another core.
+        let candidatesTask =
+            Threading.Tasks.Task.Run(fun () ->
+                // Engaged intervals from the selected bit.
+                let engaged =
+                    match settings.EngagedBit with
+                    | None -> []
+                    | Some(address, bit) ->
+                        let b =
+                            match settings.EngagedBus with
+                            | Some b -> Some b
+                            | None -> busOf address
+
+                        engagedIntervals [
+                            for i in framesOf address b -> toTime (store.Time i), Bits.get (store.Payload i) bit
+                        ]
+
+                let inEngaged =
+                    let widened = widen settings.EngagedMargin engaged
+                    fun (rel: float) -> widened |> List.exists (fun (s, e) -> rel >= s && rel <= e)
+
+                let keep (rel: float) =
+                    not settings.EngagedFilter || settings.EngagedBit.IsNone || inEngaged rel
+
+                let candidates = [
+                    for address in targetAddresses do
+                        match bus address with
+                        | None -> ()
+                        | Some b ->
+                            let frames = framesOf address (Some b) |> Array.filter (fun i -> keep (relOf i))
+
+                            let rises, falls = bitCounts store frames
+
+                            let top =
+                                [ for bit in 0 .. rises.Length - 1 -> bit, rises[bit], falls[bit] ]
+                                |> List.filter (fun (_, r, f) -> r + f > 0)
+                                |> List.sortBy (fun (bit, r, f) -> -(r + f), bit)
+                                |> List.truncate 10
+
+                            for bit, r, f in top do
+                                let penalty, s = score (r + f)
+
+                                {
+                                    Address = address
+                                    Bus = b
+                                    Bit = bit
+                                    Toggles = r + f
+                                    Rises = r
+                                    Falls = f
+                                    Penalty = penalty
+                                    Score = s
+                                }
+                ]
+
+                engaged, candidates)
 
         // Speed samples from Wheel_Speeds.
         let speeds =
@@ -635,21 +865,25 @@ module CruiseControl =
                         ofRel
                         (List.ofSeq changes)
 
-        // Activity of every (address, bus) around each window.
-        let relOf i = float (store.Time i - firstNs) / 1e9
+        // Activity of every (address, bus) around each window, found by binary search in each
+        // key's time-ordered frames.
+        let nsOf (rel: float) = firstNs + int64 (Math.Round(rel * 1e9))
+
+        let topBits (rises: int array, falls: int array) =
+            [ for bit in 0 .. rises.Length - 1 -> bit, rises[bit] + falls[bit] ]
+            |> List.filter (fun (_, n) -> n > 0)
+            |> List.sortBy (fun (bit, n) -> -n, bit)
 
         let activity = [
             for w in windows ->
                 [
                     for k in 0 .. keys.Count - 1 do
-                        let inside =
-                            byKey[k]
-                            |> Array.filter (fun i ->
-                                let r = relOf i
-                                r >= w.WindowStart.Rel && r <= w.WindowEnd.Rel)
+                        let ix = byKey[k]
+                        let first = lowerBound store ix (nsOf w.WindowStart.Rel)
+                        let stop = upperBound store ix (nsOf w.WindowEnd.Rel)
 
-                        if inside.Length >= 2 then
-                            let flips = bitCounts store inside
+                        if stop - first >= 2 then
+                            let inside = Array.sub ix first (stop - first)
                             let mutable changed = 0
 
                             for j in 1 .. inside.Length - 1 do
@@ -664,14 +898,7 @@ module CruiseControl =
                                     Bus = b
                                     Messages = inside.Length
                                     Changes = changed
-                                    TopBits =
-                                        flips
-                                        |> Seq.map (fun kv ->
-                                            let struct (r, f) = kv.Value
-                                            kv.Key, r + f)
-                                        |> Seq.sortBy (fun (bit, n) -> -n, bit)
-                                        |> Seq.truncate 5
-                                        |> List.ofSeq
+                                    TopBits = bitCounts store inside |> topBits |> List.truncate 5
                                 }
                 ]
                 |> List.sortBy (fun a -> -a.Changes, a.Address, a.Bus)
@@ -679,25 +906,30 @@ module CruiseControl =
 
         let segmentCounts = [
             if not windows.IsEmpty then
+                let uPre, uWin, uPost = UniquePayloads(), UniquePayloads(), UniquePayloads()
+
                 for k in 0 .. keys.Count - 1 do
+                    let ix = byKey[k]
                     let mutable pre, win, post = 0, 0, 0
-                    let uPre, uWin, uPost = HashSet<string>(), HashSet<string>(), HashSet<string>()
+                    uPre.Clear()
+                    uWin.Clear()
+                    uPost.Clear()
+
+                    let count (fromPos: int) (toPos: int) (unique: UniquePayloads) =
+                        for j in fromPos .. toPos - 1 do
+                            unique.Add(store.Payload ix[j])
+
+                        toPos - fromPos
 
                     for w in windows do
                         let len = w.WindowEnd.Rel - w.WindowStart.Rel
-
-                        for i in byKey[k] do
-                            let r = relOf i
-
-                            if r >= w.WindowStart.Rel - len && r < w.WindowStart.Rel then
-                                pre <- pre + 1
-                                uPre.Add(Convert.ToHexString(store.Payload i)) |> ignore
-                            elif r >= w.WindowStart.Rel && r <= w.WindowEnd.Rel then
-                                win <- win + 1
-                                uWin.Add(Convert.ToHexString(store.Payload i)) |> ignore
-                            elif r > w.WindowEnd.Rel && r <= w.WindowEnd.Rel + len then
-                                post <- post + 1
-                                uPost.Add(Convert.ToHexString(store.Payload i)) |> ignore
+                        let preStart = lowerBound store ix (nsOf (w.WindowStart.Rel - len))
+                        let winStart = lowerBound store ix (nsOf w.WindowStart.Rel)
+                        let winStop = upperBound store ix (nsOf w.WindowEnd.Rel)
+                        let postStop = upperBound store ix (nsOf (w.WindowEnd.Rel + len))
+                        pre <- pre + count preStart winStart uPre
+                        win <- win + count winStart winStop uWin
+                        post <- post + count winStop postStop uPost
 
                     if pre + win + post > 0 then
                         let struct (a, b) = keys[k]
@@ -714,118 +946,10 @@ module CruiseControl =
                         }
         ]
 
-        // Engaged intervals from the selected bit.
-        let engaged =
-            match settings.EngagedBit with
-            | None -> []
-            | Some(address, bit) ->
-                let b =
-                    match settings.EngagedBus with
-                    | Some b -> Some b
-                    | None -> busOf address
+        let checkedSums, badCount, bad, checkedCounters, discontinuities =
+            integrityTask.Result
 
-                engagedIntervals [
-                    for i in framesOf address b -> toTime (store.Time i), Bits.get (store.Payload i) bit
-                ]
-
-        let inEngaged =
-            let widened = widen settings.EngagedMargin engaged
-            fun (rel: float) -> widened |> List.exists (fun (s, e) -> rel >= s && rel <= e)
-
-        let keep (rel: float) =
-            not settings.EngagedFilter || settings.EngagedBit.IsNone || inEngaged rel
-
-        let candidates = [
-            for address in targetAddresses do
-                match bus address with
-                | None -> ()
-                | Some b ->
-                    let frames = framesOf address (Some b) |> Array.filter (fun i -> keep (relOf i))
-
-                    let counts = bitCounts store frames
-
-                    let top =
-                        counts
-                        |> Seq.map (fun kv ->
-                            let struct (r, f) = kv.Value
-                            kv.Key, r, f)
-                        |> Seq.sortBy (fun (bit, r, f) -> -(r + f), bit)
-                        |> Seq.truncate 10
-
-                    for bit, r, f in top do
-                        let penalty, s = score (r + f)
-
-                        {
-                            Address = address
-                            Bus = b
-                            Bit = bit
-                            Toggles = r + f
-                            Rises = r
-                            Falls = f
-                            Penalty = penalty
-                            Score = s
-                        }
-        ]
-
-        // Checksums and counters of every frame whose DBC message declares them.
-        let mutable checkedSums = 0L
-        let mutable badCount = 0L
-        let bad = ResizeArray<BadChecksum>()
-        let mutable checkedCounters = 0L
-        let mutable discontinuities = 0L
-
-        for k in 0 .. keys.Count - 1 do
-            let struct (a, b) = keys[k]
-
-            match dbc.TryMessage a with
-            | None -> ()
-            | Some m ->
-                // Only the Subaru rule (byte 0 sums the address and the other bytes) is checked;
-                // messages with another checksum layout (Steering's byte 4) are left alone.
-                let checksum =
-                    m.Signals
-                    |> List.tryFind (fun s ->
-                        s.Name = "CHECKSUM"
-                        && s.StartBit = 0
-                        && s.Length = 8
-                        && s.ByteOrder = ByteOrder.LittleEndian)
-
-                let counter = m.Signals |> List.tryFind (fun s -> s.Name = "COUNTER")
-                let mutable previous: uint64 option = None
-
-                for i in byKey[k] do
-                    let payload = store.Payload i
-
-                    if
-                        checksum.IsSome
-                        && payload.Length >= 2
-                        && Signal.fits checksum.Value payload.Length
-                    then
-                        checkedSums <- checkedSums + 1L
-
-                        if not (Checksum.subaruValid a payload) then
-                            badCount <- badCount + 1L
-
-                            if bad.Count < 1000 then
-                                bad.Add {
-                                    Time = toTime (store.Time i)
-                                    Address = a
-                                    Bus = b
-                                    Payload = Convert.ToHexString payload
-                                }
-
-                    match counter with
-                    | Some c when Signal.fits c payload.Length ->
-                        let value = Signal.rawBits c payload
-                        checkedCounters <- checkedCounters + 1L
-
-                        match previous with
-                        | Some p when not (Checksum.counterFollows c.Length p value) ->
-                            discontinuities <- discontinuities + 1L
-                        | _ -> ()
-
-                        previous <- Some value
-                    | _ -> ()
+        let engaged, candidates = candidatesTask.Result
 
         {
             Files = files
@@ -850,7 +974,7 @@ module CruiseControl =
             BusByAddress = busByAddress
             Integrity = {
                 FramesChecksumChecked = checkedSums
-                BadChecksums = List.ofSeq bad
+                BadChecksums = bad
                 BadChecksumCount = badCount
                 FramesCounterChecked = checkedCounters
                 CounterDiscontinuities = discontinuities

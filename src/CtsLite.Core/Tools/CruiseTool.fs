@@ -198,7 +198,7 @@ module CruiseTool =
             | Error e -> Error e
             | Ok files ->
                 let layout = LogInput.layout ()
-                let store = FrameStore()
+                use store = new FrameStore()
                 let mutable first = None
                 let mutable last = Int64.MinValue
                 let mutable events = 0L
@@ -255,7 +255,10 @@ module CruiseTool =
             | Ok a ->
                 ctx.Cancellation.ThrowIfCancellationRequested()
                 let analysisId = Guid.NewGuid().ToString()
-                let hashes = a.Files |> List.map Artifacts.sha256
+                // Hashed on another core while the tables are built (not during the reading, where
+                // the decompression thread has that core).
+                let hashing =
+                    Threading.Tasks.Task.Run(fun () -> a.Files |> List.map Artifacts.sha256)
 
                 let busOf address =
                     a.BusByAddress |> List.tryFind (fst >> (=) address) |> Option.map snd
@@ -339,7 +342,7 @@ module CruiseTool =
                     "analysis_id", Artifacts.str analysisId
                     "tool_version", Artifacts.str Product.version
                     "input_files", Artifacts.strings a.Files
-                    "input_hashes", Artifacts.strings hashes
+                    "input_hashes", Artifacts.strings hashing.Result
                     "time_origin", Artifacts.str "first_event"
                     "time_origin_abs_s", Artifacts.num (float a.FirstNs / 1e9)
                     "speed_band_mph", Artifacts.arr [ Artifacts.num s.SpeedMin; Artifacts.num s.SpeedMax ]
@@ -376,15 +379,19 @@ module CruiseTool =
                     CruiseArtifacts.engagedIntervals s.EngagedBit engagedBus a
                 ]
 
-                for t in tables do
-                    Artifacts.writeCsv
-                        ctx.OutputDir
-                        $"{t.Name}.csv"
-                        (meta $"{t.Name}.v1")
-                        t.Columns
-                        (CruiseArtifacts.csvRows t)
+                Threading.Tasks.Parallel.ForEach(
+                    tables,
+                    fun (t: Table) ->
+                        Artifacts.writeCsv
+                            ctx.OutputDir
+                            $"{t.Name}.csv"
+                            (meta $"{t.Name}.v1")
+                            t.Columns
+                            (CruiseArtifacts.csvRows t)
 
-                    Artifacts.writeJson ctx.OutputDir $"{t.Name}.json" (CruiseArtifacts.jsonRows t)
+                        Artifacts.writeJson ctx.OutputDir $"{t.Name}.json" (CruiseArtifacts.jsonRows t)
+                )
+                |> ignore
 
                 ctx.Progress 90.0
 
@@ -397,7 +404,7 @@ module CruiseTool =
                         "input", Artifacts.str ctx.Input
                         "input_files",
                         Artifacts.arr [
-                            for file, hash in List.zip a.Files hashes ->
+                            for file, hash in List.zip a.Files hashing.Result ->
                                 Artifacts.obj [
                                     "path", Artifacts.str file
                                     "size", Artifacts.int (FileInfo(file).Length)
