@@ -20,11 +20,29 @@ let private writeSummary (summary: TestRunSummary) =
     stdout.Write(bytes, 0, bytes.Length)
     stdout.Flush()
 
+/// The C# facade's tests: every public static method returning Task of the public classes of
+/// CtsLite.CSharp.Tests (a C# project, so it has no Expecto of its own).
+let private csharpTests =
+    let assembly = typeof<CtsLite.CSharp.Tests.FacadeTests>.Assembly
+
+    testList "C# facade" [
+        for t in assembly.GetExportedTypes() do
+            for m in t.GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static) do
+                if
+                    m.ReturnType = typeof<System.Threading.Tasks.Task>
+                    && m.GetParameters().Length = 0
+                then
+                    testCaseTask $"{t.Name}.{m.Name}" (fun () -> task {
+                        do! (m.Invoke(null, [||]) :?> System.Threading.Tasks.Task)
+                    })
+    ]
+
 let allTests =
     testList "CtsLite" [
         CtsLite.Core.Tests.Tests.all
         CtsLite.Server.Tests.Tests.all
         CtsLite.Cli.Tests.All.all
+        csharpTests
     ]
 
 [<EntryPoint>]
