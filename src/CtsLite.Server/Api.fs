@@ -103,3 +103,101 @@ module Api =
             InputTypes = tool.InputTypes
             OutputTypes = tool.OutputTypes
         }
+
+    /// A run's input in the seed's Run Request: `path` (under the input roots) or `upload`.
+    type RunInputDto = { Type: string; Value: string }
+
+    /// `POST /v1/runs`: the seed's Run Request.
+    type RunRequest = {
+        ToolId: string
+        Params: System.Text.Json.JsonElement option
+        Input: RunInputDto option
+        Name: string option
+    }
+
+    /// The seed's Run Response.
+    type RunResponse = {
+        RunId: string
+        /// `queued`, `running`, `completed`, `failed` or `canceled`.
+        Status: string
+        ToolId: string
+        Name: string option
+        /// The parameters after validation and coercion (defaults included).
+        Params: System.Text.Json.JsonElement
+        CreatedAt: System.DateTimeOffset
+        StartedAt: System.DateTimeOffset option
+        CompletedAt: System.DateTimeOffset option
+        /// 0–100.
+        Progress: float
+        /// Artifact ids (see `/v1/runs/{run_id}/artifacts`).
+        Artifacts: string list
+        Error: string option
+    }
+
+    /// `GET /v1/runs`.
+    type RunList = {
+        Runs: RunResponse list
+        /// Pass as `cursor` for the next (older) page; null on the last page.
+        NextCursor: string option
+    }
+
+    /// One log line of a run.
+    type LogEntry = {
+        Seq: int64
+        Timestamp: System.DateTimeOffset
+        Level: string
+        Message: string
+        /// `tool` or `engine`.
+        Source: string
+    }
+
+    /// `GET /v1/runs/{run_id}/logs?format=json`.
+    type LogList = {
+        RunId: string
+        Entries: LogEntry list
+    }
+
+    /// One artifact of a run.
+    type Artifact = {
+        ArtifactId: string
+        RunId: string
+        Filename: string
+        ContentType: string
+        Size: int64
+        Sha256: string
+        CreatedAt: System.DateTimeOffset
+        DownloadUrl: string
+    }
+
+    /// `GET /v1/artifacts`, `GET /v1/runs/{run_id}/artifacts`.
+    type ArtifactList = { Artifacts: Artifact list }
+
+    /// One bad part of a request: a JSON pointer into the body and what is wrong.
+    type FieldError = { Pointer: string; Detail: string }
+
+    /// The wire form of a run.
+    let runResponse (run: CtsLite.Server.RunRecord) (artifacts: string list) : RunResponse = {
+        RunId = run.RunId
+        Status = CtsLite.Server.RunStatus.name run.Status
+        ToolId = run.ToolId
+        Name = run.Name
+        Params = System.Text.Json.JsonDocument.Parse(run.ParamsJson).RootElement
+        CreatedAt = run.CreatedAt
+        StartedAt = run.StartedAt
+        CompletedAt = run.CompletedAt
+        Progress = run.Progress
+        Artifacts = artifacts
+        Error = run.Error
+    }
+
+    /// The wire form of an artifact.
+    let artifact (a: CtsLite.Server.ArtifactRecord) : Artifact = {
+        ArtifactId = a.ArtifactId
+        RunId = a.RunId
+        Filename = a.Filename
+        ContentType = a.ContentType
+        Size = a.Size
+        Sha256 = a.Sha256
+        CreatedAt = a.CreatedAt
+        DownloadUrl = $"/v1/artifacts/{a.ArtifactId}/download"
+    }

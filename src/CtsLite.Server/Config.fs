@@ -22,6 +22,12 @@ type ServiceConfig = {
     /// Never logged or shown; `None` means authentication is off and the bind is loopback-only.
     JwtSecret: string option
     Environment: DeploymentEnvironment
+    /// Runs executing at once; more wait in a FIFO queue.
+    MaxConcurrentRuns: int
+    /// A run still going after this long is stopped and failed.
+    RunTimeout: TimeSpan
+    /// Folders whose files `path` inputs and file parameters may name (canonical, no trailing slash).
+    InputRoots: string list
 }
 
 /// Where a setting came from.
@@ -78,6 +84,9 @@ module Config =
         DataDir = defaultDataDir ()
         JwtSecret = None
         Environment = DeploymentEnvironment.Development
+        MaxConcurrentRuns = max 1 Environment.ProcessorCount
+        RunTimeout = TimeSpan.FromMinutes 30.0
+        InputRoots = []
     }
 
     /// The environment variable overriding `key`: `api_port` -> `CTS_API_PORT`.
@@ -127,6 +136,24 @@ module Config =
         match raw with
         | RawString s -> Some(s.Trim())
         | _ -> None
+
+    let private integer (raw: Raw) : int64 option =
+        match raw with
+        | RawInteger i -> Some i
+        | RawString s ->
+            match
+                Int64.TryParse(s.Trim(), Globalization.NumberStyles.None, Globalization.CultureInfo.InvariantCulture)
+            with
+            | true, i -> Some i
+            | false, _ -> None
+        | RawOther _ -> None
+
+    let private expandHome (s: string) =
+        match s with
+        | "~" -> Environment.GetFolderPath Environment.SpecialFolder.UserProfile
+        | _ when s.StartsWith "~/" ->
+            Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, s.Substring 2)
+        | _ -> s
 
     let private settings: Setting list = [
         {
@@ -207,6 +234,57 @@ module Config =
                     match raw with
                     | RawString s when Encoding.UTF8.GetByteCount s >= 32 -> Some { c with JwtSecret = Some s }
                     | _ -> None
+        }
+        {
+            Key = "max_concurrent_runs"
+            Secret = false
+            Expected = "an integer from 1 to 256"
+            Apply =
+                fun raw c ->
+                    integer raw
+                    |> Option.filter (fun n -> n >= 1L && n <= 256L)
+                    |> Option.map (fun n -> { c with MaxConcurrentRuns = int n })
+        }
+        {
+            Key = "run_timeout_s"
+            Secret = false
+            Expected = "a whole number of seconds from 1 to 604800"
+            Apply =
+                fun raw c ->
+                    integer raw
+                    |> Option.filter (fun n -> n >= 1L && n <= 604800L)
+                    |> Option.map (fun n -> {
+                        c with
+                            RunTimeout = TimeSpan.FromSeconds(float n)
+                    })
+        }
+        {
+            Key = "input_roots"
+            Secret = false
+            Expected = "existing folders (a TOML array of paths; in CTS_INPUT_ROOTS separated by ':')"
+            Apply =
+                fun raw c ->
+                    let paths =
+                        match raw with
+                        | RawString s ->
+                            Some(
+                                s.Split(':', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+                                |> List.ofArray
+                            )
+                        | RawOther(:? Tomlyn.Model.TomlArray as a) ->
+                            let items = [ for x in a -> x ]
+
+                            if items |> List.forall (fun x -> x :? string) then
+                                Some(items |> List.map string)
+                            else
+                                None
+                        | _ -> None
+
+                    paths
+                    |> Option.filter (List.forall (fun p -> p <> "" && p.IndexOf '\000' < 0))
+                    |> Option.map (List.map (expandHome >> Path.GetFullPath >> fun p -> p.TrimEnd('/')))
+                    |> Option.filter (List.forall Directory.Exists)
+                    |> Option.map (fun roots -> { c with InputRoots = roots })
         }
         {
             Key = "environment"

@@ -15,6 +15,8 @@ open CtsLite.Server.Http
 type ServiceContext = {
     Config: ServiceConfig
     Store: IStore
+    /// Runs, their logs and artifacts (same database as `Store`).
+    Runs: IRunStore
     Time: TimeProvider
     StartedAt: DateTimeOffset
     /// Features the service really offers, as listed by `/v1/capabilities`.

@@ -56,6 +56,96 @@ module Routes =
             Response = typeof<Api.CapabilitiesResponse>
             Handler = fun _ -> Handlers.capabilities
         }
+        {
+            Method = HttpMethods.Post
+            Template = "/v1/runs"
+            Summary = "Start a tool run (the seed's Run Request); 202 with the Run Response"
+            Auth = AuthRequirement.Token
+            Request = Some typeof<Api.RunRequest>
+            Response = typeof<Api.RunResponse>
+            Handler = fun _ -> RunHandlers.create
+        }
+        {
+            Method = HttpMethods.Get
+            Template = "/v1/runs"
+            Summary = "Runs, newest first; filter by status and tool_id, page with cursor and limit"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<Api.RunList>
+            Handler = fun _ -> RunHandlers.list
+        }
+        {
+            Method = HttpMethods.Get
+            Template = "/v1/runs/{run_id}"
+            Summary = "One run"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<Api.RunResponse>
+            Handler = RunHandlers.get
+        }
+        {
+            Method = HttpMethods.Delete
+            Template = "/v1/runs/{run_id}"
+            Summary = "Cancel a run (same as POST /v1/runs/{run_id}/cancel)"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<Api.RunResponse>
+            Handler = RunHandlers.cancel
+        }
+        {
+            Method = HttpMethods.Post
+            Template = "/v1/runs/{run_id}/cancel"
+            Summary = "Cancel a run: a queued run at once, a running one as soon as its tool notices"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<Api.RunResponse>
+            Handler = RunHandlers.cancel
+        }
+        {
+            Method = HttpMethods.Get
+            Template = "/v1/runs/{run_id}/logs"
+            Summary = "The run's log as Server-Sent Events (log, status, end), resumable; ?format=json for a list"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<Api.LogList>
+            Handler = RunHandlers.logs
+        }
+        {
+            Method = HttpMethods.Get
+            Template = "/v1/runs/{run_id}/artifacts"
+            Summary = "The files a run produced"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<Api.ArtifactList>
+            Handler = RunHandlers.runArtifacts
+        }
+        {
+            Method = HttpMethods.Get
+            Template = "/v1/artifacts"
+            Summary = "Artifacts, optionally of one run (?run_id=)"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<Api.ArtifactList>
+            Handler = fun _ -> RunHandlers.artifacts
+        }
+        {
+            Method = HttpMethods.Get
+            Template = "/v1/artifacts/{artifact_id}"
+            Summary = "One artifact's metadata"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<Api.Artifact>
+            Handler = RunHandlers.artifact
+        }
+        {
+            Method = HttpMethods.Get
+            Template = "/v1/artifacts/{artifact_id}/download"
+            Summary = "The artifact's bytes, with Content-Disposition, ETag and Range support"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<byte[]>
+            Handler = RunHandlers.download
+        }
     ]
 
     /// The methods a path answers; GET implies HEAD.

@@ -15,12 +15,22 @@ open CtsLite.Server.Http
 module Startup =
 
     /// Features this build of the service offers (each one works).
-    let features: string list = [ "health_check"; "tool_discovery"; "problem_details"; "request_id" ]
+    let features: string list = [
+        "health_check"
+        "tool_discovery"
+        "problem_details"
+        "request_id"
+        "runs"
+        "run_logs"
+        "artifacts"
+        "idempotency"
+    ]
 
     /// The service context for a configuration and an open store.
     let createContext (config: ServiceConfig) (store: IStore) (time: TimeProvider) : ServiceContext = {
         Config = config
         Store = store
+        Runs = SqliteRunStore.create config.DataDir
         Time = time
         StartedAt = time.GetUtcNow()
         Features = features
@@ -32,6 +42,16 @@ module Startup =
             .AddSingleton<ServiceContext>(context)
             .AddSingleton<Text.Json.JsonSerializerOptions>(Json.createOptions ())
             .AddSingleton<RequestLimits>(RequestLimits.Default)
+            .AddSingleton<RunEngine>(fun sp ->
+                new RunEngine(
+                    context.Config,
+                    context.Runs,
+                    context.Time,
+                    sp.GetRequiredService<ILogger<RunEngine>>(),
+                    InputPaths.resolve context.Config.InputRoots
+                ))
+            .AddSingleton<IRunEngine>(fun sp -> sp.GetRequiredService<RunEngine>() :> IRunEngine)
+            .AddHostedService<RunEngine>(fun sp -> sp.GetRequiredService<RunEngine>())
         |> ignore
 
     /// Logging: single-line text in development, JSON lines in production; scopes carry the

@@ -97,6 +97,11 @@ module SqliteStore =
             );
             CREATE INDEX artifacts_by_run ON artifacts (run_id);
             """
+        2,
+        """
+            ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+            CREATE INDEX runs_by_tool ON runs (tool_id, created_at);
+            """
     ]
 
     /// The schema version this build creates and understands.
@@ -158,19 +163,21 @@ module SqliteStore =
 
             member _.Dispose() = SqliteConnection.ClearAllPools()
 
+    /// The connection string of the database in `dataDir`.
+    let connectionString (dataDir: string) : string =
+        SqliteConnectionStringBuilder(
+            DataSource = Path.Combine(dataDir, FileName),
+            Mode = SqliteOpenMode.ReadWriteCreate,
+            Cache = SqliteCacheMode.Private,
+            Pooling = true,
+            DefaultTimeout = 30
+        )
+            .ToString()
+
     /// Opens (creating and migrating as needed) the store in `dataDir`.
     let open' (dataDir: string) : Result<IStore, StoreError> =
         let databasePath = Path.Combine(dataDir, FileName)
-
-        let connectionString =
-            SqliteConnectionStringBuilder(
-                DataSource = databasePath,
-                Mode = SqliteOpenMode.ReadWriteCreate,
-                Cache = SqliteCacheMode.Private,
-                Pooling = true,
-                DefaultTimeout = 30
-            )
-                .ToString()
+        let connectionString = connectionString dataDir
 
         try
             use connection = new SqliteConnection(connectionString)

@@ -8,5 +8,6 @@ let all =
         ConfigTests.all
         StoreTests.all
         EndpointTests.all
+        RunTests.all
         ProcessTests.all
     ]

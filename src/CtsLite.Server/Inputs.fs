@@ -1,0 +1,82 @@
+namespace CtsLite.Server
+
+open System
+open System.IO
+open CtsLite.Logs
+
+/// Paths that requests name (run inputs, file parameters), confined to the configured input roots.
+[<RequireQualifiedAccess>]
+module InputPaths =
+
+    /// The path with every symbolic link along it resolved (components that do not exist are kept).
+    let realPath (path: string) : string =
+        let full = Path.GetFullPath path
+        let root = Path.GetPathRoot full
+
+        let parts =
+            full.Substring(root.Length).Split('/', StringSplitOptions.RemoveEmptyEntries)
+
+        let mutable current = root
+        let mutable hops = 0
+
+        for part in parts do
+            let next = Path.Combine(current, part)
+
+            let info: FileSystemInfo =
+                if Directory.Exists next then
+                    DirectoryInfo next
+                else
+                    FileInfo next
+
+            match info.LinkTarget with
+            | null -> current <- next
+            | _ when hops > 40 -> current <- next
+            | _ ->
+                hops <- hops + 1
+
+                match info.ResolveLinkTarget true with
+                | null -> current <- next
+                | target -> current <- Path.GetFullPath target.FullName
+
+        current
+
+    let private inside (root: string) (path: string) =
+        path = root || path.StartsWith(root + "/", StringComparison.Ordinal)
+
+    /// The file, folder or route the value names, when it lies under one of `roots`: a relative
+    /// value is taken relative to each root in turn. `..` segments, NUL bytes, and paths (or links)
+    /// leading out of the roots are refused, with the reason.
+    let resolve (roots: string list) (value: string) : Result<string, string> =
+        if String.IsNullOrWhiteSpace value then
+            Error "the path is empty"
+        elif value.IndexOf '\000' >= 0 then
+            Error "the path contains a NUL byte"
+        elif value.Split('/') |> Array.contains ".." then
+            Error "the path contains '..'"
+        elif roots.IsEmpty then
+            Error
+                "this service has no input_roots configured, so it reads no paths (set input_roots, or upload the file)"
+        else
+            let realRoots = roots |> List.map realPath
+
+            let candidates =
+                if Path.IsPathRooted value then
+                    [ value ]
+                else
+                    roots |> List.map (fun r -> Path.Combine(r, value))
+
+            // A route address names no file itself: its parent folder is what must be inside.
+            let anchor (candidate: string) =
+                if File.Exists candidate || Directory.Exists candidate then
+                    Some candidate
+                else
+                    Route.tryParse candidate |> Option.map (fun r -> r.Parent)
+
+            let found =
+                candidates
+                |> List.tryPick (fun c -> anchor c |> Option.map (fun a -> c, realPath a))
+
+            match found with
+            | None -> Error $"'{value}' does not exist under the input roots"
+            | Some(candidate, real) when realRoots |> List.exists (fun r -> inside r real) -> Ok candidate
+            | Some _ -> Error $"'{value}' is outside the input roots"

@@ -1,0 +1,450 @@
+namespace CtsLite.Server
+
+open System
+open System.IO
+open System.Security.Cryptography
+open System.Text
+open System.Text.Json
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.DependencyInjection
+open Microsoft.Net.Http.Headers
+open CtsLite.Tools
+open CtsLite.Server.Http
+
+/// The handlers of runs, their logs and artifacts.
+[<RequireQualifiedAccess>]
+module RunHandlers =
+
+    let private service (ctx: HttpContext) =
+        ctx.RequestServices.GetRequiredService<ServiceContext>()
+
+    let private engine (ctx: HttpContext) =
+        ctx.RequestServices.GetRequiredService<IRunEngine>()
+
+    let private response (svc: ServiceContext) (run: RunRecord) : Api.RunResponse =
+        let artifacts =
+            if run.Status = RunStatus.Completed then
+                svc.Runs.ListArtifacts(Some run.RunId) |> List.map _.ArtifactId
+            else
+                []
+
+        Api.runResponse run artifacts
+
+    let private unprocessable (errors: Api.FieldError list) : HttpHandler =
+        let detail =
+            String.Join("; ", errors |> List.map (fun e -> $"{e.Pointer}: {e.Detail}"))
+
+        Problem.write StatusCodes.Status422UnprocessableEntity detail [ "errors", box errors ]
+
+    /// The parameters as stored: every value after coercion, as a JSON object.
+    let private paramsJson (p: ToolParameters) : string =
+        Artifacts.jsonCompact (Artifacts.parameters p)
+
+    /// File parameters name paths under the input roots (the built-in DBC by its name).
+    let private checkFiles (svc: ServiceContext) (tool: Tool) (p: ToolParameters) : Api.FieldError list = [
+        for spec in tool.Descriptor.Parameters do
+            if spec.Type = ParameterType.File then
+                match p.Str spec.Name with
+                | Some v when v = CruiseTool.DefaultDbc -> ()
+                | Some v ->
+                    match InputPaths.resolve svc.Config.InputRoots v with
+                    | Ok _ -> ()
+                    | Error e -> {
+                        Pointer = $"/params/{spec.Name}"
+                        Detail = e
+                      }
+                | None -> ()
+    ]
+
+    /// `POST /v1/runs`.
+    let create: HttpHandler =
+        bindJson<Api.RunRequest>(fun request ->
+            fun (next: HttpFunc) (ctx: HttpContext) ->
+                let svc = service ctx
+
+                match Option.ofObj request.ToolId |> Option.bind Catalog.tryFind with
+                | None when isNull request.ToolId ->
+                    unprocessable
+                        [
+                            {
+                                Pointer = "/tool_id"
+                                Detail = "is required"
+                            }
+                        ]
+                        next
+                        ctx
+                | None ->
+                    let known = String.Join(", ", Catalog.descriptors |> List.map _.Id)
+                    Problem.notFound $"no tool '{request.ToolId}' (tools: {known})" next ctx
+                | Some tool ->
+                    let given =
+                        match request.Params with
+                        | Some p when p.ValueKind = JsonValueKind.Object -> Ok(RunParameters.ofObject p)
+                        | Some p when p.ValueKind = JsonValueKind.Null -> Ok []
+                        | None -> Ok []
+                        | Some _ ->
+                            Error [
+                                ({
+                                    Pointer = "/params"
+                                    Detail = "must be an object"
+                                }
+                                : Api.FieldError)
+                            ]
+
+                    let validated =
+                        given
+                        |> Result.bind (fun given ->
+                            Parameters.validateFor tool given
+                            |> Result.mapError (
+                                List.map (fun e ->
+                                    ({
+                                        Pointer = $"/params/{e.Parameter}"
+                                        Detail = e.Detail
+                                    }
+                                    : Api.FieldError))
+                            ))
+
+                    let input =
+                        match request.Input with
+                        | None ->
+                            Error [
+                                ({
+                                    Pointer = "/input"
+                                    Detail = "is required ({type: path|upload, value})"
+                                }
+                                : Api.FieldError)
+                            ]
+                        | Some i when i.Type = "path" -> Ok i
+                        | Some i when i.Type = "upload" ->
+                            Error [
+                                {
+                                    Pointer = "/input/type"
+                                    Detail =
+                                        "upload inputs need POST /v1/uploads, which this build does not have yet; use a path under the input roots"
+                                }
+                            ]
+                        | Some i ->
+                            Error [
+                                {
+                                    Pointer = "/input/type"
+                                    Detail = $"must be path or upload, not '{i.Type}'"
+                                }
+                            ]
+
+                    match validated, input with
+                    | Error e1, Error e2 -> unprocessable (e1 @ e2) next ctx
+                    | Error e, _
+                    | _, Error e -> unprocessable e next ctx
+                    | Ok parameters, Ok input ->
+                        match checkFiles svc tool parameters, InputPaths.resolve svc.Config.InputRoots input.Value with
+                        | _, Error reason -> Problem.badRequest $"input: {reason}" next ctx
+                        | (_ :: _) as errors, _ ->
+                            Problem.write
+                                400
+                                (String.Join("; ", errors |> List.map (fun e -> $"{e.Pointer}: {e.Detail}")))
+                                [ "errors", box errors ]
+                                next
+                                ctx
+                        | [], Ok _ ->
+                            let now = svc.Time.GetUtcNow()
+
+                            let run: RunRecord = {
+                                RunId = Guid.NewGuid().ToString()
+                                ToolId = tool.Descriptor.Id
+                                Name = request.Name
+                                Status = RunStatus.Queued
+                                ParamsJson = paramsJson parameters
+                                Input = {
+                                    Type = input.Type
+                                    Value = input.Value
+                                }
+                                CreatedAt = now
+                                StartedAt = None
+                                CompletedAt = None
+                                Progress = 0.0
+                                Error = None
+                                CancelRequested = false
+                            }
+
+                            let idempotency =
+                                match ctx.Request.Headers["Idempotency-Key"].ToString() with
+                                | "" -> None
+                                | key ->
+                                    let canonical =
+                                        JsonSerializer.Serialize(
+                                            {|
+                                                tool_id = run.ToolId
+                                                parameters = run.ParamsJson
+                                                input = input
+                                                name = request.Name
+                                            |}
+                                        )
+
+                                    Some(key, Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes canonical)))
+
+                            match svc.Runs.CreateRun(run, idempotency) with
+                            | CreateOutcome.Conflict ->
+                                Problem.write
+                                    StatusCodes.Status409Conflict
+                                    "this Idempotency-Key was used with a different request body"
+                                    []
+                                    next
+                                    ctx
+                            | CreateOutcome.Existing existing ->
+                                ctx.Response.Headers.Location <- $"/v1/runs/{existing.RunId}"
+                                (setStatusCode StatusCodes.Status202Accepted >=> json (response svc existing)) next ctx
+                            | CreateOutcome.Created created ->
+                                (engine ctx).Notify()
+                                ctx.Response.Headers.Location <- $"/v1/runs/{created.RunId}"
+                                (setStatusCode StatusCodes.Status202Accepted >=> json (response svc created)) next ctx)
+
+    let private withRun (args: RouteArgs) (f: ServiceContext -> RunRecord -> HttpHandler) : HttpHandler =
+        fun (next: HttpFunc) (ctx: HttpContext) ->
+            let svc = service ctx
+            let id = args["run_id"]
+
+            match svc.Runs.GetRun id with
+            | None -> Problem.notFound $"no run '{id}'" next ctx
+            | Some run -> f svc run next ctx
+
+    /// `GET /v1/runs/{run_id}`.
+    let get (args: RouteArgs) : HttpHandler =
+        withRun args (fun svc run -> json (response svc run))
+
+    /// `GET /v1/runs?status=&tool_id=&cursor=&limit=`.
+    let list: HttpHandler =
+        fun (next: HttpFunc) (ctx: HttpContext) ->
+            let svc = service ctx
+
+            let q (name: string) =
+                ctx.Request.Query[name].ToString() |> Option.ofObj |> Option.filter ((<>) "")
+
+            let status = q "status" |> Option.map (fun s -> s, RunStatus.tryParse s)
+
+            let limit =
+                match q "limit" |> Option.map Int32.TryParse with
+                | None -> Ok 50
+                | Some(true, n) when n >= 1 && n <= 500 -> Ok n
+                | Some _ -> Error "limit must be an integer from 1 to 500"
+
+            match status, limit with
+            | Some(s, None), _ ->
+                Problem.badRequest $"status '{s}' is not one of queued, running, completed, failed, canceled" next ctx
+            | _, Error e -> Problem.badRequest e next ctx
+            | _, Ok limit ->
+                let runs, cursor =
+                    svc.Runs.ListRuns(status |> Option.bind snd, q "tool_id", q "cursor", limit)
+
+                json
+                    ({
+                        Runs = runs |> List.map (response svc)
+                        NextCursor = cursor
+                    }
+                    : Api.RunList)
+                    next
+                    ctx
+
+    /// `POST /v1/runs/{run_id}/cancel` and `DELETE /v1/runs/{run_id}`.
+    let cancel (args: RouteArgs) : HttpHandler =
+        withRun args (fun svc run ->
+            if RunStatus.isTerminal run.Status then
+                Problem.write
+                    StatusCodes.Status409Conflict
+                    $"run {run.RunId} already ended ({RunStatus.name run.Status})"
+                    []
+            else
+                fun next ctx ->
+                    match svc.Runs.RequestCancel(run.RunId, svc.Time.GetUtcNow()) with
+                    | None -> Problem.notFound $"no run '{run.RunId}'" next ctx
+                    | Some updated ->
+                        (engine ctx).Cancel run.RunId
+                        (setStatusCode StatusCodes.Status202Accepted >=> json (response svc updated)) next ctx)
+
+    let private entry (l: LogRecord) : Api.LogEntry = {
+        Seq = l.Seq
+        Timestamp = l.Timestamp
+        Level = l.Level
+        Message = l.Message
+        Source = l.Source
+    }
+
+    /// `GET /v1/runs/{run_id}/logs?format=json`: every log line so far.
+    let logsJson (args: RouteArgs) : HttpHandler =
+        withRun args (fun svc run ->
+            json (
+                {
+                    RunId = run.RunId
+                    Entries = svc.Runs.GetLogs(run.RunId, 0L) |> List.map entry
+                }
+                : Api.LogList
+            ))
+
+    /// `GET /v1/runs/{run_id}/artifacts`.
+    let runArtifacts (args: RouteArgs) : HttpHandler =
+        withRun args (fun svc run ->
+            json (
+                {
+                    Artifacts = svc.Runs.ListArtifacts(Some run.RunId) |> List.map Api.artifact
+                }
+                : Api.ArtifactList
+            ))
+
+    /// `GET /v1/artifacts?run_id=`.
+    let artifacts: HttpHandler =
+        fun (next: HttpFunc) (ctx: HttpContext) ->
+            let svc = service ctx
+
+            let runId =
+                ctx.Request.Query["run_id"].ToString()
+                |> Option.ofObj
+                |> Option.filter ((<>) "")
+
+            json
+                ({
+                    Artifacts = svc.Runs.ListArtifacts runId |> List.map Api.artifact
+                }
+                : Api.ArtifactList)
+                next
+                ctx
+
+    let private withArtifact (args: RouteArgs) (f: ArtifactRecord -> HttpHandler) : HttpHandler =
+        fun (next: HttpFunc) (ctx: HttpContext) ->
+            let id = args["artifact_id"]
+
+            match (service ctx).Runs.GetArtifact id with
+            | None -> Problem.notFound $"no artifact '{id}'" next ctx
+            | Some a -> f a next ctx
+
+    /// `GET /v1/artifacts/{artifact_id}`.
+    let artifact (args: RouteArgs) : HttpHandler =
+        withArtifact args (fun a -> json (Api.artifact a))
+
+    /// `GET /v1/artifacts/{artifact_id}/download`: the file, with `Content-Disposition`, a strong
+    /// `ETag` (its sha256), conditional requests and byte ranges (206).
+    let download (args: RouteArgs) : HttpHandler =
+        withArtifact args (fun a ->
+            fun (next: HttpFunc) (ctx: HttpContext) -> task {
+                if not (File.Exists a.Path) then
+                    return!
+                        Problem.write
+                            StatusCodes.Status410Gone
+                            $"the file of artifact {a.ArtifactId} is gone (retention)"
+                            []
+                            next
+                            ctx
+                else
+                    let result =
+                        Results.File(
+                            a.Path,
+                            a.ContentType,
+                            a.Filename,
+                            Nullable(),
+                            EntityTagHeaderValue($"\"{a.Sha256}\""),
+                            true
+                        )
+
+                    do! result.ExecuteAsync ctx
+                    return Some ctx
+            })
+
+    /// Seconds of silence after which an SSE stream gets a keepalive comment.
+    let keepaliveInterval = TimeSpan.FromSeconds 15.0
+
+    /// `GET /v1/runs/{run_id}/logs`: Server-Sent Events. History first, then live: `log` events
+    /// (id = the line's seq), `status` events when the run's state or progress changes, and a final
+    /// `end` event once the run is terminal, after which the stream ends. `Last-Event-ID` (or
+    /// `?last_event_id=`) resumes after that line, without duplicates or gaps.
+    /// `?format=json` answers the plain list instead.
+    let logs (args: RouteArgs) : HttpHandler =
+        fun (next: HttpFunc) (ctx: HttpContext) ->
+            if ctx.Request.Query["format"].ToString() = "json" then
+                logsJson args next ctx
+            else
+                withRun
+                    args
+                    (fun svc run ->
+                        fun (_: HttpFunc) (ctx: HttpContext) -> task {
+                            let options = Json.optionsOf ctx
+                            let aborted = ctx.RequestAborted
+
+                            let resumeFrom =
+                                let header = ctx.Request.Headers["Last-Event-ID"].ToString()
+
+                                let value =
+                                    if header <> "" then
+                                        header
+                                    else
+                                        ctx.Request.Query["last_event_id"].ToString()
+
+                                match Int64.TryParse value with
+                                | true, n when n >= 0L -> n
+                                | _ -> 0L
+
+                            ctx.Response.StatusCode <- 200
+                            ctx.Response.ContentType <- "text/event-stream; charset=utf-8"
+                            ctx.Response.Headers.CacheControl <- "no-cache"
+                            ctx.Response.Headers["X-Accel-Buffering"] <- "no"
+                            let body = ctx.Response.Body
+                            let mutable lastSeq = resumeFrom
+                            let mutable lastStatus = ""
+                            let mutable lastWrite = DateTimeOffset.UtcNow
+                            let mutable finished = false
+
+                            let send (id: int64) (event: string) (data: byte array) = task {
+                                let head = Encoding.UTF8.GetBytes $"id: {id}\nevent: {event}\ndata: "
+                                do! body.WriteAsync(head, aborted)
+                                do! body.WriteAsync(data, aborted)
+                                do! body.WriteAsync(Encoding.UTF8.GetBytes "\n\n", aborted)
+                                lastWrite <- DateTimeOffset.UtcNow
+                            }
+
+                            let sendLogs () = task {
+                                for l in svc.Runs.GetLogs(run.RunId, lastSeq) do
+                                    do! send l.Seq "log" (JsonSerializer.SerializeToUtf8Bytes(entry l, options))
+                                    lastSeq <- l.Seq
+                            }
+
+                            try
+                                while not finished && not aborted.IsCancellationRequested do
+                                    do! sendLogs ()
+
+                                    match svc.Runs.GetRun run.RunId with
+                                    | None -> finished <- true
+                                    | Some current ->
+                                        let state = $"{RunStatus.name current.Status}:{current.Progress}"
+
+                                        if RunStatus.isTerminal current.Status then
+                                            // Lines written just before the end are sent before it.
+                                            do! sendLogs ()
+
+                                            let final =
+                                                JsonSerializer.SerializeToUtf8Bytes(response svc current, options)
+
+                                            do! send lastSeq "end" final
+                                            finished <- true
+                                        elif state <> lastStatus then
+                                            lastStatus <- state
+
+                                            do!
+                                                send
+                                                    lastSeq
+                                                    "status"
+                                                    (JsonSerializer.SerializeToUtf8Bytes(response svc current, options))
+
+                                    if not finished then
+                                        if DateTimeOffset.UtcNow - lastWrite >= keepaliveInterval then
+                                            do! body.WriteAsync(Encoding.UTF8.GetBytes ": keepalive\n\n", aborted)
+                                            lastWrite <- DateTimeOffset.UtcNow
+
+                                        do! body.FlushAsync aborted
+                                        do! Task.Delay(200, aborted)
+
+                                do! body.FlushAsync aborted
+                            with :? OperationCanceledException when aborted.IsCancellationRequested ->
+                                ()
+
+                            return Some ctx
+                        })
+                    next
+                    ctx

@@ -1,0 +1,475 @@
+namespace CtsLite.Server
+
+open System
+open System.Globalization
+open Microsoft.Data.Sqlite
+
+/// Where a run is in its life.
+[<RequireQualifiedAccess>]
+type RunStatus =
+    | Queued
+    | Running
+    | Completed
+    | Failed
+    | Canceled
+
+/// Wire names of run states.
+[<RequireQualifiedAccess>]
+module RunStatus =
+
+    /// `queued`, `running`, `completed`, `failed` or `canceled`.
+    let name (s: RunStatus) : string =
+        match s with
+        | RunStatus.Queued -> "queued"
+        | RunStatus.Running -> "running"
+        | RunStatus.Completed -> "completed"
+        | RunStatus.Failed -> "failed"
+        | RunStatus.Canceled -> "canceled"
+
+    /// The state of a wire name.
+    let tryParse (text: string) : RunStatus option =
+        match text with
+        | "queued" -> Some RunStatus.Queued
+        | "running" -> Some RunStatus.Running
+        | "completed" -> Some RunStatus.Completed
+        | "failed" -> Some RunStatus.Failed
+        | "canceled" -> Some RunStatus.Canceled
+        | _ -> None
+
+    /// Completed, failed and canceled runs never change again.
+    let isTerminal (s: RunStatus) : bool =
+        match s with
+        | RunStatus.Completed
+        | RunStatus.Failed
+        | RunStatus.Canceled -> true
+        | RunStatus.Queued
+        | RunStatus.Running -> false
+
+/// A run's input: `path` (under an input root) or `upload` (an upload id).
+type RunInput = { Type: string; Value: string }
+
+/// One run as stored.
+type RunRecord = {
+    RunId: string
+    ToolId: string
+    Name: string option
+    Status: RunStatus
+    /// The parameters after validation and coercion, as a JSON object.
+    ParamsJson: string
+    Input: RunInput
+    CreatedAt: DateTimeOffset
+    StartedAt: DateTimeOffset option
+    CompletedAt: DateTimeOffset option
+    Progress: float
+    Error: string option
+    CancelRequested: bool
+}
+
+/// One line of a run's log.
+type LogRecord = {
+    RunId: string
+    Seq: int64
+    Timestamp: DateTimeOffset
+    Level: string
+    Message: string
+    /// `tool` or `engine`.
+    Source: string
+}
+
+/// One file a run produced.
+type ArtifactRecord = {
+    ArtifactId: string
+    RunId: string
+    Filename: string
+    ContentType: string
+    Size: int64
+    Sha256: string
+    Path: string
+    CreatedAt: DateTimeOffset
+}
+
+/// What creating a run gave.
+[<RequireQualifiedAccess>]
+type CreateOutcome =
+    | Created of RunRecord
+    /// The same idempotency key and body was seen: the run it created.
+    | Existing of RunRecord
+    /// The same idempotency key came with another body.
+    | Conflict
+
+/// Runs, their logs and artifacts. Every state change is one conditional statement, so several
+/// workers (in one or several processes) can share the store; a worker holds a run through a lease
+/// it renews, and a run whose lease expired can be claimed again.
+type IRunStore =
+    abstract CreateRun: run: RunRecord * idempotency: (string * string) option -> CreateOutcome
+    abstract GetRun: runId: string -> RunRecord option
+
+    /// Newest first; the cursor is opaque (the last run's `created_at|run_id`).
+    abstract ListRuns:
+        status: RunStatus option * toolId: string option * cursor: string option * limit: int ->
+            RunRecord list * string option
+
+    /// Takes the oldest queued run (or a running one whose lease expired) for `owner`.
+    abstract ClaimNext: owner: string * now: DateTimeOffset * leaseUntil: DateTimeOffset -> RunRecord option
+    /// False when the run is no longer this owner's (lease lost, or finished elsewhere).
+    abstract RenewLease: runId: string * owner: string * leaseUntil: DateTimeOffset -> bool
+    abstract SetProgress: runId: string * owner: string * progress: float -> unit
+    /// Puts a run this owner holds back in the queue (a graceful shutdown).
+    abstract Requeue: runId: string * owner: string -> unit
+
+    /// Ends a run this owner holds; false when it is not (any more).
+    abstract Finish:
+        runId: string * owner: string * status: RunStatus * error: string option * now: DateTimeOffset -> bool
+
+    /// Queued runs are canceled at once; running ones are flagged for their worker. None: no such run.
+    abstract RequestCancel: runId: string * now: DateTimeOffset -> RunRecord option
+    abstract AppendLog: runId: string * level: string * message: string * source: string * now: DateTimeOffset -> int64
+    abstract GetLogs: runId: string * afterSeq: int64 -> LogRecord list
+    abstract AddArtifacts: ArtifactRecord list -> unit
+    abstract ListArtifacts: runId: string option -> ArtifactRecord list
+    abstract GetArtifact: artifactId: string -> ArtifactRecord option
+
+/// The SQLite implementation, in the same database as `SqliteStore`.
+[<RequireQualifiedAccess>]
+module SqliteRunStore =
+
+    let private iso (t: DateTimeOffset) =
+        t.ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture)
+
+    let private parseTime (s: string) =
+        DateTimeOffset.Parse(
+            s,
+            CultureInfo.InvariantCulture,
+            DateTimeStyles.AssumeUniversal ||| DateTimeStyles.AdjustToUniversal
+        )
+
+    let private optText (r: SqliteDataReader) (i: int) =
+        if r.IsDBNull i then None else Some(r.GetString i)
+
+    let private runColumns =
+        "run_id, tool_id, name, status, params_json, input_json, created_at, started_at, completed_at, progress, error, cancel_requested"
+
+    let private readRun (r: SqliteDataReader) : RunRecord =
+        let input =
+            match optText r 5 with
+            | Some json ->
+                let doc = Text.Json.JsonDocument.Parse json
+
+                {
+                    Type = doc.RootElement.GetProperty("type").GetString()
+                    Value = doc.RootElement.GetProperty("value").GetString()
+                }
+            | None -> { Type = ""; Value = "" }
+
+        {
+            RunId = r.GetString 0
+            ToolId = r.GetString 1
+            Name = optText r 2
+            Status = RunStatus.tryParse (r.GetString 3) |> Option.defaultValue RunStatus.Failed
+            ParamsJson = r.GetString 4
+            Input = input
+            CreatedAt = parseTime (r.GetString 6)
+            StartedAt = optText r 7 |> Option.map parseTime
+            CompletedAt = optText r 8 |> Option.map parseTime
+            Progress = if r.IsDBNull 9 then 0.0 else r.GetDouble 9
+            Error = optText r 10
+            CancelRequested = r.GetInt64 11 <> 0L
+        }
+
+    let private readArtifact (r: SqliteDataReader) : ArtifactRecord = {
+        ArtifactId = r.GetString 0
+        RunId = r.GetString 1
+        Filename = r.GetString 2
+        ContentType = r.GetString 3
+        Size = r.GetInt64 4
+        Sha256 = r.GetString 5
+        Path = r.GetString 6
+        CreatedAt = parseTime (r.GetString 7)
+    }
+
+    let private artifactColumns =
+        "artifact_id, run_id, filename, content_type, size, sha256, path, created_at"
+
+    type private Store(connectionString: string) =
+        let connect () =
+            let c = new SqliteConnection(connectionString)
+            c.Open()
+            use pragma = c.CreateCommand()
+            pragma.CommandText <- "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON"
+            pragma.ExecuteNonQuery() |> ignore
+            c
+
+        let command (c: SqliteConnection) (sql: string) (parameters: (string * obj) list) =
+            let cmd = c.CreateCommand()
+            cmd.CommandText <- sql
+
+            for name, value in parameters do
+                cmd.Parameters.AddWithValue(name, (if isNull value then box DBNull.Value else value))
+                |> ignore
+
+            cmd
+
+        let query (sql: string) (parameters: (string * obj) list) (read: SqliteDataReader -> 'T) : 'T list =
+            use c = connect ()
+            use cmd = command c sql parameters
+            use r = cmd.ExecuteReader()
+
+            [
+                while r.Read() do
+                    read r
+            ]
+
+        let execute (sql: string) (parameters: (string * obj) list) : int =
+            use c = connect ()
+            use cmd = command c sql parameters
+            cmd.ExecuteNonQuery()
+
+        let opt (o: 'T option) : obj =
+            match o with
+            | Some v -> box v
+            | None -> null
+
+        let getRun (runId: string) =
+            query $"SELECT {runColumns} FROM runs WHERE run_id = $id" [ "$id", box runId ] readRun
+            |> List.tryHead
+
+        interface IRunStore with
+            member _.CreateRun(run, idempotency) =
+                use c = connect ()
+                use tx = c.BeginTransaction(deferred = false)
+
+                let existing =
+                    match idempotency with
+                    | None -> None
+                    | Some(key, hash) ->
+                        use cmd =
+                            command c "SELECT run_id, request_sha256 FROM runs WHERE idempotency_key = $k" [
+                                "$k", box key
+                            ]
+
+                        cmd.Transaction <- tx
+                        use r = cmd.ExecuteReader()
+
+                        if r.Read() then
+                            Some(r.GetString 0, (if r.IsDBNull 1 then "" else r.GetString 1), hash)
+                        else
+                            None
+
+                match existing with
+                | Some(runId, storedHash, hash) ->
+                    tx.Commit()
+
+                    if storedHash = hash then
+                        match getRun runId with
+                        | Some r -> CreateOutcome.Existing r
+                        | None -> CreateOutcome.Conflict
+                    else
+                        CreateOutcome.Conflict
+                | None ->
+                    let inputJson =
+                        Text.Json.JsonSerializer.Serialize(dict [ "type", run.Input.Type; "value", run.Input.Value ])
+
+                    use cmd =
+                        command
+                            c
+                            """INSERT INTO runs (run_id, tool_id, name, status, params_json, input_json, created_at,
+                               progress, idempotency_key, request_sha256)
+                               VALUES ($id, $tool, $name, 'queued', $params, $input, $created, 0, $key, $hash)"""
+                            [
+                                "$id", box run.RunId
+                                "$tool", box run.ToolId
+                                "$name", opt run.Name
+                                "$params", box run.ParamsJson
+                                "$input", box inputJson
+                                "$created", box (iso run.CreatedAt)
+                                "$key", opt (idempotency |> Option.map fst)
+                                "$hash", opt (idempotency |> Option.map snd)
+                            ]
+
+                    cmd.Transaction <- tx
+                    cmd.ExecuteNonQuery() |> ignore
+                    tx.Commit()
+                    CreateOutcome.Created { run with Status = RunStatus.Queued }
+
+            member _.GetRun runId = getRun runId
+
+            member _.ListRuns(status, toolId, cursor, limit) =
+                let conditions = [
+                    match status with
+                    | Some s -> "status = $status", ("$status", box (RunStatus.name s))
+                    | None -> ()
+                    match toolId with
+                    | Some t -> "tool_id = $tool", ("$tool", box t)
+                    | None -> ()
+                    match cursor |> Option.map (fun c -> c.Split('|', 2)) with
+                    | Some [| created; id |] ->
+                        "(created_at < $c OR (created_at = $c AND run_id < $cid))", ("$c", box created)
+                        "1 = 1", ("$cid", box id)
+                    | _ -> ()
+                ]
+
+                let where =
+                    match conditions with
+                    | [] -> ""
+                    | cs -> " WHERE " + String.Join(" AND ", cs |> List.map fst)
+
+                let rows =
+                    query
+                        $"SELECT {runColumns} FROM runs{where} ORDER BY created_at DESC, run_id DESC LIMIT $limit"
+                        ((conditions |> List.map snd) @ [ "$limit", box (limit + 1) ])
+                        readRun
+
+                let page = rows |> List.truncate limit
+
+                let next =
+                    if rows.Length > limit then
+                        let last = List.last page
+                        Some $"{iso last.CreatedAt}|{last.RunId}"
+                    else
+                        None
+
+                page, next
+
+            member _.ClaimNext(owner, now, leaseUntil) =
+                // One statement: concurrent claimers (threads or processes) never get the same run.
+                query
+                    $"""UPDATE runs SET status = 'running', lease_owner = $owner, lease_expires_at = $until,
+                           started_at = COALESCE(started_at, $now), cancel_requested = cancel_requested
+                        WHERE run_id = (SELECT run_id FROM runs
+                                        WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < $now)
+                                        ORDER BY created_at, run_id LIMIT 1)
+                        RETURNING {runColumns}"""
+                    [ "$owner", box owner; "$until", box (iso leaseUntil); "$now", box (iso now) ]
+                    readRun
+                |> List.tryHead
+
+            member _.RenewLease(runId, owner, leaseUntil) =
+                execute
+                    "UPDATE runs SET lease_expires_at = $until WHERE run_id = $id AND lease_owner = $owner AND status = 'running'"
+                    [ "$until", box (iso leaseUntil); "$id", box runId; "$owner", box owner ]
+                    =
+                    1
+
+            member _.SetProgress(runId, owner, progress) =
+                execute
+                    "UPDATE runs SET progress = $p WHERE run_id = $id AND lease_owner = $owner AND status = 'running'"
+                    [ "$p", box progress; "$id", box runId; "$owner", box owner ]
+                |> ignore
+
+            member _.Requeue(runId, owner) =
+                execute
+                    "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, progress = 0 WHERE run_id = $id AND lease_owner = $owner AND status = 'running'"
+                    [ "$id", box runId; "$owner", box owner ]
+                |> ignore
+
+            member _.Finish(runId, owner, status, error, now) =
+                execute
+                    """UPDATE runs SET status = $status, error = $error, completed_at = $now,
+                       progress = CASE WHEN $status = 'completed' THEN 100 ELSE progress END,
+                       lease_owner = NULL, lease_expires_at = NULL
+                       WHERE run_id = $id AND lease_owner = $owner AND status = 'running'"""
+                    [
+                        "$status", box (RunStatus.name status)
+                        "$error", opt error
+                        "$now", box (iso now)
+                        "$id", box runId
+                        "$owner", box owner
+                    ]
+                    =
+                    1
+
+            member _.RequestCancel(runId, now) =
+                execute
+                    "UPDATE runs SET status = 'canceled', completed_at = $now, error = 'canceled before it started' WHERE run_id = $id AND status = 'queued'"
+                    [ "$id", box runId; "$now", box (iso now) ]
+                |> ignore
+
+                execute "UPDATE runs SET cancel_requested = 1 WHERE run_id = $id AND status = 'running'" [
+                    "$id", box runId
+                ]
+                |> ignore
+
+                getRun runId
+
+            member _.AppendLog(runId, level, message, source, now) =
+                use c = connect ()
+                use tx = c.BeginTransaction(deferred = false)
+
+                use cmd =
+                    command
+                        c
+                        """INSERT INTO log_entries (run_id, seq, timestamp, level, message, source)
+                           VALUES ($id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM log_entries WHERE run_id = $id),
+                                   $ts, $level, $message, $source)
+                           RETURNING seq"""
+                        [
+                            "$id", box runId
+                            "$ts", box (iso now)
+                            "$level", box level
+                            "$message", box message
+                            "$source", box source
+                        ]
+
+                cmd.Transaction <- tx
+                let seq = Convert.ToInt64(cmd.ExecuteScalar())
+                tx.Commit()
+                seq
+
+            member _.GetLogs(runId, afterSeq) =
+                query
+                    "SELECT run_id, seq, timestamp, level, message, source FROM log_entries WHERE run_id = $id AND seq > $after ORDER BY seq"
+                    [ "$id", box runId; "$after", box afterSeq ]
+                    (fun r -> {
+                        RunId = r.GetString 0
+                        Seq = r.GetInt64 1
+                        Timestamp = parseTime (r.GetString 2)
+                        Level = r.GetString 3
+                        Message = r.GetString 4
+                        Source = r.GetString 5
+                    })
+
+            member _.AddArtifacts artifacts =
+                use c = connect ()
+                use tx = c.BeginTransaction(deferred = false)
+
+                for a in artifacts do
+                    use cmd =
+                        command
+                            c
+                            $"INSERT INTO artifacts ({artifactColumns}) VALUES ($id, $run, $name, $type, $size, $sha, $path, $created)"
+                            [
+                                "$id", box a.ArtifactId
+                                "$run", box a.RunId
+                                "$name", box a.Filename
+                                "$type", box a.ContentType
+                                "$size", box a.Size
+                                "$sha", box a.Sha256
+                                "$path", box a.Path
+                                "$created", box (iso a.CreatedAt)
+                            ]
+
+                    cmd.Transaction <- tx
+                    cmd.ExecuteNonQuery() |> ignore
+
+                tx.Commit()
+
+            member _.ListArtifacts runId =
+                match runId with
+                | Some id ->
+                    query
+                        $"SELECT {artifactColumns} FROM artifacts WHERE run_id = $id ORDER BY rowid"
+                        [ "$id", box id ]
+                        readArtifact
+                | None ->
+                    query $"SELECT {artifactColumns} FROM artifacts ORDER BY created_at DESC, rowid" [] readArtifact
+
+            member _.GetArtifact artifactId =
+                query
+                    $"SELECT {artifactColumns} FROM artifacts WHERE artifact_id = $id"
+                    [ "$id", box artifactId ]
+                    readArtifact
+                |> List.tryHead
+
+    /// The run store over the (already opened and migrated) database in `dataDir`.
+    let create (dataDir: string) : IRunStore =
+        Store(SqliteStore.connectionString dataDir) :> IRunStore

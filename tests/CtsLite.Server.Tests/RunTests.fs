@@ -1,0 +1,517 @@
+/// Runs through the API, in process (TestHost) with the real engine: lifecycle against a local run,
+/// validation, input confinement, idempotency, cancellation, SSE resume, lease recovery.
+module CtsLite.Server.Tests.RunTests
+
+open System
+open System.IO
+open System.Net
+open System.Net.Http
+open System.Text
+open System.Text.Json
+open System.Threading
+open System.Threading.Tasks
+open Microsoft.AspNetCore.TestHost
+open Microsoft.Extensions.Hosting
+open Expecto
+open CtsLite
+open CtsLite.Server
+open CtsLite.Tools
+open CtsLite.Tests
+
+let private rlogs () =
+    Path.Combine(TestEnv.sharedDir (), "data", "rlogs")
+
+let private routeName = "5ca1ab1e5ca1ab1e|2025-01-16--07-45-12"
+
+/// A service with the shared rlogs (and any extra folders) as input roots.
+let withRuns (extraRoots: string list) (maxRuns: int) (f: ServiceContext -> HttpClient -> Task<unit>) : Task<unit> =
+    task {
+        let dataDir = TestEnv.tempDir "runs"
+        let store = EndpointTests.openStore dataDir
+
+        let config = {
+            EndpointTests.configFor dataDir with
+                InputRoots = rlogs () :: extraRoots
+                MaxConcurrentRuns = maxRuns
+        }
+
+        let context = Startup.createContext config store TimeProvider.System
+        use host = EndpointTests.startHost context Startup.configureApp
+        use client = host.GetTestClient()
+        client.Timeout <- TimeSpan.FromMinutes 3.0
+        do! f context client
+        do! host.StopAsync()
+        store.Dispose()
+    }
+
+let private post (client: HttpClient) (body: string) (key: string option) = task {
+    use request = new HttpRequestMessage(HttpMethod.Post, "/v1/runs")
+    request.Content <- new StringContent(body, Encoding.UTF8, "application/json")
+
+    match key with
+    | Some k -> request.Headers.Add("Idempotency-Key", k)
+    | None -> ()
+
+    return! client.SendAsync request
+}
+
+let private runBody (tool: string) (parameters: string) (input: string) =
+    $"""{{"tool_id":"{tool}","params":{parameters},"input":{{"type":"path","value":{JsonSerializer.Serialize input}}},"name":"test"}}"""
+
+let private getJson (client: HttpClient) (url: string) = task {
+    let! response = client.GetAsync(url: string)
+    Expect.equal response.StatusCode HttpStatusCode.OK url
+    return! EndpointTests.parse response
+}
+
+/// Polls the run until it is terminal (or 120 s pass).
+let private waitTerminal (client: HttpClient) (runId: string) = task {
+    let deadline = DateTime.UtcNow.AddMinutes 2.0
+    let mutable result = None
+
+    while result.IsNone do
+        let! run = getJson client $"/v1/runs/{runId}"
+        let status = run.GetProperty("status").GetString()
+
+        if status = "completed" || status = "failed" || status = "canceled" then
+            result <- Some run
+        elif DateTime.UtcNow > deadline then
+            failtestf "run %s still %s after 2 minutes" runId status
+        else
+            do! Task.Delay 50
+
+    return result.Value
+}
+
+/// Reads a whole SSE stream: (id, event, data) triples, until the server ends it.
+let private readSse (client: HttpClient) (url: string) (lastEventId: string option) = task {
+    use request = new HttpRequestMessage(HttpMethod.Get, (url: string))
+
+    match lastEventId with
+    | Some id -> request.Headers.Add("Last-Event-ID", id)
+    | None -> ()
+
+    use! response = client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead)
+    Expect.equal response.Content.Headers.ContentType.MediaType "text/event-stream" "SSE media type"
+    use! stream = response.Content.ReadAsStreamAsync()
+    use reader = new StreamReader(stream)
+    let events = ResizeArray<string * string * string>()
+    let mutable id, event, data = "", "", ""
+    let mutable line = ""
+    let! first = reader.ReadLineAsync()
+    line <- first
+
+    while not (isNull line) do
+        if line = "" then
+            if event <> "" then
+                events.Add((id, event, data))
+
+            event <- ""
+            data <- ""
+        elif line.StartsWith "id: " then
+            id <- line.Substring 4
+        elif line.StartsWith "event: " then
+            event <- line.Substring 7
+        elif line.StartsWith "data: " then
+            data <- line.Substring 6
+
+        let! next = reader.ReadLineAsync()
+        line <- next
+
+    return List.ofSeq events
+}
+
+/// A local run of the same tool, for comparison.
+let private localRun (toolId: string) (input: string) (given: (string * string) list) =
+    let tool = (Catalog.tryFind toolId).Value
+    let dir = TestEnv.tempDir "local"
+
+    let parameters =
+        Parameters.validateFor tool (given |> List.map (fun (k, v) -> k, ParameterInput.Text v))
+        |> Result.defaultWith (failwithf "%A")
+
+    match
+        tool.Run {
+            Input = input
+            Parameters = parameters
+            OutputDir = dir
+            Progress = ignore
+            Log = fun _ _ -> ()
+            Cancellation = CancellationToken.None
+            ResolveFile = Ok
+        }
+    with
+    | Ok _ -> dir
+    | Error e -> failtestf "local run: %A" e
+
+/// A file's text with what differs between two runs masked: ids, times of generation, paths.
+let private masked (text: string) =
+    let t =
+        RegularExpressions.Regex.Replace(text, "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>")
+
+    let t =
+        RegularExpressions.Regex.Replace(t, @"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}[^""<,\s]*", "<time>")
+
+    t.Replace(rlogs (), "<rlogs>")
+
+let all =
+    testList "runs" [
+        testCaseTask "lifecycle: run, follow SSE to end, download every artifact, equal to a local run" (fun () ->
+            withRuns [] 2 (fun _ client -> task {
+                let! response =
+                    post
+                        client
+                        (runBody "cruise-control-analyzer" """{"speed_min":55}""" "synthetic/default.rlog.zst")
+                        None
+
+                Expect.equal response.StatusCode HttpStatusCode.Accepted "202"
+                let! created = EndpointTests.parse response
+                let runId = created.GetProperty("run_id").GetString()
+                Expect.equal (response.Headers.Location.ToString()) $"/v1/runs/{runId}" "Location"
+
+                Expect.equal
+                    (created.GetProperty("params").GetProperty("speed_max").GetDouble())
+                    56.0
+                    "params after coercion"
+
+                let! events = readSse client $"/v1/runs/{runId}/logs" None
+                let _, lastEvent, lastData = List.last events
+                Expect.equal lastEvent "end" "the stream ends with end"
+                let final = JsonDocument.Parse(lastData).RootElement
+                Expect.equal (final.GetProperty("status").GetString()) "completed" "completed"
+
+                let logIds =
+                    events
+                    |> List.filter (fun (_, e, _) -> e = "log")
+                    |> List.map (fun (i, _, _) -> int64 i)
+
+                Expect.equal logIds [ 1L .. int64 logIds.Length ] "every log line once, in order"
+
+                let! artifacts = getJson client $"/v1/runs/{runId}/artifacts"
+
+                let local =
+                    localRun "cruise-control-analyzer" (Path.Combine(rlogs (), "synthetic", "default.rlog.zst")) [
+                        "speed_min", "55"
+                    ]
+
+                let list = artifacts.GetProperty("artifacts").EnumerateArray() |> List.ofSeq
+                Expect.equal list.Length (final.GetProperty("artifacts").GetArrayLength()) "run lists its artifacts"
+
+                for a in list do
+                    let name = a.GetProperty("filename").GetString()
+                    let! bytes = client.GetByteArrayAsync(a.GetProperty("download_url").GetString())
+                    Expect.equal (int64 bytes.Length) (a.GetProperty("size").GetInt64()) $"{name} size"
+
+                    Expect.equal
+                        (Convert.ToHexString(Security.Cryptography.SHA256.HashData bytes).ToLowerInvariant())
+                        (a.GetProperty("sha256").GetString())
+                        $"{name} sha256"
+
+                    let ours = masked (Encoding.UTF8.GetString bytes)
+                    let theirs = masked (File.ReadAllText(Path.Combine(local, name)))
+                    Expect.equal ours theirs $"{name} equals the local run"
+            }))
+        testCaseTask "downloads: Content-Disposition, ETag, If-None-Match 304, Range 206" (fun () ->
+            withRuns [] 1 (fun _ client -> task {
+                let! response =
+                    post client (runBody "log-summary" "{}" "synthetic/default.rlog.zst") None
+
+                let! created = EndpointTests.parse response
+                let runId = created.GetProperty("run_id").GetString()
+                let! _ = waitTerminal client runId
+                let! artifacts = getJson client $"/v1/artifacts?run_id={runId}"
+                let a = artifacts.GetProperty("artifacts").Item(0)
+                let url = a.GetProperty("download_url").GetString()
+                let! full = client.GetAsync(url: string)
+                Expect.equal full.StatusCode HttpStatusCode.OK "200"
+
+                Expect.stringContains
+                    (full.Content.Headers.ContentDisposition.ToString())
+                    "log_summary.json"
+                    "file name"
+
+                let etag = full.Headers.ETag
+                let sha = a.GetProperty("sha256").GetString()
+                Expect.equal etag.Tag ("\"" + sha + "\"") "ETag is the sha256"
+
+                use conditional = new HttpRequestMessage(HttpMethod.Get, url)
+                conditional.Headers.IfNoneMatch.Add etag
+                let! notModified = client.SendAsync conditional
+                Expect.equal notModified.StatusCode HttpStatusCode.NotModified "304"
+
+                use ranged = new HttpRequestMessage(HttpMethod.Get, url)
+                ranged.Headers.Range <- Headers.RangeHeaderValue(10L, 19L)
+                let! part = client.SendAsync ranged
+                Expect.equal part.StatusCode HttpStatusCode.PartialContent "206"
+                let! partBytes = part.Content.ReadAsByteArrayAsync()
+                let! fullBytes = full.Content.ReadAsByteArrayAsync()
+                Expect.equal partBytes fullBytes[10..19] "the requested bytes"
+
+                let! missing = client.GetAsync "/v1/artifacts/nope/download"
+                let! _ = EndpointTests.expectProblem missing 404
+                ()
+            }))
+        testCaseTask "validation: 404 unknown tool, 422 with one pointer per bad parameter" (fun () ->
+            withRuns [] 1 (fun _ client -> task {
+                let! unknown =
+                    post client (runBody "no-such-tool" "{}" "synthetic/default.rlog.zst") None
+
+                let! p = EndpointTests.expectProblem unknown 404
+                Expect.stringContains (p.GetProperty("detail").GetString()) "cruise-control-analyzer" "lists tools"
+
+                let! bad =
+                    post
+                        client
+                        (runBody
+                            "cruise-control-analyzer"
+                            """{"speed_min":"fast","marker_pre":-1,"nope":1}"""
+                            "synthetic/default.rlog.zst")
+                        None
+
+                let! p = EndpointTests.expectProblem bad 422
+
+                let pointers =
+                    p.GetProperty("errors").EnumerateArray()
+                    |> Seq.map (fun e -> e.GetProperty("pointer").GetString())
+                    |> Seq.sort
+                    |> List.ofSeq
+
+                Expect.equal
+                    pointers
+                    [ "/params/marker_pre"; "/params/nope"; "/params/speed_min" ]
+                    "one per parameter"
+
+                let! noInput = post client """{"tool_id":"log-summary"}""" None
+                let! p = EndpointTests.expectProblem noInput 422
+
+                Expect.equal
+                    (p.GetProperty("errors").Item(0).GetProperty("pointer").GetString())
+                    "/input"
+                    "input required"
+            }))
+        testCaseTask "inputs stay inside the roots: '..', absolute escapes, symlinks out, NUL, missing" (fun () ->
+            let root = TestEnv.tempDir "root"
+
+            File.CreateSymbolicLink(Path.Combine(root, "escape.zst"), "/etc/hostname")
+            |> ignore
+
+            Directory.CreateSymbolicLink(Path.Combine(root, "etc"), "/etc") |> ignore
+
+            withRuns [ root ] 1 (fun _ client -> task {
+                for value, expected in
+                    [
+                        "../synthetic/default.rlog.zst", "'..'"
+                        "/etc/hostname", "outside the input roots"
+                        "escape.zst", "outside the input roots"
+                        "etc/hostname", "outside the input roots"
+                        "synthetic/default.rlog.zst\u0000x", "NUL"
+                        "synthetic/nothing.zst", "does not exist"
+                    ] do
+                    let! response = post client (runBody "log-summary" "{}" value) None
+                    let! p = EndpointTests.expectProblem response 400
+                    Expect.stringContains (p.GetProperty("detail").GetString()) expected value
+
+                let! dbcOutside =
+                    post
+                        client
+                        (runBody "cruise-control-analyzer" """{"dbc":"/etc/hostname"}""" "synthetic/default.rlog.zst")
+                        None
+
+                let! p = EndpointTests.expectProblem dbcOutside 400
+
+                Expect.equal
+                    (p.GetProperty("errors").Item(0).GetProperty("pointer").GetString())
+                    "/params/dbc"
+                    "file parameters too"
+            }))
+        testCaseTask "Idempotency-Key: same body gives the same run, another body 409" (fun () ->
+            withRuns [] 1 (fun _ client -> task {
+                let body = runBody "log-summary" "{}" "synthetic/default.rlog.zst"
+                let! first = post client body (Some "key-1")
+                let! firstRun = EndpointTests.parse first
+                let! second = post client body (Some "key-1")
+                Expect.equal second.StatusCode HttpStatusCode.Accepted "202 again"
+                let! secondRun = EndpointTests.parse second
+
+                Expect.equal
+                    (secondRun.GetProperty("run_id").GetString())
+                    (firstRun.GetProperty("run_id").GetString())
+                    "same run"
+
+                let! other =
+                    post client (runBody "log-summary" "{}" "synthetic/route/" + "") (Some "key-1")
+
+                let! _ = EndpointTests.expectProblem other 409
+                let! list = getJson client "/v1/runs"
+                Expect.equal (list.GetProperty("runs").GetArrayLength()) 1 "one run created"
+            }))
+        testCaseTask "cancel: a queued run at once, a running one stops its tool and stays canceled" (fun () ->
+            // A long route: 40 segments, each a link to the same real segment.
+            let root = TestEnv.tempDir "longroute"
+
+            let segment =
+                Path.Combine(rlogs (), "synthetic", "route", $"{routeName}--0", "rlog.zst")
+
+            for n in 0..39 do
+                let dir = Directory.CreateDirectory(Path.Combine(root, $"{routeName}--{n}"))
+
+                File.CreateSymbolicLink(Path.Combine(dir.FullName, "rlog.zst"), segment)
+                |> ignore
+
+            withRuns [ root ] 1 (fun svc client -> task {
+                let route = Path.Combine(root, routeName)
+                let! first = post client (runBody "rlog-to-csv" "{}" route) None
+                let! firstRun = EndpointTests.parse first
+                let firstId = firstRun.GetProperty("run_id").GetString()
+                let! second = post client (runBody "rlog-to-csv" "{}" route) None
+                let! secondRun = EndpointTests.parse second
+                let secondId = secondRun.GetProperty("run_id").GetString()
+
+                // The second waits (one worker): canceling it is immediate.
+                let! canceled = client.DeleteAsync $"/v1/runs/{secondId}"
+                Expect.equal canceled.StatusCode HttpStatusCode.Accepted "202"
+                let! c = EndpointTests.parse canceled
+                Expect.equal (c.GetProperty("status").GetString()) "canceled" "queued → canceled"
+
+                // Wait until the first is running, then cancel it.
+                let mutable running = false
+
+                while not running do
+                    let! r = getJson client $"/v1/runs/{firstId}"
+                    running <- r.GetProperty("status").GetString() = "running"
+
+                    if not running then
+                        do! Task.Delay 20
+
+                let! _ = client.PostAsync($"/v1/runs/{firstId}/cancel", null)
+                let! ended = waitTerminal client firstId
+                Expect.equal (ended.GetProperty("status").GetString()) "canceled" "running → canceled"
+                Expect.equal (ended.GetProperty("artifacts").GetArrayLength()) 0 "no artifacts"
+
+                let outDir = Path.Combine(svc.Config.DataDir, "runs", firstId, "artifacts")
+
+                Expect.isFalse
+                    (File.Exists(Path.Combine(outDir, RlogToCsv.OutputName)))
+                    "the half-written CSV never appears"
+
+                let! logsBefore = getJson client $"/v1/runs/{firstId}/logs?format=json"
+                do! Task.Delay 1500
+                let! logsAfter = getJson client $"/v1/runs/{firstId}/logs?format=json"
+                let! still = getJson client $"/v1/runs/{firstId}"
+                Expect.equal (still.GetProperty("status").GetString()) "canceled" "stays canceled"
+
+                Expect.equal
+                    (logsAfter.GetProperty("entries").GetArrayLength())
+                    (logsBefore.GetProperty("entries").GetArrayLength())
+                    "no log line after the end: the tool stopped"
+
+                let! again = client.PostAsync($"/v1/runs/{firstId}/cancel", null)
+                let! _ = EndpointTests.expectProblem again 409
+                ()
+            }))
+        testCaseTask "SSE: Last-Event-ID resumes after that line without duplicates or gaps" (fun () ->
+            withRuns [] 1 (fun _ client -> task {
+                let! response =
+                    post client (runBody "cruise-control-analyzer" "{}" "synthetic/default.rlog.zst") None
+
+                let! created = EndpointTests.parse response
+                let runId = created.GetProperty("run_id").GetString()
+                let! all = readSse client $"/v1/runs/{runId}/logs" None
+
+                let ids =
+                    all
+                    |> List.filter (fun (_, e, _) -> e = "log")
+                    |> List.map (fun (i, _, _) -> int64 i)
+
+                Expect.isGreaterThan ids.Length 2 "several lines"
+                let resumeAt = ids[1]
+                let! rest = readSse client $"/v1/runs/{runId}/logs" (Some(string resumeAt))
+
+                let restIds =
+                    rest
+                    |> List.filter (fun (_, e, _) -> e = "log")
+                    |> List.map (fun (i, _, _) -> int64 i)
+
+                Expect.equal restIds (ids |> List.filter (fun i -> i > resumeAt)) "exactly the later lines"
+                let _, lastEvent, _ = List.last rest
+                Expect.equal lastEvent "end" "ends again for a finished run"
+            }))
+        testCaseTask "listing: newest first, filters, cursor pages" (fun () ->
+            withRuns [] 2 (fun _ client -> task {
+                for _ in 1..3 do
+                    let! _ = post client (runBody "log-summary" "{}" "synthetic/default.rlog.zst") None
+                    ()
+
+                let! _ =
+                    post client (runBody "rlog-to-csv" """{"buses":"1"}""" "synthetic/default.rlog.zst") None
+
+                let! page1 = getJson client "/v1/runs?limit=2"
+                let runs1 = page1.GetProperty("runs").EnumerateArray() |> List.ofSeq
+                Expect.equal runs1.Length 2 "page size"
+                let cursor = page1.GetProperty("next_cursor").GetString()
+                let! page2 = getJson client $"/v1/runs?limit=2&cursor={Uri.EscapeDataString cursor}"
+                let runs2 = page2.GetProperty("runs").EnumerateArray() |> List.ofSeq
+                Expect.equal runs2.Length 2 "second page"
+                Expect.equal (page2.GetProperty("next_cursor").ValueKind) JsonValueKind.Null "last page"
+
+                let created =
+                    (runs1 @ runs2)
+                    |> List.map (fun r -> r.GetProperty("created_at").GetDateTimeOffset())
+
+                Expect.equal created (created |> List.sortDescending) "newest first"
+                let! tools = getJson client "/v1/runs?tool_id=rlog-to-csv"
+                Expect.equal (tools.GetProperty("runs").GetArrayLength()) 1 "by tool"
+                let! badStatus = client.GetAsync "/v1/runs?status=sleeping"
+                let! _ = EndpointTests.expectProblem badStatus 400
+                ()
+            }))
+        testCaseTask "a run whose worker died (lease expired) is claimed again and completes" (fun () -> task {
+            let dataDir = TestEnv.tempDir "lease"
+            let store = EndpointTests.openStore dataDir
+            let runs = SqliteRunStore.create dataDir
+            let now = DateTimeOffset.UtcNow
+
+            let parameters =
+                Parameters.validateFor LogSummary.tool [] |> Result.defaultWith (failwithf "%A")
+
+            let run: RunRecord = {
+                RunId = Guid.NewGuid().ToString()
+                ToolId = "log-summary"
+                Name = None
+                Status = RunStatus.Queued
+                ParamsJson = Artifacts.jsonCompact (Artifacts.parameters parameters)
+                Input = {
+                    Type = "path"
+                    Value = "synthetic/default.rlog.zst"
+                }
+                CreatedAt = now
+                StartedAt = None
+                CompletedAt = None
+                Progress = 0.0
+                Error = None
+                CancelRequested = false
+            }
+
+            runs.CreateRun(run, None) |> ignore
+            // A worker of a process that then died: its lease ran out a minute ago.
+            let claimed =
+                runs.ClaimNext("dead-worker", now.AddMinutes -2.0, now.AddMinutes -1.0)
+
+            Expect.equal (claimed |> Option.map _.RunId) (Some run.RunId) "claimed by the dead worker"
+            Expect.equal (runs.GetRun(run.RunId).Value.Status) RunStatus.Running "left running"
+
+            let config = {
+                EndpointTests.configFor dataDir with
+                    InputRoots = [ rlogs () ]
+                    MaxConcurrentRuns = 1
+            }
+
+            let context = Startup.createContext config store TimeProvider.System
+            use host = EndpointTests.startHost context Startup.configureApp
+            use client = host.GetTestClient()
+            let! final = waitTerminal client run.RunId
+            Expect.equal (final.GetProperty("status").GetString()) "completed" "run again to the end"
+            do! host.StopAsync()
+            store.Dispose()
+        })
+    ]
