@@ -28,6 +28,8 @@ type ServiceConfig = {
     RunTimeout: TimeSpan
     /// Folders whose files `path` inputs and file parameters may name (canonical, no trailing slash).
     InputRoots: string list
+    /// Largest upload, in bytes.
+    MaxUploadBytes: int64
 }
 
 /// Where a setting came from.
@@ -87,6 +89,7 @@ module Config =
         MaxConcurrentRuns = max 1 Environment.ProcessorCount
         RunTimeout = TimeSpan.FromMinutes 30.0
         InputRoots = []
+        MaxUploadBytes = 2L * 1024L * 1024L * 1024L
     }
 
     /// The environment variable overriding `key`: `api_port` -> `CTS_API_PORT`.
@@ -285,6 +288,16 @@ module Config =
                     |> Option.map (List.map (expandHome >> Path.GetFullPath >> fun p -> p.TrimEnd('/')))
                     |> Option.filter (List.forall Directory.Exists)
                     |> Option.map (fun roots -> { c with InputRoots = roots })
+        }
+        {
+            Key = "max_upload_bytes"
+            Secret = false
+            Expected = "a number of bytes from 1 to 1099511627776"
+            Apply =
+                fun raw c ->
+                    integer raw
+                    |> Option.filter (fun n -> n >= 1L && n <= 1099511627776L)
+                    |> Option.map (fun n -> { c with MaxUploadBytes = n })
         }
         {
             Key = "environment"

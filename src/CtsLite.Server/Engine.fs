@@ -125,6 +125,10 @@ type RunEngine
                 let input =
                     match run.Input.Type with
                     | "path" -> InputPaths.resolve config.InputRoots run.Input.Value
+                    | "upload" ->
+                        match runs.GetUpload run.Input.Value with
+                        | Some upload when File.Exists upload.Path -> Ok upload.Path
+                        | _ -> Error $"upload {run.Input.Value} is gone"
                     | other -> Error $"input type '{other}' is not readable by this build"
 
                 // Renews the lease and watches the store's cancel flag (set by any process).

@@ -120,6 +120,33 @@ module Routes =
             Handler = RunHandlers.runArtifacts
         }
         {
+            Method = HttpMethods.Post
+            Template = "/v1/uploads"
+            Summary = "Upload a log, CSV or DBC (raw body with X-Filename, or multipart), streamed, sha256-deduplicated"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<UploadHandlers.UploadResponse>
+            Handler = fun _ -> UploadHandlers.create
+        }
+        {
+            Method = HttpMethods.Get
+            Template = "/v1/uploads/{upload_id}"
+            Summary = "One upload"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<UploadHandlers.UploadResponse>
+            Handler = UploadHandlers.get
+        }
+        {
+            Method = HttpMethods.Delete
+            Template = "/v1/uploads/{upload_id}"
+            Summary = "Delete an upload and its file"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<unit>
+            Handler = UploadHandlers.delete
+        }
+        {
             Method = HttpMethods.Get
             Template = "/v1/artifacts"
             Summary = "Artifacts, optionally of one run (?run_id=)"

@@ -47,6 +47,7 @@ module RunHandlers =
             if spec.Type = ParameterType.File then
                 match p.Str spec.Name with
                 | Some v when v = CruiseTool.DefaultDbc -> ()
+                | Some v when (svc.Runs.GetUpload v).IsSome -> ()
                 | Some v ->
                     match InputPaths.resolve svc.Config.InputRoots v with
                     | Ok _ -> ()
@@ -116,14 +117,7 @@ module RunHandlers =
                                 : Api.FieldError)
                             ]
                         | Some i when i.Type = "path" -> Ok i
-                        | Some i when i.Type = "upload" ->
-                            Error [
-                                {
-                                    Pointer = "/input/type"
-                                    Detail =
-                                        "upload inputs need POST /v1/uploads, which this build does not have yet; use a path under the input roots"
-                                }
-                            ]
+                        | Some i when i.Type = "upload" -> Ok i
                         | Some i ->
                             Error [
                                 {
@@ -137,7 +131,15 @@ module RunHandlers =
                     | Error e, _
                     | _, Error e -> unprocessable e next ctx
                     | Ok parameters, Ok input ->
-                        match checkFiles svc tool parameters, InputPaths.resolve svc.Config.InputRoots input.Value with
+                        let inputCheck =
+                            if input.Type = "upload" then
+                                match svc.Runs.GetUpload input.Value with
+                                | Some _ -> Ok input.Value
+                                | None -> Error $"no upload '{input.Value}'"
+                            else
+                                InputPaths.resolve svc.Config.InputRoots input.Value
+
+                        match checkFiles svc tool parameters, inputCheck with
                         | _, Error reason -> Problem.badRequest $"input: {reason}" next ctx
                         | (_ :: _) as errors, _ ->
                             Problem.write

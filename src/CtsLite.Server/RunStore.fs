@@ -88,6 +88,18 @@ type ArtifactRecord = {
     CreatedAt: DateTimeOffset
 }
 
+/// One uploaded file.
+type UploadRecord = {
+    UploadId: string
+    Filename: string
+    Size: int64
+    Sha256: string
+    /// `rlog`, `csv` or `dbc`, from the content.
+    ContentType: string
+    Path: string
+    CreatedAt: DateTimeOffset
+}
+
 /// What creating a run gave.
 [<RequireQualifiedAccess>]
 type CreateOutcome =
@@ -128,6 +140,10 @@ type IRunStore =
     abstract AddArtifacts: ArtifactRecord list -> unit
     abstract ListArtifacts: runId: string option -> ArtifactRecord list
     abstract GetArtifact: artifactId: string -> ArtifactRecord option
+    /// Records an upload; when the same content (sha256) is already stored, returns that one and false.
+    abstract AddUpload: UploadRecord -> UploadRecord * bool
+    abstract GetUpload: uploadId: string -> UploadRecord option
+    abstract DeleteUpload: uploadId: string -> bool
 
 /// The SQLite implementation, in the same database as `SqliteStore`.
 [<RequireQualifiedAccess>]
@@ -185,6 +201,19 @@ module SqliteRunStore =
         Sha256 = r.GetString 5
         Path = r.GetString 6
         CreatedAt = parseTime (r.GetString 7)
+    }
+
+    let private uploadColumns =
+        "upload_id, filename, size, sha256, content_type, path, created_at"
+
+    let private readUpload (r: SqliteDataReader) : UploadRecord = {
+        UploadId = r.GetString 0
+        Filename = r.GetString 1
+        Size = r.GetInt64 2
+        Sha256 = r.GetString 3
+        ContentType = r.GetString 4
+        Path = r.GetString 5
+        CreatedAt = parseTime (r.GetString 6)
     }
 
     let private artifactColumns =
@@ -469,6 +498,40 @@ module SqliteRunStore =
                     [ "$id", box artifactId ]
                     readArtifact
                 |> List.tryHead
+
+            member _.AddUpload upload =
+                let inserted =
+                    execute
+                        $"INSERT INTO uploads ({uploadColumns}) VALUES ($id, $name, $size, $sha, $type, $path, $created) ON CONFLICT (sha256) DO NOTHING"
+                        [
+                            "$id", box upload.UploadId
+                            "$name", box upload.Filename
+                            "$size", box upload.Size
+                            "$sha", box upload.Sha256
+                            "$type", box upload.ContentType
+                            "$path", box upload.Path
+                            "$created", box (iso upload.CreatedAt)
+                        ]
+                        =
+                        1
+
+                if inserted then
+                    upload, true
+                else
+                    let existing =
+                        query
+                            $"SELECT {uploadColumns} FROM uploads WHERE sha256 = $sha"
+                            [ "$sha", box upload.Sha256 ]
+                            readUpload
+
+                    existing.Head, false
+
+            member _.GetUpload uploadId =
+                query $"SELECT {uploadColumns} FROM uploads WHERE upload_id = $id" [ "$id", box uploadId ] readUpload
+                |> List.tryHead
+
+            member _.DeleteUpload uploadId =
+                execute "DELETE FROM uploads WHERE upload_id = $id" [ "$id", box uploadId ] = 1
 
     /// The run store over the (already opened and migrated) database in `dataDir`.
     let create (dataDir: string) : IRunStore =

@@ -24,6 +24,7 @@ module Startup =
         "run_logs"
         "artifacts"
         "idempotency"
+        "uploads"
     ]
 
     /// The service context for a configuration and an open store.
@@ -48,7 +49,11 @@ module Startup =
                     context.Runs,
                     context.Time,
                     sp.GetRequiredService<ILogger<RunEngine>>(),
-                    InputPaths.resolve context.Config.InputRoots
+                    (fun value ->
+                        // A file parameter names an upload by id, or a path under the input roots.
+                        match context.Runs.GetUpload value with
+                        | Some upload -> Ok upload.Path
+                        | None -> InputPaths.resolve context.Config.InputRoots value)
                 ))
             .AddSingleton<IRunEngine>(fun sp -> sp.GetRequiredService<RunEngine>() :> IRunEngine)
             .AddHostedService<RunEngine>(fun sp -> sp.GetRequiredService<RunEngine>())

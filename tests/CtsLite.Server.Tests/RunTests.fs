@@ -23,26 +23,35 @@ let private rlogs () =
 
 let private routeName = "5ca1ab1e5ca1ab1e|2025-01-16--07-45-12"
 
-/// A service with the shared rlogs (and any extra folders) as input roots.
-let withRuns (extraRoots: string list) (maxRuns: int) (f: ServiceContext -> HttpClient -> Task<unit>) : Task<unit> =
-    task {
-        let dataDir = TestEnv.tempDir "runs"
-        let store = EndpointTests.openStore dataDir
+/// A service with the shared rlogs (and any extra folders) as input roots, its config changed by `change`.
+let withConfig
+    (extraRoots: string list)
+    (maxRuns: int)
+    (change: ServiceConfig -> ServiceConfig)
+    (f: ServiceContext -> HttpClient -> Task<unit>)
+    : Task<unit> = task {
+    let dataDir = TestEnv.tempDir "runs"
+    let store = EndpointTests.openStore dataDir
 
-        let config = {
+    let config =
+        change {
             EndpointTests.configFor dataDir with
                 InputRoots = rlogs () :: extraRoots
                 MaxConcurrentRuns = maxRuns
         }
 
-        let context = Startup.createContext config store TimeProvider.System
-        use host = EndpointTests.startHost context Startup.configureApp
-        use client = host.GetTestClient()
-        client.Timeout <- TimeSpan.FromMinutes 3.0
-        do! f context client
-        do! host.StopAsync()
-        store.Dispose()
-    }
+    let context = Startup.createContext config store TimeProvider.System
+    use host = EndpointTests.startHost context Startup.configureApp
+    use client = host.GetTestClient()
+    client.Timeout <- TimeSpan.FromMinutes 3.0
+    do! f context client
+    do! host.StopAsync()
+    store.Dispose()
+}
+
+/// A service with the shared rlogs (and any extra folders) as input roots.
+let withRuns (extraRoots: string list) (maxRuns: int) (f: ServiceContext -> HttpClient -> Task<unit>) : Task<unit> =
+    withConfig extraRoots maxRuns id f
 
 let private post (client: HttpClient) (body: string) (key: string option) = task {
     use request = new HttpRequestMessage(HttpMethod.Post, "/v1/runs")
@@ -153,6 +162,127 @@ let private masked (text: string) =
         RegularExpressions.Regex.Replace(t, @"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}[^""<,\s]*", "<time>")
 
     t.Replace(rlogs (), "<rlogs>")
+
+let private upload (client: HttpClient) (bytes: byte array) (name: string) = task {
+    use content = new ByteArrayContent(bytes)
+    content.Headers.ContentType <- Headers.MediaTypeHeaderValue "application/octet-stream"
+    content.Headers.Add("X-Filename", name)
+    return! client.PostAsync("/v1/uploads", content)
+}
+
+let uploads =
+    testList "uploads" [
+        testCaseTask "an rlog is streamed, hashed, deduplicated, runnable by id, and deleted" (fun () ->
+            withRuns [] 1 (fun svc client -> task {
+                let path = Path.Combine(rlogs (), "synthetic", "default.rlog.zst")
+                let bytes = File.ReadAllBytes path
+                let! first = upload client bytes "../../evil/default.rlog.zst"
+                Expect.equal first.StatusCode HttpStatusCode.Created "201"
+                let! u = EndpointTests.parse first
+                let id = u.GetProperty("upload_id").GetString()
+
+                Expect.equal
+                    (u.GetProperty("filename").GetString())
+                    "default.rlog.zst"
+                    "the name is reduced to its last part"
+
+                Expect.equal (u.GetProperty("size").GetInt64()) bytes.LongLength "size"
+
+                Expect.equal
+                    (u.GetProperty("sha256").GetString())
+                    (Convert.ToHexString(Security.Cryptography.SHA256.HashData bytes).ToLowerInvariant())
+                    "sha256"
+
+                Expect.equal (u.GetProperty("content_type").GetString()) "rlog" "kind by content"
+
+                let! again = upload client bytes "other-name.zst"
+                Expect.equal again.StatusCode HttpStatusCode.OK "200 for known content"
+                let! u2 = EndpointTests.parse again
+                Expect.equal (u2.GetProperty("upload_id").GetString()) id "the same upload"
+
+                let body =
+                    $"""{{"tool_id":"log-summary","params":{{}},"input":{{"type":"upload","value":"{id}"}}}}"""
+
+                let! response = post client body None
+                let! run = EndpointTests.parse response
+                let! final = waitTerminal client (run.GetProperty("run_id").GetString())
+                Expect.equal (final.GetProperty("status").GetString()) "completed" "run on the upload"
+
+                let! deleted = client.DeleteAsync $"/v1/uploads/{id}"
+                Expect.equal deleted.StatusCode HttpStatusCode.NoContent "204"
+                let! gone = client.GetAsync $"/v1/uploads/{id}"
+                let! _ = EndpointTests.expectProblem gone 404
+                let leftovers = Directory.GetFiles(Path.Combine(svc.Config.DataDir, "uploads"))
+                Expect.isEmpty leftovers "no file left behind"
+            }))
+        testCaseTask "multipart: a DBC upload used as the analyzer's dbc parameter" (fun () ->
+            withRuns [] 1 (fun _ client -> task {
+                let dbc =
+                    Path.Combine(
+                        TestEnv.sharedDir (),
+                        "reference",
+                        "opendbc",
+                        "generated",
+                        "subaru_global_2017_generated.dbc"
+                    )
+
+                use form = new MultipartFormDataContent()
+                form.Add(new ByteArrayContent(File.ReadAllBytes dbc), "file", "subaru.dbc")
+                let! response = client.PostAsync("/v1/uploads", form)
+                Expect.equal response.StatusCode HttpStatusCode.Created "201"
+                let! u = EndpointTests.parse response
+                Expect.equal (u.GetProperty("content_type").GetString()) "dbc" "a DBC"
+                Expect.equal (u.GetProperty("filename").GetString()) "subaru.dbc" "name from the part"
+                let dbcId = u.GetProperty("upload_id").GetString()
+
+                let! run =
+                    post
+                        client
+                        (runBody "cruise-control-analyzer" $"""{{"dbc":"{dbcId}"}}""" "synthetic/default.rlog.zst")
+                        None
+
+                Expect.equal run.StatusCode HttpStatusCode.Accepted "accepted"
+                let! r = EndpointTests.parse run
+                let! final = waitTerminal client (r.GetProperty("run_id").GetString())
+                Expect.equal (final.GetProperty("status").GetString()) "completed" "ran with the uploaded DBC"
+            }))
+        testCaseTask "415 for content that is no log, CSV or DBC; 413 over the limit; nothing kept" (fun () ->
+            withConfig [] 1 (fun c -> { c with MaxUploadBytes = 4096L }) (fun svc client -> task {
+                let png =
+                    Array.append
+                        [| 0x89uy; 0x50uy; 0x4Euy; 0x47uy; 0x0Duy; 0x0Auy; 0x1Auy; 0x0Auy |]
+                        (Array.create 100 0xFFuy)
+
+                let! refused = upload client png "picture.rlog"
+                let! _ = EndpointTests.expectProblem refused 415
+
+                let big = Array.append [| 0x28uy; 0xB5uy; 0x2Fuy; 0xFDuy |] (Array.zeroCreate 10000)
+                let! tooBig = upload client big "big.zst"
+                let! _ = EndpointTests.expectProblem tooBig 413
+
+                // Without a Content-Length the limit is found while streaming.
+                use chunked = new StreamContent(new MemoryStream(big))
+                chunked.Headers.Add("X-Filename", "big.zst")
+
+                use request =
+                    new HttpRequestMessage(HttpMethod.Post, "/v1/uploads", Content = chunked)
+
+                request.Headers.TransferEncodingChunked <- true
+                let! streamed = client.SendAsync request
+                let! _ = EndpointTests.expectProblem streamed 413
+
+                let dir = Path.Combine(svc.Config.DataDir, "uploads")
+
+                let files =
+                    if Directory.Exists dir then
+                        Directory.GetFiles dir
+                    else
+                        [||]
+
+                Expect.isEmpty files "nothing stored, no partial file"
+            }))
+    ]
+
 
 let all =
     testList "runs" [
@@ -465,6 +595,7 @@ let all =
                 let! _ = EndpointTests.expectProblem badStatus 400
                 ()
             }))
+        uploads
         testCaseTask "a run whose worker died (lease expired) is claimed again and completes" (fun () -> task {
             let dataDir = TestEnv.tempDir "lease"
             let store = EndpointTests.openStore dataDir

@@ -1,0 +1,306 @@
+namespace CtsLite.Server
+
+open System
+open System.IO
+open System.Security.Cryptography
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Http
+open Microsoft.AspNetCore.Http.Features
+open Microsoft.AspNetCore.WebUtilities
+open Microsoft.Extensions.DependencyInjection
+open Microsoft.Net.Http.Headers
+open CtsLite.Server.Http
+
+/// What an upload holds, judged by its first bytes (never by its name).
+[<RequireQualifiedAccess>]
+module UploadContent =
+
+    /// `rlog` (zstd, bzip2 or raw Cap'n Proto), `csv`, `dbc`, or None for anything else.
+    let classify (head: ReadOnlySpan<byte>) : string option =
+        let isText =
+            head.Length > 0
+            && (let mutable ok = true
+
+                for b in head do
+                    if not (b = 9uy || b = 10uy || b = 13uy || b >= 32uy) then
+                        ok <- false
+
+                ok)
+
+        if
+            head.Length >= 4
+            && head[0] = 0x28uy
+            && head[1] = 0xB5uy
+            && head[2] = 0x2Fuy
+            && head[3] = 0xFDuy
+        then
+            Some "rlog"
+        elif
+            head.Length >= 4
+            && head[0] &&& 0xF0uy = 0x50uy
+            && head[1] = 0x2Auy
+            && head[2] = 0x4Duy
+            && head[3] = 0x18uy
+        then
+            Some "rlog"
+        elif
+            head.Length >= 4
+            && head[0] = byte 'B'
+            && head[1] = byte 'Z'
+            && head[2] = byte 'h'
+            && head[3] >= byte '1'
+            && head[3] <= byte '9'
+        then
+            Some "rlog"
+        elif isText then
+            let text = Text.Encoding.UTF8.GetString head
+
+            if
+                text.Contains "BO_ "
+                || text.TrimStart().StartsWith "VERSION"
+                || text.TrimStart().StartsWith "NS_"
+                || text.TrimStart().StartsWith "CM_"
+            then
+                Some "dbc"
+            else
+                let first = text.Split('\n')[0]
+
+                if first.Contains ',' then Some "csv" else None
+        elif
+            head.Length >= 8
+            && Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian head < 512u
+            && (let words = Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(head.Slice 4)
+                words > 0u && words < (1u <<< 24))
+        then
+            // Cap'n Proto stream framing: segment count − 1, then the first segment's size in words.
+            Some "rlog"
+        else
+            None
+
+/// `POST /v1/uploads` and friends.
+[<RequireQualifiedAccess>]
+module UploadHandlers =
+
+    let private service (ctx: HttpContext) =
+        ctx.RequestServices.GetRequiredService<ServiceContext>()
+
+    /// The wire form of an upload.
+    type UploadResponse = {
+        UploadId: string
+        Filename: string
+        Size: int64
+        Sha256: string
+        ContentType: string
+        CreatedAt: DateTimeOffset
+    }
+
+    let private wire (u: UploadRecord) : UploadResponse = {
+        UploadId = u.UploadId
+        Filename = u.Filename
+        Size = u.Size
+        Sha256 = u.Sha256
+        ContentType = u.ContentType
+        CreatedAt = u.CreatedAt
+    }
+
+    /// A file name reduced to its last part, without control characters.
+    let cleanName (name: string) : string =
+        let n =
+            (if isNull name then "" else name).Replace('\\', '/')
+            |> Path.GetFileName
+            |> String.filter (fun c -> not (Char.IsControl c))
+
+        if n = "" || n = "." || n = ".." then "upload" else n
+
+    type private Outcome =
+        | TooLarge
+        | Unaccepted
+        | Stored of UploadRecord * bool
+
+    /// Streams `source` to a temporary file while hashing and counting (memory stays flat), checks
+    /// the content's kind, then renames it into place: a half-written upload is never visible.
+    let private store (svc: ServiceContext) (filename: string) (source: Stream) (aborted: Threading.CancellationToken) =
+        task {
+            let dir = Path.Combine(svc.Config.DataDir, "uploads")
+            Directory.CreateDirectory dir |> ignore
+            let id = Guid.NewGuid().ToString()
+            let temp = Path.Combine(dir, $".{id}.part")
+
+            try
+                use hash = IncrementalHash.CreateHash HashAlgorithmName.SHA256
+                let head = Array.zeroCreate<byte> 512
+
+                let! total, headLength, tooLarge = task {
+                    let buffer = Array.zeroCreate<byte> 81920
+                    let mutable headLength = 0
+                    let mutable total = 0L
+                    let mutable tooLarge = false
+
+                    use file =
+                        new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 81920, true)
+
+                    let mutable reading = true
+
+                    while reading do
+                        let! n = source.ReadAsync(buffer, 0, buffer.Length, aborted)
+
+                        if n = 0 then
+                            reading <- false
+                        else
+                            total <- total + int64 n
+
+                            if total > svc.Config.MaxUploadBytes then
+                                tooLarge <- true
+                                reading <- false
+                            else
+                                if headLength < head.Length then
+                                    let k = min n (head.Length - headLength)
+                                    Buffer.BlockCopy(buffer, 0, head, headLength, k)
+                                    headLength <- headLength + k
+
+                                hash.AppendData(buffer, 0, n)
+                                do! file.WriteAsync(buffer, 0, n, aborted)
+
+                    do! file.FlushAsync aborted
+                    return total, headLength, tooLarge
+                }
+
+                if tooLarge then
+                    return TooLarge
+                else
+                    match UploadContent.classify (ReadOnlySpan(head, 0, headLength)) with
+                    | None -> return Unaccepted
+                    | Some kind ->
+                        let sha = Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant()
+                        let path = Path.Combine(dir, id)
+
+                        let record: UploadRecord = {
+                            UploadId = id
+                            Filename = filename
+                            Size = total
+                            Sha256 = sha
+                            ContentType = kind
+                            Path = path
+                            CreatedAt = svc.Time.GetUtcNow()
+                        }
+
+                        File.Move(temp, path)
+                        let stored, isNew = svc.Runs.AddUpload record
+
+                        if not isNew then
+                            File.Delete path
+
+                        return Stored(stored, isNew)
+            finally
+                if File.Exists temp then
+                    File.Delete temp
+        }
+
+    /// `POST /v1/uploads`: a raw body (name from `X-Filename` or `?filename=`) or multipart/form-data
+    /// (the first file part). 201 when new, 200 with the existing upload for known content, 413 over
+    /// the limit, 415 for content that is no rlog, CSV or DBC.
+    let create: HttpHandler =
+        fun (next: HttpFunc) (ctx: HttpContext) -> task {
+            let svc = service ctx
+            let limit = svc.Config.MaxUploadBytes
+
+            match ctx.Features.Get<IHttpMaxRequestBodySizeFeature>() with
+            | null -> ()
+            | f when not f.IsReadOnly -> f.MaxRequestBodySize <- Nullable limit
+            | _ -> ()
+
+            if ctx.Request.ContentLength.HasValue && ctx.Request.ContentLength.Value > limit then
+                return! Problem.payloadTooLarge limit next ctx
+            else
+                let contentType = ctx.Request.ContentType |> Option.ofObj |> Option.defaultValue ""
+
+                let! source = task {
+                    if contentType.StartsWith("multipart/form-data", StringComparison.OrdinalIgnoreCase) then
+                        let boundary =
+                            HeaderUtilities.RemoveQuotes(MediaTypeHeaderValue.Parse(contentType).Boundary).Value
+
+                        let reader = MultipartReader(boundary, ctx.Request.Body)
+                        let mutable found = None
+                        let mutable finished = false
+
+                        while not finished do
+                            let! section = reader.ReadNextSectionAsync ctx.RequestAborted
+
+                            match section with
+                            | null -> finished <- true
+                            | s ->
+                                match ContentDispositionHeaderValue.TryParse(s.ContentDisposition) with
+                                | true, cd when cd.FileName.HasValue || cd.FileNameStar.HasValue ->
+                                    let name =
+                                        if cd.FileNameStar.HasValue then
+                                            cd.FileNameStar.Value
+                                        else
+                                            HeaderUtilities.RemoveQuotes(cd.FileName).Value
+
+                                    found <- Some(name, s.Body)
+                                    finished <- true
+                                | _ -> ()
+
+                        return found
+                    else
+                        let name =
+                            match
+                                ctx.Request.Headers["X-Filename"].ToString(), ctx.Request.Query["filename"].ToString()
+                            with
+                            | "", "" -> "upload"
+                            | "", q -> q
+                            | h, _ -> h
+
+                        return Some(name, ctx.Request.Body)
+                }
+
+                match source with
+                | None -> return! Problem.badRequest "the multipart body has no file part" next ctx
+                | Some(name, body) ->
+                    try
+                        match! store svc (cleanName name) body ctx.RequestAborted with
+                        | TooLarge -> return! Problem.payloadTooLarge limit next ctx
+                        | Unaccepted ->
+                            return!
+                                Problem.write
+                                    StatusCodes.Status415UnsupportedMediaType
+                                    "the content is not an rlog/qlog (zstd, bzip2 or raw Cap'n Proto), a CSV or a DBC file"
+                                    []
+                                    next
+                                    ctx
+                        | Stored(upload, isNew) ->
+                            ctx.Response.Headers.Location <- $"/v1/uploads/{upload.UploadId}"
+
+                            let status =
+                                if isNew then
+                                    StatusCodes.Status201Created
+                                else
+                                    StatusCodes.Status200OK
+
+                            return! (setStatusCode status >=> json (wire upload)) next ctx
+                    with :? BadHttpRequestException as e when e.StatusCode = StatusCodes.Status413PayloadTooLarge ->
+                        return! Problem.payloadTooLarge limit next ctx
+        }
+
+    let private withUpload (args: RouteArgs) (f: ServiceContext -> UploadRecord -> HttpHandler) : HttpHandler =
+        fun (next: HttpFunc) (ctx: HttpContext) ->
+            let svc = service ctx
+            let id = args["upload_id"]
+
+            match svc.Runs.GetUpload id with
+            | None -> Problem.notFound $"no upload '{id}'" next ctx
+            | Some u -> f svc u next ctx
+
+    /// `GET /v1/uploads/{upload_id}`.
+    let get (args: RouteArgs) : HttpHandler =
+        withUpload args (fun _ u -> json (wire u))
+
+    /// `DELETE /v1/uploads/{upload_id}`: the record and the file; 204.
+    let delete (args: RouteArgs) : HttpHandler =
+        withUpload args (fun svc u ->
+            svc.Runs.DeleteUpload u.UploadId |> ignore
+
+            if File.Exists u.Path then
+                File.Delete u.Path
+
+            setStatusCode StatusCodes.Status204NoContent)
