@@ -114,6 +114,30 @@ type RunArgs =
             | Out_Dir _ -> "directory for the artifacts (created; default ./cts-out/<tool>-<time>)."
             | Local -> "run in this process, without the service."
 
+/// `cts token create`.
+type TokenCreateArgs =
+    | [<Mandatory>] Sub of name: string
+    | Ttl of duration: string
+    | Audience of aud: string
+    | Issuer of iss: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Sub _ -> "who the token is for (its sub claim)."
+            | Ttl _ -> "how long it is valid: e.g. 30d, 12h, 90m, 3600s (default 30d)."
+            | Audience _ -> "the aud claim (when the service requires jwt_audience)."
+            | Issuer _ -> "the iss claim (when the service requires jwt_issuer)."
+
+/// `cts token`.
+type TokenArgs =
+    | [<CliPrefix(CliPrefix.None)>] Create of ParseResults<TokenCreateArgs>
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Create _ -> "mint an HS256 token with the service's secret (CTS_JWT_SECRET)."
+
 /// `cts` and its subcommands. Global options apply to every subcommand.
 type CtsArgs =
     | [<AltCommandLine("-u"); Inherit>] Url of url: string
@@ -126,6 +150,7 @@ type CtsArgs =
     | [<CliPrefix(CliPrefix.None)>] Dbc of ParseResults<DbcArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Tools
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<RunArgs>
+    | [<CliPrefix(CliPrefix.None)>] Token of ParseResults<TokenArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -140,3 +165,4 @@ type CtsArgs =
             | Dbc _ -> "DBC files: check, decode."
             | Tools -> "list the tools this cts can run, with their parameters."
             | Run _ -> "run a tool: cts run --local <tool> <input> -p key=value... --out-dir DIR."
+            | Token _ -> "tokens for the service: create."

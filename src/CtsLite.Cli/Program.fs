@@ -41,6 +41,12 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
             | Some Version -> Remote.version ctx
             | Some Tools -> RunCommands.tools ctx
             | Some(Run a) -> RunCommands.run ctx a
+            | Some(Token tokenArgs) ->
+                match tokenArgs.TryGetSubCommand() with
+                | Some(Create a) -> TokenCommands.create ctx environment a
+                | None ->
+                    err.WriteLine(tokenArgs.Parser.PrintUsage())
+                    ExitCode.ClientError
             | Some(Dbc dbcArgs) ->
                 match dbcArgs.TryGetSubCommand() with
                 | Some(Check a) -> DbcCommands.check ctx a

@@ -30,6 +30,12 @@ type ServiceConfig = {
     InputRoots: string list
     /// Largest upload, in bytes.
     MaxUploadBytes: int64
+    /// When set, tokens must carry this `aud`.
+    JwtAudience: string option
+    /// When set, tokens must carry this `iss`.
+    JwtIssuer: string option
+    /// Requests per minute per token (per IP when anonymous); 0 turns rate limiting off.
+    RateLimitPerMinute: int
 }
 
 /// Where a setting came from.
@@ -90,6 +96,9 @@ module Config =
         RunTimeout = TimeSpan.FromMinutes 30.0
         InputRoots = []
         MaxUploadBytes = 2L * 1024L * 1024L * 1024L
+        JwtAudience = None
+        JwtIssuer = None
+        RateLimitPerMinute = 600
     }
 
     /// The environment variable overriding `key`: `api_port` -> `CTS_API_PORT`.
@@ -298,6 +307,36 @@ module Config =
                     integer raw
                     |> Option.filter (fun n -> n >= 1L && n <= 1099511627776L)
                     |> Option.map (fun n -> { c with MaxUploadBytes = n })
+        }
+        {
+            Key = "jwt_audience"
+            Secret = false
+            Expected = "a non-empty string"
+            Apply =
+                fun raw c ->
+                    text raw
+                    |> Option.filter ((<>) "")
+                    |> Option.map (fun a -> { c with JwtAudience = Some a })
+        }
+        {
+            Key = "jwt_issuer"
+            Secret = false
+            Expected = "a non-empty string"
+            Apply =
+                fun raw c ->
+                    text raw
+                    |> Option.filter ((<>) "")
+                    |> Option.map (fun i -> { c with JwtIssuer = Some i })
+        }
+        {
+            Key = "rate_limit_per_minute"
+            Secret = false
+            Expected = "an integer from 0 (off) to 1000000"
+            Apply =
+                fun raw c ->
+                    integer raw
+                    |> Option.filter (fun n -> n >= 0L && n <= 1000000L)
+                    |> Option.map (fun n -> { c with RateLimitPerMinute = int n })
         }
         {
             Key = "environment"

@@ -203,7 +203,14 @@ module Routes =
                 routeTemplate template (fun args ->
                     choose [
                         for endpoint in group do
-                            methodMatches endpoint >=> endpoint.Handler args
+                            match endpoint.Auth with
+                            | AuthRequirement.Anonymous ->
+                                methodMatches endpoint >=> Auth.rateLimit >=> endpoint.Handler args
+                            | AuthRequirement.Token ->
+                                methodMatches endpoint
+                                >=> Auth.requireToken
+                                >=> Auth.rateLimit
+                                >=> endpoint.Handler args
                         Problem.methodNotAllowed (allowed group)
                     ])
             notFound

@@ -25,6 +25,8 @@ module Startup =
         "artifacts"
         "idempotency"
         "uploads"
+        "jwt_auth"
+        "rate_limiting"
     ]
 
     /// The service context for a configuration and an open store.
@@ -43,6 +45,7 @@ module Startup =
             .AddSingleton<ServiceContext>(context)
             .AddSingleton<Text.Json.JsonSerializerOptions>(Json.createOptions ())
             .AddSingleton<RequestLimits>(RequestLimits.Default)
+            .AddSingleton<RateLimiter>(RateLimiter(context.Config.RateLimitPerMinute, context.Time))
             .AddSingleton<RunEngine>(fun sp ->
                 new RunEngine(
                     context.Config,

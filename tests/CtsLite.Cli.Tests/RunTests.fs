@@ -17,6 +17,51 @@ let private cts (args: string list) =
 
 let all =
     testList "cts run and tools" [
+        test "cts token create mints a token the service accepts; no or a short secret is refused" {
+            let secret = "cli-test-secret-long-enough-0123456789"
+            use err = new StringWriter()
+            use out = new StringWriter()
+
+            let ctx: CommandContext = {
+                Url = ""
+                Json = false
+                Http = null
+                Out = out
+                OutStream = Stream.Null
+                Err = err
+            }
+
+            let parser = Argu.ArgumentParser.Create<TokenCreateArgs>()
+
+            let args =
+                parser.ParseCommandLine [| "--sub"; "ci"; "--ttl"; "2h"; "--audience"; "cts" |]
+
+            let code =
+                TokenCommands.create ctx (fun name -> if name = "CTS_JWT_SECRET" then Some secret else None) args
+
+            Expect.equal code 0 (err.ToString())
+            let token = out.ToString().Trim()
+
+            match
+                CtsLite.Security.Jwt.validate
+                    secret
+                    {
+                        Audience = Some "cts"
+                        Issuer = None
+                        ClockSkew = TimeSpan.Zero
+                    }
+                    DateTimeOffset.UtcNow
+                    token
+            with
+            | Ok c ->
+                Expect.equal c.Subject (Some "ci") "sub"
+                Expect.isTrue (c.Expires > DateTimeOffset.UtcNow.AddMinutes 119.0) "2 hours"
+            | Error e -> failtestf "%A" e
+
+            Expect.equal (TokenCommands.create ctx (fun _ -> None) args) 1 "no secret"
+            Expect.equal (TokenCommands.create ctx (fun _ -> Some "tiny-s3cr3t") args) 1 "short secret"
+            Expect.isFalse (err.ToString().Contains "tiny-s3cr3t") "the secret is never printed"
+        }
         test "cts tools --json lists exactly the catalog, with parameter schemas" {
             let code, out, err = cts [ "tools"; "--json" ]
             Expect.equal code 0 err

@@ -67,6 +67,7 @@ let all =
         DbcTests.all
         BitAnalysisTests.all
         SubaruTests.all
+        JwtTests.all
         ToolTests.all
         ReportBrowserTests.all
     ]

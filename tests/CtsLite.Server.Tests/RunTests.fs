@@ -646,3 +646,93 @@ let all =
             store.Dispose()
         })
     ]
+
+let private secret = "a-test-secret-that-is-long-enough-1234"
+
+let authTests =
+    testList "auth and limits" [
+        testCaseTask "with a secret: anonymous endpoints stay open, the rest need a valid token" (fun () ->
+            withConfig
+                []
+                1
+                (fun c -> {
+                    c with
+                        JwtSecret = Some secret
+                        JwtAudience = Some "cts"
+                })
+                (fun _ client -> task {
+                    let! health = client.GetAsync "/v1/health"
+                    Expect.equal health.StatusCode HttpStatusCode.OK "health is anonymous"
+                    let! caps = client.GetAsync "/v1/capabilities"
+                    Expect.equal caps.StatusCode HttpStatusCode.OK "capabilities are anonymous"
+
+                    let call (auth: string option) = task {
+                        use request = new HttpRequestMessage(HttpMethod.Get, "/v1/runs")
+
+                        match auth with
+                        | Some a -> request.Headers.TryAddWithoutValidation("Authorization", a) |> ignore
+                        | None -> ()
+
+                        return! client.SendAsync request
+                    }
+
+                    let now = DateTimeOffset.UtcNow
+
+                    let good =
+                        Security.Jwt.create secret "alice" now (now.AddHours 1.0) (Some "cts") None
+
+                    let! withJwt = call (Some $"JWT {good}")
+                    Expect.equal withJwt.StatusCode HttpStatusCode.OK "JWT <token>"
+                    let! withBearer = call (Some $"Bearer {good}")
+                    Expect.equal withBearer.StatusCode HttpStatusCode.OK "Bearer <token>"
+
+                    let header =
+                        Convert.ToBase64String(Encoding.UTF8.GetBytes """{"alg":"none"}""").TrimEnd('=')
+
+                    let payload = good.Split('.')[1]
+
+                    for name, auth, expected in
+                        [
+                            "no token", None, "needs a token"
+                            "wrong scheme", Some $"Basic {good}", "needs a token"
+                            "alg none", Some $"JWT {header}.{payload}.", "algorithm 'none'"
+                            "wrong secret",
+                            Some
+                                $"""JWT {Security.Jwt.create (secret + "!") "alice" now (now.AddHours 1.0) (Some "cts") None}""",
+                            "signature"
+                            "expired",
+                            Some
+                                $"""JWT {Security.Jwt.create secret "alice" (now.AddDays -2.0) (now.AddDays -1.0) (Some "cts") None}""",
+                            "expired"
+                            "wrong audience",
+                            Some
+                                $"""JWT {Security.Jwt.create secret "alice" now (now.AddHours 1.0) (Some "other") None}""",
+                            "audience"
+                        ] do
+                        let! response = call auth
+                        let! p = EndpointTests.expectProblem response 401
+                        Expect.stringContains (p.GetProperty("detail").GetString()) expected name
+                        Expect.isTrue (response.Headers.WwwAuthenticate.Count > 0) $"{name}: WWW-Authenticate"
+                        let! body = response.Content.ReadAsStringAsync()
+                        Expect.isFalse (body.Contains secret) "the secret never appears"
+
+                        match auth with
+                        | Some a -> Expect.isFalse (body.Contains(a.Substring(a.IndexOf ' ' + 1))) "nor the token"
+                        | None -> ()
+                }))
+        testCaseTask "rate limiting: 429 with Retry-After once the minute's requests are used" (fun () ->
+            withConfig [] 1 (fun c -> { c with RateLimitPerMinute = 3 }) (fun _ client -> task {
+                let statuses = ResizeArray()
+
+                for _ in 1..5 do
+                    let! r = client.GetAsync "/v1/version"
+                    statuses.Add(int r.StatusCode)
+
+                    if int r.StatusCode = 429 then
+                        Expect.isTrue r.Headers.RetryAfter.Delta.HasValue "Retry-After"
+
+                // The window may roll over mid-test; at least the 4th or 5th call is limited.
+                Expect.equal (statuses |> Seq.take 3 |> List.ofSeq) [ 200; 200; 200 ] "within the limit"
+                Expect.contains statuses 429 "over the limit"
+            }))
+    ]

@@ -9,5 +9,6 @@ let all =
         StoreTests.all
         EndpointTests.all
         RunTests.all
+        RunTests.authTests
         ProcessTests.all
     ]
