@@ -112,7 +112,8 @@ type RunArgs =
             | Target _ -> "the tool id, then its input (log file, segment folder, route, or CSV for can-bitwatch)."
             | Param _ -> "a parameter as key=value (repeatable); lists comma-separated."
             | Out_Dir _ -> "directory for the artifacts (created; default ./cts-out/<tool>-<time>)."
-            | Local -> "run in this process, without the service."
+            | Local ->
+                "run in this process, without the service (default: on the service at --url; local files are uploaded)."
 
 /// `cts token create`.
 type TokenCreateArgs =
@@ -164,5 +165,5 @@ type CtsArgs =
             | Log _ -> "read openpilot logs locally: info, dump, can."
             | Dbc _ -> "DBC files: check, decode."
             | Tools -> "list the tools this cts can run, with their parameters."
-            | Run _ -> "run a tool: cts run --local <tool> <input> -p key=value... --out-dir DIR."
+            | Run _ -> "run a tool on the service (or --local): cts run <tool> <input> -p key=value... --out-dir DIR."
             | Token _ -> "tokens for the service: create."

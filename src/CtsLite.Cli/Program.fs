@@ -26,6 +26,13 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
             use http = new HttpClient(Timeout = TimeSpan.FromSeconds(float timeout))
             http.DefaultRequestHeaders.UserAgent.ParseAdd($"cts/{CtsLite.Product.version}")
 
+            // The service's token (see `cts token create`), sent in comma's `JWT <token>` form.
+            match environment "CTS_TOKEN" with
+            | Some token ->
+                http.DefaultRequestHeaders.TryAddWithoutValidation("Authorization", $"JWT {token}")
+                |> ignore
+            | None -> ()
+
             let ctx: CommandContext = {
                 Url = Client.resolveUrl (args.TryGetResult Url) environment
                 Json = args.Contains Json

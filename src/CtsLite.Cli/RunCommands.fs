@@ -64,6 +64,230 @@ module RunCommands =
                 err.Write("\r" + String(' ', 40) + "\r")
                 last <- -1
 
+    let private fail (ctx: CommandContext) (error: ClientError) =
+        ctx.Err.WriteLine $"error: {Client.describe error}"
+        ExitCode.ServiceError
+
+    let private problem (response: Net.Http.HttpResponseMessage) = task {
+        let! body = response.Content.ReadAsStringAsync()
+
+        let detail =
+            try
+                use doc = Text.Json.JsonDocument.Parse body
+
+                match doc.RootElement.TryGetProperty "detail" with
+                | true, d -> d.GetString()
+                | _ -> body
+            with _ ->
+                body
+
+        return ClientError.Status(response.RequestMessage.RequestUri.ToString(), int response.StatusCode, detail)
+    }
+
+    /// Uploads a local file; returns its upload id.
+    let private upload (ctx: CommandContext) (path: string) = task {
+        use stream = File.OpenRead path
+        use content = new Net.Http.StreamContent(stream)
+        content.Headers.Add("X-Filename", Path.GetFileName path)
+        content.Headers.ContentType <- Net.Http.Headers.MediaTypeHeaderValue "application/octet-stream"
+        use! response = ctx.Http.PostAsync($"{ctx.Url}/v1/uploads", content)
+
+        if response.IsSuccessStatusCode then
+            let! body = response.Content.ReadAsStringAsync()
+            use doc = Text.Json.JsonDocument.Parse body
+            return Ok(doc.RootElement.GetProperty("upload_id").GetString())
+        else
+            let! e = problem response
+            return Error e
+    }
+
+    /// `cts run <tool> <input>` on the service: local files (the input and file parameters) are
+    /// uploaded, other inputs are paths on the service's side; the run's log is followed (SSE) to
+    /// its end and every artifact is downloaded into `--out-dir`.
+    let private remote (ctx: CommandContext) (args: ParseResults<RunArgs>) (toolId: string) (input: string) : int =
+        let work = task {
+            let given = args.GetResults Param |> List.map parseParam
+
+            match
+                given
+                |> List.tryPick (fun r ->
+                    match r with
+                    | Error e -> Some e
+                    | Ok _ -> None)
+            with
+            | Some bad ->
+                ctx.Err.WriteLine $"error: {bad}"
+                return ExitCode.ClientError
+            | None ->
+                let given =
+                    given
+                    |> List.choose (fun r ->
+                        match r with
+                        | Ok x -> Some x
+                        | Error _ -> None)
+
+                let fileParams =
+                    Catalog.tryFind toolId
+                    |> Option.map (fun t ->
+                        t.Descriptor.Parameters
+                        |> List.filter (fun p -> p.Type = ParameterType.File)
+                        |> List.map _.Name)
+                    |> Option.defaultValue []
+
+                // Local files go up first; everything else is passed as written.
+                let mutable failure = None
+                let parameters = Collections.Generic.Dictionary<string, obj>()
+
+                for name, value in given do
+                    match value with
+                    | ParameterInput.Text v when List.contains name fileParams && File.Exists v && failure.IsNone ->
+                        match! upload ctx v with
+                        | Ok id -> parameters[name] <- box id
+                        | Error e -> failure <- Some e
+                    | ParameterInput.Text v -> parameters[name] <- box v
+                    | _ -> ()
+
+                let! inputSpec = task {
+                    if failure.IsSome then
+                        return None
+                    elif File.Exists input then
+                        match! upload ctx input with
+                        | Ok id -> return Some("upload", id)
+                        | Error e ->
+                            failure <- Some e
+                            return None
+                    else
+                        return Some("path", input)
+                }
+
+                match failure, inputSpec with
+                | Some e, _ -> return fail ctx e
+                | _, None -> return ExitCode.ClientError
+                | None, Some(kind, value) ->
+                    let body =
+                        Text.Json.JsonSerializer.Serialize(
+                            dict [
+                                "tool_id", box toolId
+                                "params", box parameters
+                                "input", box (dict [ ("type", kind); ("value", value) ])
+                            ]
+                        )
+
+                    use content =
+                        new Net.Http.StringContent(body, Text.Encoding.UTF8, "application/json")
+
+                    use! created = ctx.Http.PostAsync($"{ctx.Url}/v1/runs", content)
+
+                    if not created.IsSuccessStatusCode then
+                        let! e = problem created
+                        return fail ctx e
+                    else
+                        let! createdBody = created.Content.ReadAsStringAsync()
+
+                        let runId =
+                            Text.Json.JsonDocument.Parse(createdBody).RootElement.GetProperty("run_id").GetString()
+
+                        if not ctx.Json then
+                            ctx.Err.WriteLine $"run {runId} queued on {ctx.Url}"
+
+                        // Follow the log to its end.
+                        use request =
+                            new Net.Http.HttpRequestMessage(Net.Http.HttpMethod.Get, $"{ctx.Url}/v1/runs/{runId}/logs")
+
+                        use! stream =
+                            ctx.Http.SendAsync(request, Net.Http.HttpCompletionOption.ResponseHeadersRead)
+
+                        use! body = stream.Content.ReadAsStreamAsync()
+                        use reader = new StreamReader(body)
+                        let mutable final = ""
+                        let mutable event = ""
+                        let mutable line = ""
+                        let! first = reader.ReadLineAsync()
+                        line <- first
+
+                        while not (isNull line) do
+                            if line.StartsWith "event: " then
+                                event <- line.Substring 7
+                            elif line.StartsWith "data: " then
+                                let data = line.Substring 6
+
+                                match event with
+                                | "log" when not ctx.Json ->
+                                    use d = Text.Json.JsonDocument.Parse data
+                                    let level = d.RootElement.GetProperty("level").GetString()
+                                    let message = d.RootElement.GetProperty("message").GetString()
+                                    ctx.Err.WriteLine $"{level}: {message}"
+                                | "end" -> final <- data
+                                | _ -> ()
+
+                            let! next = reader.ReadLineAsync()
+                            line <- next
+
+                        if final = "" then
+                            ctx.Err.WriteLine $"error: the log stream of run {runId} ended early"
+                            return ExitCode.ServiceError
+                        else
+                            use finalDoc = Text.Json.JsonDocument.Parse final
+                            let status = finalDoc.RootElement.GetProperty("status").GetString()
+
+                            let outDir =
+                                args.TryGetResult Out_Dir
+                                |> Option.defaultWith (fun () -> Path.Combine("cts-out", $"{toolId}-{runId}"))
+                                |> Path.GetFullPath
+
+                            Directory.CreateDirectory outDir |> ignore
+                            let downloaded = ResizeArray<string>()
+
+                            if status = "completed" then
+                                match! Client.getJson ctx.Http ctx.Url $"/v1/runs/{runId}/artifacts" [] with
+                                | Error e -> failure <- Some e
+                                | Ok(_, list) ->
+                                    use list = list
+
+                                    for a in list.RootElement.GetProperty("artifacts").EnumerateArray() do
+                                        let name = Path.GetFileName(a.GetProperty("filename").GetString())
+
+                                        let! bytes =
+                                            ctx.Http.GetByteArrayAsync(
+                                                ctx.Url + a.GetProperty("download_url").GetString()
+                                            )
+
+                                        do! File.WriteAllBytesAsync(Path.Combine(outDir, name), bytes)
+                                        downloaded.Add name
+
+                            match failure with
+                            | Some e -> return fail ctx e
+                            | None ->
+                                if ctx.Json then
+                                    ctx.Out.WriteLine final
+                                else
+                                    ctx.Out.WriteLine $"run {runId}: {status}"
+
+                                    match finalDoc.RootElement.GetProperty("error").ValueKind with
+                                    | Text.Json.JsonValueKind.String ->
+                                        ctx.Out.WriteLine
+                                            $"""error: {finalDoc.RootElement.GetProperty("error").GetString()}"""
+                                    | _ -> ()
+
+                                    if downloaded.Count > 0 then
+                                        ctx.Out.WriteLine $"artifacts in {outDir}:"
+
+                                        for d in downloaded do
+                                            ctx.Out.WriteLine $"  {d}"
+
+                                return
+                                    (if status = "completed" then
+                                         ExitCode.Ok
+                                     else
+                                         ExitCode.ServiceError)
+        }
+
+        try
+            work.GetAwaiter().GetResult()
+        with
+        | :? Net.Http.HttpRequestException as e -> fail ctx (ClientError.Unreachable(ctx.Url, e.Message))
+        | :? Threading.Tasks.TaskCanceledException -> fail ctx (ClientError.Unreachable(ctx.Url, "timed out"))
+
     /// `cts run --local <tool> <input> -p k=v... --out-dir DIR [--json]`.
     let run (ctx: CommandContext) (args: ParseResults<RunArgs>) : int =
         match args.GetResult Target with
@@ -180,11 +404,7 @@ module RunCommands =
                         | Error ToolFailure.Canceled ->
                             ctx.Err.WriteLine "canceled"
                             130
-        | [ _; _ ] ->
-            ctx.Err.WriteLine
-                "error: runs on the service need its /v1/runs API, which this build does not have yet; add --local to run in this process"
-
-            ExitCode.ClientError
+        | [ toolId; input ] -> remote ctx args toolId input
         | _ ->
             ctx.Err.WriteLine "error: expected the tool id and one input: cts run --local <tool> <input>"
             ExitCode.ClientError

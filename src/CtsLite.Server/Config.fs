@@ -74,6 +74,7 @@ module Config =
             ConfigPathVariable
             "CTS_URL"
             "CTS_API_KEY"
+            "CTS_TOKEN"
             "CTS_SHARED_DIR"
             "CTS_OUT_DIR"
         ]

@@ -18,16 +18,17 @@ let cts (args: string list) : int * string * string =
     let code = Program.run (Array.ofList args) stdout err
     code, Text.Encoding.UTF8.GetString(stdout.ToArray()), err.ToString()
 
-/// A real Kestrel service on a free loopback port for the duration of `f`.
-let withService (f: string -> unit) =
+/// A real Kestrel service on a free loopback port, its configuration changed by `change`.
+let withServiceConfig (change: ServiceConfig -> ServiceConfig) (f: string -> unit) =
     let dataDir = TestEnv.tempDir "cli"
 
-    let config = {
-        Config.defaults () with
-            DataDir = dataDir
-            ApiPort = 0
-            LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning
-    }
+    let config =
+        change {
+            Config.defaults () with
+                DataDir = dataDir
+                ApiPort = 0
+                LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning
+        }
 
     use store =
         match SqliteStore.open' dataDir with
@@ -45,6 +46,9 @@ let withService (f: string -> unit) =
     finally
         host.StopAsync().GetAwaiter().GetResult()
 
+/// A real Kestrel service on a free loopback port for the duration of `f`.
+let withService (f: string -> unit) = withServiceConfig id f
+
 /// A port nothing listens on.
 let closedPort () =
     let listener = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
@@ -52,6 +56,86 @@ let closedPort () =
     let port = (listener.LocalEndpoint :?> Net.IPEndPoint).Port
     listener.Stop()
     port
+
+let private rlogs () =
+    Path.Combine(TestEnv.sharedDir (), "data", "rlogs")
+
+let remoteRuns =
+    testList "cts run on the service" [
+        test "a local log is uploaded, run, followed and its artifacts downloaded" {
+            withServiceConfig (fun c -> { c with InputRoots = [ rlogs () ] }) (fun url ->
+                let log = Path.Combine(rlogs (), "synthetic", "default.rlog.zst")
+                let remoteDir = TestEnv.tempDir "remote"
+
+                let code, out, err =
+                    cts [
+                        "run"
+                        "cruise-control-analyzer"
+                        log
+                        "-p"
+                        "speed_min=55"
+                        "--url"
+                        url
+                        "--out-dir"
+                        remoteDir
+                    ]
+
+                Expect.equal code 0 err
+                Expect.stringContains out "completed" "status"
+                Expect.stringContains err "3 Set press(es)" "the run's log is followed"
+
+                let localDir = TestEnv.tempDir "local"
+
+                let code, _, err =
+                    cts [
+                        "run"
+                        "--local"
+                        "cruise-control-analyzer"
+                        log
+                        "-p"
+                        "speed_min=55"
+                        "--out-dir"
+                        localDir
+                    ]
+
+                Expect.equal code 0 err
+
+                for file in [ "summary.json"; "candidates.json"; "edges.json"; "timeline.json" ] do
+                    Expect.equal
+                        (File.ReadAllText(Path.Combine(remoteDir, file)))
+                        (File.ReadAllText(Path.Combine(localDir, file)))
+                        $"{file} equals the local run's"
+
+                Expect.equal
+                    (Directory.GetFiles remoteDir |> Array.map Path.GetFileName |> Array.sort)
+                    (Directory.GetFiles localDir |> Array.map Path.GetFileName |> Array.sort)
+                    "the same artifacts")
+        }
+        test "a path on the service's side; errors exit 2 naming the problem" {
+            withServiceConfig (fun c -> { c with InputRoots = [ rlogs () ] }) (fun url ->
+                let code, out, err =
+                    cts [
+                        "run"
+                        "log-summary"
+                        "synthetic/default.rlog.zst"
+                        "--url"
+                        url
+                        "--out-dir"
+                        TestEnv.tempDir "remote-path"
+                        "--json"
+                    ]
+
+                Expect.equal code 0 err
+                let final = JsonDocument.Parse(out).RootElement
+                Expect.equal (final.GetProperty("status").GetString()) "completed" "completed"
+
+                let code, _, err =
+                    cts [ "run"; "log-summary"; "synthetic/missing.zst"; "--url"; url ]
+
+                Expect.equal code 2 "service error"
+                Expect.stringContains err "does not exist under the input roots" "the service's reason")
+        }
+    ]
 
 let remote =
     testSequenced
@@ -136,4 +220,4 @@ let local =
             && not (Remote.versionAtLeast v next))
     ]
 
-let cliTests = [ remote; local ]
+let cliTests = [ remote; remoteRuns; local ]
