@@ -23,9 +23,230 @@ type Endpoint = {
     Handler: RouteArgs -> HttpHandler
 }
 
+/// The OpenAPI 3.1 document of a route table, generated from the endpoints' types (never written
+/// by hand), and a self-contained HTML page rendering it.
+[<RequireQualifiedAccess>]
+module OpenApi =
+
+    open System.Collections.Generic
+    open System.Text.Json.Nodes
+    open Microsoft.FSharp.Reflection
+
+    let private snake (name: string) =
+        System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName name
+
+    let private node (pairs: (string * JsonNode) list) : JsonNode =
+        let o = JsonObject()
+
+        for k, v in pairs do
+            o[k] <- v
+
+        o :> JsonNode
+
+    let private str (s: string) = JsonValue.Create s :> JsonNode
+
+    /// The schema of a type; records become named components.
+    let rec private schema (components: Dictionary<string, JsonNode>) (t: Type) : JsonNode =
+        if t = typeof<string> then
+            node [ "type", str "string" ]
+        elif t = typeof<int> || t = typeof<int64> then
+            node [ "type", str "integer" ]
+        elif t = typeof<float> then
+            node [ "type", str "number" ]
+        elif t = typeof<bool> then
+            node [ "type", str "boolean" ]
+        elif t = typeof<DateTimeOffset> then
+            node [ "type", str "string"; "format", str "date-time" ]
+        elif t = typeof<byte[]> then
+            node [ "type", str "string"; "format", str "binary" ]
+        elif t = typeof<System.Text.Json.JsonElement> || t = typeof<obj> then
+            node [ "description", str "any JSON value" ]
+        elif t = typeof<unit> then
+            node [ "description", str "no body" ]
+        elif t.IsGenericType && t.GetGenericTypeDefinition() = typedefof<option<_>> then
+            let inner = schema components (t.GetGenericArguments()[0])
+            node [ "oneOf", JsonArray(inner, node [ "type", str "null" ]) :> JsonNode ]
+        elif t.IsGenericType && t.GetGenericTypeDefinition() = typedefof<list<_>> then
+            node [ "type", str "array"; "items", schema components (t.GetGenericArguments()[0]) ]
+        elif t.IsGenericType && t.GetGenericTypeDefinition() = typedefof<IDictionary<_, _>> then
+            node [
+                "type", str "object"
+                "additionalProperties", schema components (t.GetGenericArguments()[1])
+            ]
+        elif FSharpType.IsRecord t then
+            let name = t.Name
+
+            if not (components.ContainsKey name) then
+                components[name] <- null
+                let fields = FSharpType.GetRecordFields t
+
+                let properties =
+                    node [ for f in fields -> snake f.Name, schema components f.PropertyType ]
+
+                components[name] <-
+                    node [
+                        "type", str "object"
+                        "properties", properties
+                        "required", JsonArray([| for f in fields -> str (snake f.Name) |]) :> JsonNode
+                    ]
+
+            node [ "$ref", str $"#/components/schemas/{name}" ]
+        else
+            node [ "description", str t.Name ]
+
+    let private problem =
+        node [
+            "description", str "an RFC 9457 problem (status, title, detail, instance, request_id)"
+            "content",
+            node [
+                "application/problem+json", node [ "schema", node [ "$ref", str "#/components/schemas/Problem" ] ]
+            ]
+        ]
+
+    /// The document, for `/v1/openapi.json`.
+    let build (endpoints: Endpoint list) : JsonNode =
+        let components = Dictionary<string, JsonNode>()
+
+        let paths =
+            endpoints
+            |> List.groupBy _.Template
+            |> List.map (fun (template, group) ->
+                let parameters =
+                    Text.RegularExpressions.Regex.Matches(template, "{([a-z_]+)}")
+                    |> Seq.map (fun m ->
+                        node [
+                            "name", str m.Groups[1].Value
+                            "in", str "path"
+                            "required", JsonValue.Create true :> JsonNode
+                            "schema", node [ "type", str "string" ]
+                        ])
+                    |> Array.ofSeq
+
+                template,
+                node [
+                    for e in group ->
+                        e.Method.ToLowerInvariant(),
+                        node [
+                            "summary", str e.Summary
+                            if parameters.Length > 0 then
+                                "parameters", JsonArray(parameters |> Array.map (fun p -> p.DeepClone())) :> JsonNode
+                            match e.Request with
+                            | Some r ->
+                                "requestBody",
+                                node [
+                                    "required", JsonValue.Create true :> JsonNode
+                                    "content", node [ "application/json", node [ "schema", schema components r ] ]
+                                ]
+                            | None -> ()
+                            if e.Auth = AuthRequirement.Token then
+                                "security",
+                                JsonArray(
+                                    node [ "jwt", JsonArray() :> JsonNode ],
+                                    node [ "bearer", JsonArray() :> JsonNode ]
+                                )
+                                :> JsonNode
+                            else
+                                "security", JsonArray() :> JsonNode
+                            "responses",
+                            node [
+                                (if e.Method = "POST" then "2XX" else "200"),
+                                node [
+                                    "description", str "success"
+                                    "content",
+                                    node [ "application/json", node [ "schema", schema components e.Response ] ]
+                                ]
+                                "default", problem.DeepClone()
+                            ]
+                        ]
+                ])
+
+        components["Problem"] <-
+            node [
+                "type", str "object"
+                "properties",
+                node [
+                    for name, t in
+                        [
+                            "type", "string"
+                            "title", "string"
+                            "status", "integer"
+                            "detail", "string"
+                            "instance", "string"
+                            "request_id", "string"
+                        ] -> name, node [ "type", str t ]
+                ]
+            ]
+
+        node [
+            "openapi", str "3.1.0"
+            "info", node [ "title", str "CtsLite API"; "version", str CtsLite.Product.ApiVersion ]
+            "paths", node paths
+            "components",
+            node [
+                "schemas", node [ for KeyValue(k, v) in components |> Seq.sortBy (fun kv -> kv.Key) -> k, v ]
+                "securitySchemes",
+                node [
+                    "jwt",
+                    node [
+                        "type", str "apiKey"
+                        "in", str "header"
+                        "name", str "Authorization"
+                        "description", str "comma's convention: Authorization: JWT <token>"
+                    ]
+                    "bearer", node [ "type", str "http"; "scheme", str "bearer"; "bearerFormat", str "JWT" ]
+                ]
+            ]
+        ]
+
+    /// A self-contained page (no scripts, no external assets) rendering the document.
+    let page (document: JsonNode) : string =
+        let h = Net.WebUtility.HtmlEncode
+        let sb = Text.StringBuilder()
+        let add (s: string) = sb.Append(s).Append('\n') |> ignore
+        add "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>CtsLite API</title>"
+
+        add
+            "<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#1d2330}.ep{border:1px solid #d6dae3;border-radius:6px;margin:.6rem 0;padding:.5rem .8rem}.m{display:inline-block;min-width:4.5rem;font-weight:700}.get{color:#17753a}.post{color:#2b59c3}.delete{color:#b3261e}code{background:#f1f3f7;padding:0 .2rem}pre{background:#f6f7f9;padding:.6rem;overflow:auto;font-size:.8rem}</style></head><body>"
+
+        let info = document["info"]
+        add $"""<h1>CtsLite API {h (string info["version"])}</h1>"""
+
+        add
+            "<p>OpenAPI 3.1 document: <a href=\"/v1/openapi.json\"><code>/v1/openapi.json</code></a>. Errors are <code>application/problem+json</code>. Endpoints marked 🔒 need <code>Authorization: JWT &lt;token&gt;</code> (or Bearer) when the service has a secret.</p>"
+
+        for path in (document["paths"] :?> JsonObject) do
+            for op in (path.Value :?> JsonObject) do
+                let secured = (op.Value["security"] :?> JsonArray).Count > 0
+                let lock = if secured then " 🔒" else ""
+
+                add
+                    $"""<div class="ep"><span class="m {op.Key}">{op.Key.ToUpperInvariant()}</span> <code>{h path.Key}</code>{lock}<div>{h (string op.Value["summary"])}</div>"""
+
+                match op.Value["requestBody"] with
+                | null -> ()
+                | body ->
+                    let json = body.["content"].["application/json"]
+                    let reference = string json.["schema"].["$ref"]
+                    add $"""<div>Body: <code>{h (reference.Replace("#/components/schemas/", ""))}</code></div>"""
+
+                add "</div>"
+
+        add "<h2>Schemas</h2>"
+
+        for schema in (document["components"]["schemas"] :?> JsonObject) do
+            add
+                $"<h3 id=\"{h schema.Key}\">{h schema.Key}</h3><pre>{h (schema.Value.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))}</pre>"
+
+        add "</body></html>"
+        sb.ToString()
+
 /// The route table and the pipeline built from it.
 [<RequireQualifiedAccess>]
 module Routes =
+
+    // Filled once the table below exists: the document describes the whole table, itself included.
+    let private documentBytes = ref Array.empty<byte>
+    let private docsBytes = ref Array.empty<byte>
 
     /// Every `/v1` endpoint.
     let endpoints: Endpoint list = [
@@ -173,7 +394,30 @@ module Routes =
             Response = typeof<byte[]>
             Handler = RunHandlers.download
         }
+        {
+            Method = HttpMethods.Get
+            Template = "/v1/openapi.json"
+            Summary = "This API as an OpenAPI 3.1 document, generated from the route table"
+            Auth = AuthRequirement.Anonymous
+            Request = None
+            Response = typeof<obj>
+            Handler = fun _ -> warbler (fun _ -> setBody "application/json; charset=utf-8" documentBytes.Value)
+        }
+        {
+            Method = HttpMethods.Get
+            Template = "/docs"
+            Summary = "A self-contained page rendering the OpenAPI document (works offline)"
+            Auth = AuthRequirement.Anonymous
+            Request = None
+            Response = typeof<string>
+            Handler = fun _ -> warbler (fun _ -> setBody "text/html; charset=utf-8" docsBytes.Value)
+        }
     ]
+
+    do
+        let document = OpenApi.build endpoints
+        documentBytes.Value <- Text.Encoding.UTF8.GetBytes(document.ToJsonString())
+        docsBytes.Value <- Text.Encoding.UTF8.GetBytes(OpenApi.page document)
 
     /// The methods a path answers; GET implies HEAD.
     let private allowed (group: Endpoint list) =

@@ -736,3 +736,43 @@ let authTests =
                 Expect.contains statuses 429 "over the limit"
             }))
     ]
+
+let openApiTests =
+    testList "OpenAPI" [
+        testCaseTask "the document lists exactly the route table, with security and schemas" (fun () ->
+            withRuns [] 1 (fun _ client -> task {
+                let! doc = getJson client "/v1/openapi.json"
+                Expect.equal (doc.GetProperty("openapi").GetString()) "3.1.0" "version"
+
+                let documented =
+                    [
+                        for path in doc.GetProperty("paths").EnumerateObject() do
+                            for op in path.Value.EnumerateObject() -> op.Name.ToUpperInvariant(), path.Name
+                    ]
+                    |> List.sort
+
+                let table =
+                    Routes.endpoints |> List.map (fun e -> e.Method, e.Template) |> List.sort
+
+                Expect.equal documented table "every endpoint, nothing else"
+
+                for e in Routes.endpoints do
+                    let op =
+                        doc.GetProperty("paths").GetProperty(e.Template).GetProperty(e.Method.ToLowerInvariant())
+
+                    let secured = op.GetProperty("security").GetArrayLength() > 0
+                    Expect.equal secured (e.Auth = AuthRequirement.Token) $"{e.Method} {e.Template} security"
+
+                let schemas = doc.GetProperty("components").GetProperty("schemas")
+                let runRequest = schemas.GetProperty("RunRequest").GetProperty("properties")
+                Expect.isTrue (runRequest.TryGetProperty("tool_id") |> fst) "snake_case properties"
+
+                let! page = client.GetStringAsync "/docs"
+
+                for e in Routes.endpoints do
+                    Expect.stringContains page (Net.WebUtility.HtmlEncode e.Template) e.Template
+
+                Expect.isFalse (page.Contains "<script") "no scripts"
+                Expect.isFalse (page.Contains "src=\"http") "no external assets"
+            }))
+    ]

@@ -10,5 +10,6 @@ let all =
         EndpointTests.all
         RunTests.all
         RunTests.authTests
+        RunTests.openApiTests
         ProcessTests.all
     ]
