@@ -82,9 +82,166 @@ let start (variables: (string * string) list) : ServerProcess =
     proc.BeginErrorReadLine()
     new ServerProcess(proc, lines, all)
 
+/// A body that sends its first bytes, then waits forever: an upload in flight.
+type private StalledContent(first: byte array, gate: Threading.Tasks.Task) =
+    inherit HttpContent()
+
+    override _.SerializeToStreamAsync(stream: Stream, _: TransportContext) : Threading.Tasks.Task = task {
+        do! stream.WriteAsync(first, 0, first.Length)
+        do! stream.FlushAsync()
+        do! gate
+    }
+
+    override _.TryComputeLength(length: byref<int64>) =
+        length <- 0L
+        false
+
+let private sha256File (path: string) =
+    use s = File.OpenRead path
+    Convert.ToHexString(Security.Cryptography.SHA256.HashData s).ToLowerInvariant()
+
+let private waitListening (server: ServerProcess) =
+    match server.WaitFor(@"listening on (http://127\.0\.0\.1:\d+)", TimeSpan.FromSeconds 60.0) with
+    | Some u -> u
+    | None -> failtestf "server did not start:\n%s" server.Output
+
+let killTest =
+    testCaseTask "kill -9 with runs queued and running and an upload streaming: nothing lost after restart" (fun () -> task {
+        let rlogs = Path.Combine(TestEnv.sharedDir (), "data", "rlogs")
+        let routeName = "5ca1ab1e5ca1ab1e|2025-01-16--07-45-12"
+        let root = TestEnv.tempDir "kill-root"
+
+        let segment =
+            Path.Combine(rlogs, "synthetic", "route", $"{routeName}--0", "rlog.zst")
+
+        // A long route (60 links to one real segment) so a run lasts about a second.
+        for n in 0..59 do
+            let dir = Directory.CreateDirectory(Path.Combine(root, $"{routeName}--{n}"))
+
+            File.CreateSymbolicLink(Path.Combine(dir.FullName, "rlog.zst"), segment)
+            |> ignore
+
+        let dataDir = TestEnv.tempDir "kill-data"
+
+        let variables = [
+            "CTS_API_PORT", "0"
+            "CTS_DATA_DIR", dataDir
+            "CTS_MAX_CONCURRENT_RUNS", "1"
+            "CTS_INPUT_ROOTS", $"{root}:{rlogs}"
+            "CTS_RATE_LIMIT_PER_MINUTE", "0"
+        ]
+
+        use http = new HttpClient(Timeout = TimeSpan.FromSeconds 60.0)
+        let first = start variables
+        let url = waitListening first
+
+        // One complete upload, then three runs, then an upload left streaming.
+        let log = Path.Combine(rlogs, "synthetic", "default.rlog.zst")
+        use content = new ByteArrayContent(File.ReadAllBytes log)
+        content.Headers.Add("X-Filename", "default.rlog.zst")
+        let! uploaded = http.PostAsync(url + "/v1/uploads", content)
+        Expect.equal uploaded.StatusCode HttpStatusCode.Created "upload stored"
+        let! uploadBody = uploaded.Content.ReadAsStringAsync()
+
+        let uploadId =
+            JsonDocument.Parse(uploadBody).RootElement.GetProperty("upload_id").GetString()
+
+        let runIds = ResizeArray<string>()
+
+        for _ in 1..3 do
+            let body =
+                $"""{{"tool_id":"log-summary","params":{{}},"input":{{"type":"path","value":{JsonSerializer.Serialize(Path.Combine(root, routeName))}}}}}"""
+
+            use request = new StringContent(body, Text.Encoding.UTF8, "application/json")
+            let! r = http.PostAsync(url + "/v1/runs", request)
+            Expect.equal r.StatusCode HttpStatusCode.Accepted "run accepted"
+            let! rb = r.Content.ReadAsStringAsync()
+            runIds.Add(JsonDocument.Parse(rb).RootElement.GetProperty("run_id").GetString())
+
+        let gate = Threading.Tasks.TaskCompletionSource()
+        let stalled = new StalledContent(Array.create 300_000 0x28uy, gate.Task)
+        stalled.Headers.Add("X-Filename", "stalled.zst")
+        let inFlight = http.PostAsync(url + "/v1/uploads", stalled)
+
+        // Wait until the first run runs and the stalled upload has bytes on disk.
+        let deadline = DateTime.UtcNow.AddSeconds 60.0
+        let mutable ready = false
+
+        while not ready && DateTime.UtcNow < deadline do
+            let! runJson = http.GetStringAsync(url + $"/v1/runs/{runIds[0]}")
+
+            let running =
+                JsonDocument.Parse(runJson).RootElement.GetProperty("status").GetString() = "running"
+
+            let uploads = Path.Combine(dataDir, "uploads")
+
+            let partial =
+                Directory.Exists uploads
+                && Directory.GetFiles(uploads, "*.part", SearchOption.TopDirectoryOnly).Length > 0
+
+            ready <- running && partial
+
+            if not ready then
+                do! Threading.Tasks.Task.Delay 20
+
+        Expect.isTrue ready "a run is running and an upload is streaming"
+        Expect.equal (kill (first.Process.Id, 9)) 0 "SIGKILL sent"
+        Expect.isTrue (first.Process.WaitForExit 10000) "killed"
+        gate.SetResult()
+
+        try
+            let! _ = inFlight
+            ()
+        with _ ->
+            ()
+
+        (first :> IDisposable).Dispose()
+
+        // Restart on the same data dir.
+        use second = start variables
+        let url = waitListening second
+        let! uploadJson = http.GetStringAsync(url + $"/v1/uploads/{uploadId}")
+        let upload = JsonDocument.Parse(uploadJson).RootElement
+        Expect.equal (upload.GetProperty("sha256").GetString()) (sha256File log) "the accepted upload is intact"
+
+        let uploadPath = Path.Combine(dataDir, "uploads", uploadId)
+        Expect.equal (sha256File uploadPath) (sha256File log) "its file too"
+
+        // Every run ends (the killed one after its lease runs out), each artifact whole.
+        for id in runIds do
+            let mutable status = ""
+            let deadline = DateTime.UtcNow.AddSeconds 120.0
+
+            while status <> "completed"
+                  && status <> "failed"
+                  && status <> "canceled"
+                  && DateTime.UtcNow < deadline do
+                let! runJson = http.GetStringAsync(url + $"/v1/runs/{id}")
+                status <- JsonDocument.Parse(runJson).RootElement.GetProperty("status").GetString()
+
+                if status <> "completed" then
+                    do! Threading.Tasks.Task.Delay 250
+
+            Expect.equal status "completed" $"run {id} completed after the restart"
+            let! artifactsJson = http.GetStringAsync(url + $"/v1/runs/{id}/artifacts")
+
+            for a in JsonDocument.Parse(artifactsJson).RootElement.GetProperty("artifacts").EnumerateArray() do
+                let! bytes = http.GetByteArrayAsync(url + a.GetProperty("download_url").GetString())
+
+                Expect.equal
+                    (Convert.ToHexString(Security.Cryptography.SHA256.HashData bytes).ToLowerInvariant())
+                    (a.GetProperty("sha256").GetString())
+                    "artifact whole"
+
+                if a.GetProperty("filename").GetString() = "log_summary.json" then
+                    let events = JsonDocument.Parse(bytes).RootElement.GetProperty("events").GetInt64()
+                    Expect.equal events (60L * 71940L) "the whole route was read, from its start"
+    })
+
 let all =
     testSequenced
     <| testList "server process" [
+        killTest
         testCaseTask "serves /v1/health on a loopback port and stops gracefully on SIGTERM" (fun () -> task {
             Expect.isTrue (File.Exists(serverDll ())) $"server built at {serverDll ()}"
             let dataDir = TestEnv.tempDir "proc"
