@@ -65,18 +65,34 @@ module InputPaths =
                 else
                     roots |> List.map (fun r -> Path.Combine(r, value))
 
-            // A route address names no file itself: its parent folder is what must be inside.
-            let anchor (candidate: string) =
-                if File.Exists candidate || Directory.Exists candidate then
-                    Some candidate
-                else
-                    Route.tryParse candidate |> Option.map (fun r -> r.Parent)
+            // A candidate is usable when it is a file, or a segment folder or route with logs.
+            let usable (candidate: string) =
+                File.Exists candidate || Result.isOk (Route.resolve candidate)
 
-            let found =
-                candidates
-                |> List.tryPick (fun c -> anchor c |> Option.map (fun a -> c, realPath a))
+            let within (path: string) =
+                realRoots |> List.exists (fun r -> inside r (realPath path))
 
-            match found with
+            match candidates |> List.tryFind usable with
             | None -> Error $"'{value}' does not exist under the input roots"
-            | Some(candidate, real) when realRoots |> List.exists (fun r -> inside r real) -> Ok candidate
-            | Some _ -> Error $"'{value}' is outside the input roots"
+            | Some candidate ->
+                // A route address names no file itself: its parent folder is what must be inside.
+                let anchor =
+                    if File.Exists candidate || Directory.Exists candidate then
+                        candidate
+                    else
+                        match Route.tryParse candidate with
+                        | Some r -> r.Parent
+                        | None -> candidate
+
+                // The files a folder or route stands for (a segment may be a link) must be inside too.
+                let files =
+                    match Route.resolve candidate with
+                    | Ok files -> files
+                    | Error _ -> [ candidate ]
+
+                if not (within anchor) then
+                    Error $"'{value}' is outside the input roots"
+                elif not (List.forall within files) then
+                    Error $"'{value}' leads outside the input roots"
+                else
+                    Ok candidate

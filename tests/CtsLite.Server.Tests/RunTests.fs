@@ -426,6 +426,13 @@ let all =
             |> ignore
 
             Directory.CreateSymbolicLink(Path.Combine(root, "etc"), "/etc") |> ignore
+            // A route whose segment folder holds a link to a log outside the roots.
+            let outside = TestEnv.tempDir "outside"
+            File.Copy(Path.Combine(rlogs (), "synthetic", "default.rlog.zst"), Path.Combine(outside, "rlog.zst"))
+            let segment = Directory.CreateDirectory(Path.Combine(root, $"{routeName}--0"))
+
+            File.CreateSymbolicLink(Path.Combine(segment.FullName, "rlog.zst"), Path.Combine(outside, "rlog.zst"))
+            |> ignore
 
             withRuns [ root ] 1 (fun _ client -> task {
                 for value, expected in
@@ -436,6 +443,8 @@ let all =
                         "etc/hostname", "outside the input roots"
                         "synthetic/default.rlog.zst\u0000x", "NUL"
                         "synthetic/nothing.zst", "does not exist"
+                        routeName, "leads outside the input roots"
+                        $"{routeName}--0", "leads outside the input roots"
                     ] do
                     let! response = post client (runBody "log-summary" "{}" value) None
                     let! p = EndpointTests.expectProblem response 400
@@ -469,7 +478,7 @@ let all =
                     "same run"
 
                 let! other =
-                    post client (runBody "log-summary" "{}" "synthetic/route/" + "") (Some "key-1")
+                    post client (runBody "rlog-to-csv" "{}" "synthetic/default.rlog.zst") (Some "key-1")
 
                 let! _ = EndpointTests.expectProblem other 409
                 let! list = getJson client "/v1/runs"
