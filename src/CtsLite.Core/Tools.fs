@@ -187,6 +187,22 @@ type Tool = {
     Run: ToolContext -> Result<ToolOutput, ToolFailure>
 }
 
+/// Building parameter specs.
+[<RequireQualifiedAccess>]
+module ParameterSpec =
+
+    /// An optional parameter without choices or limits (set those with `with`).
+    let create (name: string) (typ: ParameterType) (def: ParameterValue option) (description: string) : ParameterSpec = {
+        Name = name
+        Type = typ
+        Default = def
+        Description = description
+        Choices = []
+        Required = false
+        Min = None
+        Max = None
+    }
+
 /// Validation and coercion of parameters against a descriptor.
 [<RequireQualifiedAccess>]
 module Parameters =

@@ -15,16 +15,7 @@ type Pulse = { Rise: float; Fall: float }
 [<RequireQualifiedAccess>]
 module CanBitwatch =
 
-    let private spec name typ def description = {
-        Name = name
-        Type = typ
-        Default = def
-        Description = description
-        Choices = []
-        Required = false
-        Min = None
-        Max = None
-    }
+    let private spec = ParameterSpec.create
 
     let descriptor: ToolDescriptor = {
         Id = "can-bitwatch"

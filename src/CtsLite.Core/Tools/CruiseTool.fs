@@ -16,16 +16,7 @@ module CruiseTool =
     [<Literal>]
     let DefaultDbc = "subaru_global_2017_generated.dbc"
 
-    let private spec name typ def description = {
-        Name = name
-        Type = typ
-        Default = def
-        Description = description
-        Choices = []
-        Required = false
-        Min = None
-        Max = None
-    }
+    let private spec = ParameterSpec.create
 
     let descriptor: ToolDescriptor = {
         Id = "cruise-control-analyzer"

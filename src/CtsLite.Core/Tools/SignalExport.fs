@@ -12,16 +12,7 @@ open CtsLite.Logs
 [<RequireQualifiedAccess>]
 module SignalExport =
 
-    let private spec name typ def description = {
-        Name = name
-        Type = typ
-        Default = def
-        Description = description
-        Choices = []
-        Required = false
-        Min = None
-        Max = None
-    }
+    let private spec = ParameterSpec.create
 
     let descriptor: ToolDescriptor = {
         Id = "signal-export"
