@@ -31,7 +31,8 @@ module Client =
         | ClientError.Status(url, status, detail) -> $"{url} answered {status}: {detail}"
         | ClientError.BadResponse(url, reason) -> $"{url} sent an unreadable answer: {reason}"
 
-    let private problemDetail (body: string) =
+    /// The `detail` of a problem+json body, or the body itself.
+    let problemDetail (body: string) =
         try
             use doc = JsonDocument.Parse body
 

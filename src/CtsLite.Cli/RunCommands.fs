@@ -70,16 +70,7 @@ module RunCommands =
 
     let private problem (response: Net.Http.HttpResponseMessage) = task {
         let! body = response.Content.ReadAsStringAsync()
-
-        let detail =
-            try
-                use doc = Text.Json.JsonDocument.Parse body
-
-                match doc.RootElement.TryGetProperty "detail" with
-                | true, d -> d.GetString()
-                | _ -> body
-            with _ ->
-                body
+        let detail = Client.problemDetail body
 
         return ClientError.Status(response.RequestMessage.RequestUri.ToString(), int response.StatusCode, detail)
     }

@@ -48,8 +48,7 @@ module Auth =
     [<Literal>]
     let SubjectKey = "cts.subject"
 
-    let private service (ctx: HttpContext) =
-        ctx.RequestServices.GetRequiredService<ServiceContext>()
+    let private service = Handlers.service
 
     let private unauthorized (detail: string) : HttpHandler =
         setHttpHeader "WWW-Authenticate" "JWT realm=\"cts-lite\", Bearer realm=\"cts-lite\""

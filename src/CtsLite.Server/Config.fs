@@ -185,22 +185,7 @@ module Config =
             Expected = "an integer from 0 to 65535 (0 picks a free port)"
             Apply =
                 fun raw c ->
-                    let port =
-                        match raw with
-                        | RawInteger i -> Some i
-                        | RawString s ->
-                            match
-                                Int64.TryParse(
-                                    s.Trim(),
-                                    Globalization.NumberStyles.None,
-                                    Globalization.CultureInfo.InvariantCulture
-                                )
-                            with
-                            | true, i -> Some i
-                            | false, _ -> None
-                        | RawOther _ -> None
-
-                    port
+                    integer raw
                     |> Option.filter (fun p -> p >= 0L && p <= 65535L)
                     |> Option.map (fun p -> { c with ApiPort = int p })
         }
@@ -223,15 +208,7 @@ module Config =
                     text raw
                     |> Option.filter (fun s -> s <> "" && s.IndexOf '\000' < 0)
                     |> Option.map (fun s ->
-                        let expanded =
-                            match s with
-                            | "~" -> Environment.GetFolderPath Environment.SpecialFolder.UserProfile
-                            | _ when s.StartsWith "~/" ->
-                                Path.Combine(
-                                    Environment.GetFolderPath Environment.SpecialFolder.UserProfile,
-                                    s.Substring 2
-                                )
-                            | _ -> s
+                        let expanded = expandHome s
 
                         {
                             c with

@@ -27,7 +27,8 @@ type ServiceContext = {
 [<RequireQualifiedAccess>]
 module Handlers =
 
-    let private service (ctx: HttpContext) =
+    /// The request's service context (every handler module reads it through this).
+    let service (ctx: HttpContext) =
         ctx.RequestServices.GetRequiredService<ServiceContext>()
 
     /// `"{d}d {h}h {m}m {s}s"`.

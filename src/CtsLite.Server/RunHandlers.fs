@@ -16,8 +16,7 @@ open CtsLite.Server.Http
 [<RequireQualifiedAccess>]
 module RunHandlers =
 
-    let private service (ctx: HttpContext) =
-        ctx.RequestServices.GetRequiredService<ServiceContext>()
+    let private service = Handlers.service
 
     let private engine (ctx: HttpContext) =
         ctx.RequestServices.GetRequiredService<IRunEngine>()

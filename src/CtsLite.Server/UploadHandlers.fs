@@ -27,30 +27,8 @@ module UploadContent =
 
                 ok)
 
-        if
-            head.Length >= 4
-            && head[0] = 0x28uy
-            && head[1] = 0xB5uy
-            && head[2] = 0x2Fuy
-            && head[3] = 0xFDuy
-        then
-            Some "rlog"
-        elif
-            head.Length >= 4
-            && head[0] &&& 0xF0uy = 0x50uy
-            && head[1] = 0x2Auy
-            && head[2] = 0x4Duy
-            && head[3] = 0x18uy
-        then
-            Some "rlog"
-        elif
-            head.Length >= 4
-            && head[0] = byte 'B'
-            && head[1] = byte 'Z'
-            && head[2] = byte 'h'
-            && head[3] >= byte '1'
-            && head[3] <= byte '9'
-        then
+        // The log reader's own magic-byte detection (zstd frames, skippable frames, bzip2).
+        if CtsLite.Logs.Compression.detect head "" <> CtsLite.Logs.Compression.Raw then
             Some "rlog"
         elif isText then
             let text = Text.Encoding.UTF8.GetString head
@@ -81,8 +59,7 @@ module UploadContent =
 [<RequireQualifiedAccess>]
 module UploadHandlers =
 
-    let private service (ctx: HttpContext) =
-        ctx.RequestServices.GetRequiredService<ServiceContext>()
+    let private service = Handlers.service
 
     /// The wire form of an upload.
     type UploadResponse = {
