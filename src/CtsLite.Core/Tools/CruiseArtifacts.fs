@@ -258,10 +258,7 @@ module CruiseArtifacts =
             | None -> Cell.Empty
 
         let speedAt (t: LogTime) =
-            if a.Speeds.Length = 0 then
-                None
-            else
-                a.Speeds |> Array.minBy (fun (s, _) -> abs (s.Ns - t.Ns)) |> snd |> Some
+            CruiseControl.nearestSpeed a.Speeds t.Ns
 
         let rows = [
             for w in a.MarkerWindows do

@@ -128,6 +128,8 @@ type CruiseAnalysis = {
     SegmentCounts: SegmentCounts list
     Candidates: CandidateBit list
     EngagedIntervals: EngagedInterval list
+    /// The bus the engaged bit was read on (None without an engaged bit or frames).
+    EngagedBus: int option
     /// Frames per (address, bus), in address then bus order.
     MessageCounts: ((uint32 * int) * int64) list
     /// The bus used for each analysed address.
@@ -446,12 +448,23 @@ module CruiseControl =
             []
         |> List.rev
 
+    /// Whether a moment (seconds after the first event) counts under `engaged_mode`: always in
+    /// annotate mode or without an engaged bit; in filter mode only inside the widened intervals.
+    let keeps (settings: CruiseSettings) (engaged: EngagedInterval list) : float -> bool =
+        let widened = widen settings.EngagedMargin engaged
+
+        fun rel ->
+            not settings.EngagedFilter
+            || settings.EngagedBit.IsNone
+            || widened |> List.exists (fun (s, e) -> rel >= s && rel <= e)
+
     /// Chatter penalty and score of a bit with `toggles` flips.
     let score (toggles: int) : float * float =
         let penalty = max 0.0 (float (toggles - PenaltyStart) * PenaltySlope)
         penalty, float toggles - penalty
 
-    let private nearestSpeed (speeds: (LogTime * float) array) (ns: int64) : float option =
+    /// The speed of the sample nearest to `ns` (samples in time order; ties to the earlier one).
+    let nearestSpeed (speeds: (LogTime * float) array) (ns: int64) : float option =
         if speeds.Length = 0 then
             None
         else
@@ -698,6 +711,13 @@ module CruiseControl =
 
                 checkedSums, badCount, List.ofSeq bad, checkedCounters, discontinuities)
 
+        // The engaged bit's bus: given, else the address's bus under the same policy as the rest.
+        let engagedBus =
+            match settings.EngagedBit, settings.EngagedBus with
+            | Some _, Some b -> Some b
+            | Some(address, _), None -> busOf address
+            | None, _ -> None
+
         // Engaged intervals and candidate bits, also on another core.
         let candidatesTask =
             Threading.Tasks.Task.Run(fun () ->
@@ -706,21 +726,12 @@ module CruiseControl =
                     match settings.EngagedBit with
                     | None -> []
                     | Some(address, bit) ->
-                        let b =
-                            match settings.EngagedBus with
-                            | Some b -> Some b
-                            | None -> busOf address
-
                         engagedIntervals [
-                            for i in framesOf address b -> toTime (store.Time i), Bits.get (store.Payload i) bit
+                            for i in framesOf address engagedBus ->
+                                toTime (store.Time i), Bits.get (store.Payload i) bit
                         ]
 
-                let inEngaged =
-                    let widened = widen settings.EngagedMargin engaged
-                    fun (rel: float) -> widened |> List.exists (fun (s, e) -> rel >= s && rel <= e)
-
-                let keep (rel: float) =
-                    not settings.EngagedFilter || settings.EngagedBit.IsNone || inEngaged rel
+                let keep = keeps settings engaged
 
                 let candidates = [
                     for address in targetAddresses do
@@ -970,6 +981,7 @@ module CruiseControl =
             SegmentCounts = segmentCounts
             Candidates = candidates
             EngagedIntervals = engaged
+            EngagedBus = engagedBus
             MessageCounts = counts
             BusByAddress = busByAddress
             Integrity = {

@@ -265,22 +265,8 @@ module CruiseTool =
                     Bus = busOf Subaru.DashlightsAddress |> Option.defaultValue 0
                 }
 
-                let engagedBus =
-                    match s.EngagedBit, s.EngagedBus with
-                    | Some _, Some b -> Some b
-                    | Some(address, _), None ->
-                        a.MessageCounts
-                        |> List.filter (fun ((x, _), _) -> x = address)
-                        |> List.map (fun ((_, b), n) -> b, n)
-                        |> CruiseControl.defaultBus
-                    | None, _ -> None
-
-                let widened = CruiseControl.widen s.EngagedMargin a.EngagedIntervals
-
-                let keep (rel: float) =
-                    not s.EngagedFilter
-                    || s.EngagedBit.IsNone
-                    || widened |> List.exists (fun (x, y) -> rel >= x && rel <= y)
+                let engagedBus = a.EngagedBus
+                let keep = CruiseControl.keeps s a.EngagedIntervals
 
                 let warnings = [
                     yield! a.Warnings
