@@ -15,6 +15,17 @@ module Api =
         Detail: string
     }
 
+    /// What the store holds, in `GET /v1/health`.
+    type StorageInfo = {
+        DatabaseBytes: int64
+        Uploads: int
+        UploadBytes: int64
+        Artifacts: int
+        ArtifactBytes: int64
+        /// Uploads and artifacts older than this are swept; 0: kept forever.
+        RetentionDays: int
+    }
+
     /// `GET /v1/health`.
     type HealthResponse = {
         /// `healthy` when every check passes, otherwise `unhealthy` (with HTTP 503).
@@ -24,7 +35,9 @@ module Api =
         Uptime: string
         UptimeSeconds: float
         Timestamp: System.DateTimeOffset
+        /// Database plus upload and artifact files.
         StoreSizeBytes: int64
+        Storage: StorageInfo
         Checks: HealthCheck list
     }
 

@@ -36,6 +36,18 @@ type ServiceConfig = {
     JwtIssuer: string option
     /// Requests per minute per token (per IP when anonymous); 0 turns rate limiting off.
     RateLimitPerMinute: int
+    /// Uploads and artifacts unused for this many days are deleted; 0 keeps them forever.
+    RetentionDays: int
+    /// Browser origins allowed by CORS (`scheme://host[:port]`, or `*`); empty: no CORS headers.
+    CorsOrigins: string list
+    /// Uploads streaming at once; more are refused with 429.
+    MaxConcurrentUploads: int
+    /// Runs waiting in the queue; a new run beyond this is refused with 429.
+    MaxQueuedRuns: int
+    /// Largest JSON request body, in bytes.
+    MaxJsonBodyBytes: int
+    /// Silence after which an SSE stream gets a keepalive comment.
+    SseKeepalive: TimeSpan
 }
 
 /// Where a setting came from.
@@ -100,6 +112,12 @@ module Config =
         JwtAudience = None
         JwtIssuer = None
         RateLimitPerMinute = 600
+        RetentionDays = 7
+        CorsOrigins = []
+        MaxConcurrentUploads = 4
+        MaxQueuedRuns = 1000
+        MaxJsonBodyBytes = 1024 * 1024
+        SseKeepalive = TimeSpan.FromSeconds 15.0
     }
 
     /// The environment variable overriding `key`: `api_port` -> `CTS_API_PORT`.
@@ -167,6 +185,36 @@ module Config =
         | _ when s.StartsWith "~/" ->
             Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, s.Substring 2)
         | _ -> s
+
+    /// A TOML array of strings, or a variable's value split at `separator`.
+    let private list (separator: char) (raw: Raw) : string list option =
+        match raw with
+        | RawString s ->
+            Some(
+                s.Split(separator, StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+                |> List.ofArray
+            )
+        | RawOther(:? Tomlyn.Model.TomlArray as a) ->
+            let items = [ for x in a -> x ]
+
+            if items |> List.forall (fun x -> x :? string) then
+                Some(items |> List.map (string >> fun s -> s.Trim()))
+            else
+                None
+        | _ -> None
+
+    /// `*`, or an http(s) origin: scheme, host and optional port, no path, query or user.
+    let private isOrigin (s: string) =
+        s = "*"
+        || (match Uri.TryCreate(s.TrimEnd('/'), UriKind.Absolute) with
+            | true, u ->
+                (u.Scheme = Uri.UriSchemeHttp || u.Scheme = Uri.UriSchemeHttps)
+                && u.AbsolutePath = "/"
+                && u.Query = ""
+                && u.Fragment = ""
+                && u.UserInfo = ""
+                && not (s.TrimEnd('/').EndsWith "/")
+            | false, _ -> false)
 
     let private settings: Setting list = [
         {
@@ -254,23 +302,7 @@ module Config =
             Expected = "existing folders (a TOML array of paths; in CTS_INPUT_ROOTS separated by ':')"
             Apply =
                 fun raw c ->
-                    let paths =
-                        match raw with
-                        | RawString s ->
-                            Some(
-                                s.Split(':', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
-                                |> List.ofArray
-                            )
-                        | RawOther(:? Tomlyn.Model.TomlArray as a) ->
-                            let items = [ for x in a -> x ]
-
-                            if items |> List.forall (fun x -> x :? string) then
-                                Some(items |> List.map string)
-                            else
-                                None
-                        | _ -> None
-
-                    paths
+                    list ':' raw
                     |> Option.filter (List.forall (fun p -> p <> "" && p.IndexOf '\000' < 0))
                     |> Option.map (List.map (expandHome >> Path.GetFullPath >> fun p -> p.TrimEnd('/')))
                     |> Option.filter (List.forall Directory.Exists)
@@ -315,6 +347,73 @@ module Config =
                     integer raw
                     |> Option.filter (fun n -> n >= 0L && n <= 1000000L)
                     |> Option.map (fun n -> { c with RateLimitPerMinute = int n })
+        }
+        {
+            Key = "retention_days"
+            Secret = false
+            Expected = "a whole number of days from 0 (keep forever) to 36500"
+            Apply =
+                fun raw c ->
+                    integer raw
+                    |> Option.filter (fun n -> n >= 0L && n <= 36500L)
+                    |> Option.map (fun n -> { c with RetentionDays = int n })
+        }
+        {
+            Key = "cors_origins"
+            Secret = false
+            Expected =
+                "origins such as https://app.example.com:8443 or * (a TOML array; in CTS_CORS_ORIGINS separated by ',')"
+            Apply =
+                fun raw c ->
+                    list ',' raw
+                    |> Option.filter (List.forall isOrigin)
+                    |> Option.map (fun origins -> {
+                        c with
+                            CorsOrigins = origins |> List.map (fun o -> o.TrimEnd('/'))
+                    })
+        }
+        {
+            Key = "max_concurrent_uploads"
+            Secret = false
+            Expected = "an integer from 1 to 1024"
+            Apply =
+                fun raw c ->
+                    integer raw
+                    |> Option.filter (fun n -> n >= 1L && n <= 1024L)
+                    |> Option.map (fun n -> { c with MaxConcurrentUploads = int n })
+        }
+        {
+            Key = "max_queued_runs"
+            Secret = false
+            Expected = "an integer from 1 to 1000000"
+            Apply =
+                fun raw c ->
+                    integer raw
+                    |> Option.filter (fun n -> n >= 1L && n <= 1000000L)
+                    |> Option.map (fun n -> { c with MaxQueuedRuns = int n })
+        }
+        {
+            Key = "max_json_body_bytes"
+            Secret = false
+            Expected = "a number of bytes from 1024 to 104857600"
+            Apply =
+                fun raw c ->
+                    integer raw
+                    |> Option.filter (fun n -> n >= 1024L && n <= 104857600L)
+                    |> Option.map (fun n -> { c with MaxJsonBodyBytes = int n })
+        }
+        {
+            Key = "sse_keepalive_s"
+            Secret = false
+            Expected = "a whole number of seconds from 1 to 3600"
+            Apply =
+                fun raw c ->
+                    integer raw
+                    |> Option.filter (fun n -> n >= 1L && n <= 3600L)
+                    |> Option.map (fun n -> {
+                        c with
+                            SseKeepalive = TimeSpan.FromSeconds(float n)
+                    })
         }
         {
             Key = "environment"

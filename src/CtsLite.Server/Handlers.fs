@@ -11,6 +11,28 @@ open CtsLite
 open CtsLite.Tools
 open CtsLite.Server.Http
 
+/// Work in progress counted against a limit (uploads streaming at once), across all callers.
+[<Sealed>]
+type ConcurrencyGate(limit: int) =
+    let mutable inUse = 0
+
+    /// The limit this gate enforces.
+    member _.Limit = limit
+
+    /// How many holders there are now.
+    member _.InUse = Volatile.Read &inUse
+
+    /// Takes a slot; false (and nothing taken) when all are in use.
+    member _.TryEnter() : bool =
+        if Interlocked.Increment &inUse > limit then
+            Interlocked.Decrement &inUse |> ignore
+            false
+        else
+            true
+
+    /// Gives back a slot taken by `TryEnter`.
+    member _.Exit() : unit = Interlocked.Decrement &inUse |> ignore
+
 /// What the handlers need from the running service; one instance per service.
 type ServiceContext = {
     Config: ServiceConfig
@@ -21,6 +43,8 @@ type ServiceContext = {
     StartedAt: DateTimeOffset
     /// Features the service really offers, as listed by `/v1/capabilities`.
     Features: string list
+    /// Uploads streaming now, against `max_concurrent_uploads`.
+    Uploads: ConcurrencyGate
 }
 
 /// The handlers of the `/v1` endpoints.
@@ -117,13 +141,32 @@ module Handlers =
             let now = svc.Time.GetUtcNow()
             let uptime = now - svc.StartedAt
 
+            let database = svc.Store.SizeBytes()
+            // The totals come from the store; when it is down the checks already say so.
+            let totals =
+                if healthy then
+                    try
+                        svc.Runs.Storage()
+                    with :? Data.Common.DbException ->
+                        StorageTotals.Empty
+                else
+                    StorageTotals.Empty
+
             let body: Api.HealthResponse = {
                 Status = if healthy then "healthy" else "unhealthy"
                 Version = Product.version
                 Uptime = formatUptime uptime
                 UptimeSeconds = Math.Round(uptime.TotalSeconds, 3)
                 Timestamp = now
-                StoreSizeBytes = svc.Store.SizeBytes()
+                StoreSizeBytes = database + totals.UploadBytes + totals.ArtifactBytes
+                Storage = {
+                    DatabaseBytes = database
+                    Uploads = totals.Uploads
+                    UploadBytes = totals.UploadBytes
+                    Artifacts = totals.Artifacts
+                    ArtifactBytes = totals.ArtifactBytes
+                    RetentionDays = svc.Config.RetentionDays
+                }
                 Checks = List.ofArray checks
             }
 

@@ -184,7 +184,15 @@ module RunHandlers =
 
                                     Some(key, Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes canonical)))
 
-                            match svc.Runs.CreateRun(run, idempotency) with
+                            match svc.Runs.CreateRun(run, idempotency, svc.Config.MaxQueuedRuns) with
+                            | CreateOutcome.QueueFull ->
+                                (setHttpHeader "Retry-After" "10"
+                                 >=> Problem.write
+                                     StatusCodes.Status429TooManyRequests
+                                     $"the run queue is full ({svc.Config.MaxQueuedRuns} runs waiting, max_queued_runs); retry later"
+                                     [])
+                                    next
+                                    ctx
                             | CreateOutcome.Conflict ->
                                 Problem.write
                                     StatusCodes.Status409Conflict
@@ -196,6 +204,20 @@ module RunHandlers =
                                 ctx.Response.Headers.Location <- $"/v1/runs/{existing.RunId}"
                                 (setStatusCode StatusCodes.Status202Accepted >=> json (response svc existing)) next ctx
                             | CreateOutcome.Created created ->
+                                // Retention counts an upload's age from its last use.
+                                let used = [
+                                    if input.Type = "upload" then
+                                        input.Value
+                                    for spec in tool.Descriptor.Parameters do
+                                        if spec.Type = ParameterType.File then
+                                            match parameters.Str spec.Name with
+                                            | Some v when (svc.Runs.GetUpload v).IsSome -> v
+                                            | _ -> ()
+                                ]
+
+                                for id in used do
+                                    svc.Runs.TouchUpload(id, now)
+
                                 (engine ctx).Notify()
                                 ctx.Response.Headers.Location <- $"/v1/runs/{created.RunId}"
                                 (setStatusCode StatusCodes.Status202Accepted >=> json (response svc created)) next ctx)
@@ -349,9 +371,6 @@ module RunHandlers =
                     return Some ctx
             })
 
-    /// Seconds of silence after which an SSE stream gets a keepalive comment.
-    let keepaliveInterval = TimeSpan.FromSeconds 15.0
-
     /// `GET /v1/runs/{run_id}/logs`: Server-Sent Events. History first, then live: `log` events
     /// (id = the line's seq), `status` events when the run's state or progress changes, and a final
     /// `end` event once the run is terminal, after which the stream ends. `Last-Event-ID` (or
@@ -434,7 +453,7 @@ module RunHandlers =
                                                     (JsonSerializer.SerializeToUtf8Bytes(response svc current, options))
 
                                     if not finished then
-                                        if DateTimeOffset.UtcNow - lastWrite >= keepaliveInterval then
+                                        if DateTimeOffset.UtcNow - lastWrite >= svc.Config.SseKeepalive then
                                             do! body.WriteAsync(Encoding.UTF8.GetBytes ": keepalive\n\n", aborted)
                                             lastWrite <- DateTimeOffset.UtcNow
 

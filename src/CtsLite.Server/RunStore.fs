@@ -108,12 +108,31 @@ type CreateOutcome =
     | Existing of RunRecord
     /// The same idempotency key came with another body.
     | Conflict
+    /// `maxQueued` runs are already waiting.
+    | QueueFull
 
 /// Runs, their logs and artifacts. Every state change is one conditional statement, so several
 /// workers (in one or several processes) can share the store; a worker holds a run through a lease
 /// it renews, and a run whose lease expired can be claimed again.
+/// What the store holds in files, from its records.
+type StorageTotals = {
+    Uploads: int
+    UploadBytes: int64
+    Artifacts: int
+    ArtifactBytes: int64
+} with
+
+    /// Nothing stored (or nothing known).
+    static member Empty = {
+        Uploads = 0
+        UploadBytes = 0L
+        Artifacts = 0
+        ArtifactBytes = 0L
+    }
+
 type IRunStore =
-    abstract CreateRun: run: RunRecord * idempotency: (string * string) option -> CreateOutcome
+    /// Queues a run unless `maxQueued` runs already wait; an idempotent replay is answered first.
+    abstract CreateRun: run: RunRecord * idempotency: (string * string) option * maxQueued: int -> CreateOutcome
     abstract GetRun: runId: string -> RunRecord option
 
     /// Newest first; the cursor is opaque (the last run's `created_at|run_id`).
@@ -144,6 +163,14 @@ type IRunStore =
     abstract AddUpload: UploadRecord -> UploadRecord * bool
     abstract GetUpload: uploadId: string -> UploadRecord option
     abstract DeleteUpload: uploadId: string -> bool
+    /// Marks an upload as used now (a run named it, or its content was uploaded again).
+    abstract TouchUpload: uploadId: string * now: DateTimeOffset -> unit
+    /// Uploads neither created nor used since `cutoff`, and named by no queued or running run.
+    abstract ExpiredUploads: cutoff: DateTimeOffset -> UploadRecord list
+    /// Artifacts created before `cutoff`.
+    abstract ExpiredArtifacts: cutoff: DateTimeOffset -> ArtifactRecord list
+    abstract DeleteArtifact: artifactId: string -> bool
+    abstract Storage: unit -> StorageTotals
 
 /// The SQLite implementation, in the same database as `SqliteStore`.
 [<RequireQualifiedAccess>]
@@ -263,7 +290,7 @@ module SqliteRunStore =
             |> List.tryHead
 
         interface IRunStore with
-            member _.CreateRun(run, idempotency) =
+            member _.CreateRun(run, idempotency, maxQueued) =
                 use c = connect ()
                 use tx = c.BeginTransaction(deferred = false)
 
@@ -295,30 +322,41 @@ module SqliteRunStore =
                     else
                         CreateOutcome.Conflict
                 | None ->
-                    let inputJson =
-                        Text.Json.JsonSerializer.Serialize(dict [ "type", run.Input.Type; "value", run.Input.Value ])
+                    let queued =
+                        use cmd = command c "SELECT count(*) FROM runs WHERE status = 'queued'" []
+                        cmd.Transaction <- tx
+                        Convert.ToInt64(cmd.ExecuteScalar())
 
-                    use cmd =
-                        command
-                            c
-                            """INSERT INTO runs (run_id, tool_id, name, status, params_json, input_json, created_at,
-                               progress, idempotency_key, request_sha256)
-                               VALUES ($id, $tool, $name, 'queued', $params, $input, $created, 0, $key, $hash)"""
-                            [
-                                "$id", box run.RunId
-                                "$tool", box run.ToolId
-                                "$name", opt run.Name
-                                "$params", box run.ParamsJson
-                                "$input", box inputJson
-                                "$created", box (iso run.CreatedAt)
-                                "$key", opt (idempotency |> Option.map fst)
-                                "$hash", opt (idempotency |> Option.map snd)
-                            ]
+                    if queued >= int64 maxQueued then
+                        tx.Commit()
+                        CreateOutcome.QueueFull
+                    else
+                        let inputJson =
+                            Text.Json.JsonSerializer.Serialize(
+                                dict [ "type", run.Input.Type; "value", run.Input.Value ]
+                            )
 
-                    cmd.Transaction <- tx
-                    cmd.ExecuteNonQuery() |> ignore
-                    tx.Commit()
-                    CreateOutcome.Created { run with Status = RunStatus.Queued }
+                        use cmd =
+                            command
+                                c
+                                """INSERT INTO runs (run_id, tool_id, name, status, params_json, input_json, created_at,
+                                   progress, idempotency_key, request_sha256)
+                                   VALUES ($id, $tool, $name, 'queued', $params, $input, $created, 0, $key, $hash)"""
+                                [
+                                    "$id", box run.RunId
+                                    "$tool", box run.ToolId
+                                    "$name", opt run.Name
+                                    "$params", box run.ParamsJson
+                                    "$input", box inputJson
+                                    "$created", box (iso run.CreatedAt)
+                                    "$key", opt (idempotency |> Option.map fst)
+                                    "$hash", opt (idempotency |> Option.map snd)
+                                ]
+
+                        cmd.Transaction <- tx
+                        cmd.ExecuteNonQuery() |> ignore
+                        tx.Commit()
+                        CreateOutcome.Created { run with Status = RunStatus.Queued }
 
             member _.GetRun runId = getRun runId
 
@@ -532,6 +570,46 @@ module SqliteRunStore =
 
             member _.DeleteUpload uploadId =
                 execute "DELETE FROM uploads WHERE upload_id = $id" [ "$id", box uploadId ] = 1
+
+            member _.TouchUpload(uploadId, now) =
+                execute "UPDATE uploads SET last_used_at = $now WHERE upload_id = $id" [
+                    "$id", box uploadId
+                    "$now", box (iso now)
+                ]
+                |> ignore
+
+            member _.ExpiredUploads cutoff =
+                // A queued or running run may still read it: as its input, or as a file parameter.
+                query
+                    $"""SELECT {uploadColumns} FROM uploads u
+                        WHERE COALESCE(u.last_used_at, u.created_at) < $cutoff
+                          AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.status IN ('queued', 'running')
+                                          AND (instr(r.input_json, u.upload_id) > 0 OR instr(r.params_json, u.upload_id) > 0))
+                        ORDER BY created_at"""
+                    [ "$cutoff", box (iso cutoff) ]
+                    readUpload
+
+            member _.ExpiredArtifacts cutoff =
+                query
+                    $"SELECT {artifactColumns} FROM artifacts WHERE created_at < $cutoff ORDER BY created_at, rowid"
+                    [ "$cutoff", box (iso cutoff) ]
+                    readArtifact
+
+            member _.DeleteArtifact artifactId =
+                execute "DELETE FROM artifacts WHERE artifact_id = $id" [ "$id", box artifactId ] = 1
+
+            member _.Storage() =
+                query
+                    """SELECT (SELECT count(*) FROM uploads), (SELECT COALESCE(SUM(size), 0) FROM uploads),
+                              (SELECT count(*) FROM artifacts), (SELECT COALESCE(SUM(size), 0) FROM artifacts)"""
+                    []
+                    (fun r -> {
+                        Uploads = int (r.GetInt64 0)
+                        UploadBytes = r.GetInt64 1
+                        Artifacts = int (r.GetInt64 2)
+                        ArtifactBytes = r.GetInt64 3
+                    })
+                |> List.head
 
     /// The run store over the (already opened and migrated) database in `dataDir`.
     let create (dataDir: string) : IRunStore =

@@ -2,6 +2,7 @@ namespace CtsLite.Server
 
 open System
 open Microsoft.AspNetCore.Builder
+open Microsoft.AspNetCore.Cors.Infrastructure
 open Microsoft.AspNetCore.Hosting
 open Microsoft.AspNetCore.Hosting.Server
 open Microsoft.AspNetCore.Hosting.Server.Features
@@ -27,6 +28,7 @@ module Startup =
         "uploads"
         "jwt_auth"
         "rate_limiting"
+        "retention"
     ]
 
     /// The service context for a configuration and an open store.
@@ -37,14 +39,52 @@ module Startup =
         Time = time
         StartedAt = time.GetUtcNow()
         Features = features
+        Uploads = ConcurrencyGate config.MaxConcurrentUploads
     }
+
+    /// What browsers on `origins` may do: the API's methods and headers, and read the headers
+    /// clients need (ETag, Content-Disposition, Retry-After…). No origins: no CORS headers at all.
+    let corsPolicy (origins: string list) (policy: CorsPolicyBuilder) : unit =
+        let policy =
+            if List.contains "*" origins then
+                policy.AllowAnyOrigin()
+            else
+                policy.WithOrigins(Array.ofList origins)
+
+        policy
+            .WithMethods("GET", "HEAD", "POST", "DELETE")
+            .WithHeaders(
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Last-Event-ID",
+                "X-Filename",
+                "X-Request-Id",
+                "Range",
+                "If-None-Match"
+            )
+            .WithExposedHeaders(
+                "ETag",
+                "Content-Disposition",
+                "Content-Range",
+                "Accept-Ranges",
+                "Location",
+                "Retry-After",
+                "X-Request-Id"
+            )
+            .SetPreflightMaxAge(TimeSpan.FromMinutes 10.0)
+        |> ignore
 
     /// Registers the service's singletons.
     let configureServices (context: ServiceContext) (services: IServiceCollection) : unit =
         services
             .AddSingleton<ServiceContext>(context)
             .AddSingleton<Text.Json.JsonSerializerOptions>(Json.createOptions ())
-            .AddSingleton<RequestLimits>(RequestLimits.Default)
+            .AddSingleton<RequestLimits>(
+                {
+                    MaxJsonBodyBytes = context.Config.MaxJsonBodyBytes
+                }
+            )
             .AddSingleton<RateLimiter>(RateLimiter(context.Config.RateLimitPerMinute, context.Time))
             .AddSingleton<RunEngine>(fun sp ->
                 new RunEngine(
@@ -60,6 +100,14 @@ module Startup =
                 ))
             .AddSingleton<IRunEngine>(fun sp -> sp.GetRequiredService<RunEngine>() :> IRunEngine)
             .AddHostedService<RunEngine>(fun sp -> sp.GetRequiredService<RunEngine>())
+            .AddHostedService<RetentionSweeper>(fun sp ->
+                new RetentionSweeper(
+                    context.Config,
+                    context.Runs,
+                    context.Time,
+                    sp.GetRequiredService<ILogger<RetentionSweeper>>()
+                ))
+            .AddCors(fun o -> o.AddDefaultPolicy(corsPolicy context.Config.CorsOrigins))
         |> ignore
 
     /// Logging: single-line text in development, JSON lines in production; scopes carry the
@@ -93,10 +141,13 @@ module Startup =
         let logger =
             app.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger("CtsLite.Server.Requests")
 
-        app
-            .UseRequestLogging(logger)
-            .UseGiraffeErrorHandler(ErrorHandlers.problemDetails)
-            .UseGiraffe(Routes.pipeline Routes.endpoints)
+        app.UseRequestLogging(logger) |> ignore
+
+        // Preflights are answered before authentication (browsers send them without a token).
+        if not (List.isEmpty (app.ApplicationServices.GetRequiredService<ServiceContext>()).Config.CorsOrigins) then
+            app.UseCors() |> ignore
+
+        app.UseGiraffeErrorHandler(ErrorHandlers.problemDetails).UseGiraffe(Routes.pipeline Routes.endpoints)
         |> ignore
 
     /// The `http://` URL Kestrel binds for a configuration (IPv6 literals bracketed).
@@ -125,7 +176,7 @@ module Startup =
                 web
                     .UseKestrel(fun k ->
                         k.AddServerHeader <- false
-                        k.Limits.MaxRequestBodySize <- Nullable(int64 RequestLimits.Default.MaxJsonBodyBytes))
+                        k.Limits.MaxRequestBodySize <- Nullable(int64 context.Config.MaxJsonBodyBytes))
                     .UseUrls(urlFor context.Config)
                     .Configure(configureApp)
                 |> ignore)

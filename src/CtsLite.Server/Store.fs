@@ -102,6 +102,11 @@ module SqliteStore =
             ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
             CREATE INDEX runs_by_tool ON runs (tool_id, created_at);
             """
+        3,
+        """
+            ALTER TABLE uploads ADD COLUMN last_used_at TEXT;
+            CREATE INDEX artifacts_by_created ON artifacts (created_at);
+            """
     ]
 
     /// The schema version this build creates and understands.

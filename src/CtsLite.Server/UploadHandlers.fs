@@ -166,6 +166,7 @@ module UploadHandlers =
 
                         if not isNew then
                             File.Delete path
+                            svc.Runs.TouchUpload(stored.UploadId, record.CreatedAt)
 
                         return Stored(stored, isNew)
             finally
@@ -188,75 +189,88 @@ module UploadHandlers =
 
             if ctx.Request.ContentLength.HasValue && ctx.Request.ContentLength.Value > limit then
                 return! Problem.payloadTooLarge limit next ctx
+            elif not (svc.Uploads.TryEnter()) then
+                return!
+                    (setHttpHeader "Retry-After" "5"
+                     >=> Problem.write
+                         StatusCodes.Status429TooManyRequests
+                         $"{svc.Uploads.Limit} uploads are already streaming (max_concurrent_uploads); retry later"
+                         [])
+                        next
+                        ctx
             else
-                let contentType = ctx.Request.ContentType |> Option.ofObj |> Option.defaultValue ""
+                try
+                    let contentType = ctx.Request.ContentType |> Option.ofObj |> Option.defaultValue ""
 
-                let! source = task {
-                    if contentType.StartsWith("multipart/form-data", StringComparison.OrdinalIgnoreCase) then
-                        let boundary =
-                            HeaderUtilities.RemoveQuotes(MediaTypeHeaderValue.Parse(contentType).Boundary).Value
+                    let! source = task {
+                        if contentType.StartsWith("multipart/form-data", StringComparison.OrdinalIgnoreCase) then
+                            let boundary =
+                                HeaderUtilities.RemoveQuotes(MediaTypeHeaderValue.Parse(contentType).Boundary).Value
 
-                        let reader = MultipartReader(boundary, ctx.Request.Body)
-                        let mutable found = None
-                        let mutable finished = false
+                            let reader = MultipartReader(boundary, ctx.Request.Body)
+                            let mutable found = None
+                            let mutable finished = false
 
-                        while not finished do
-                            let! section = reader.ReadNextSectionAsync ctx.RequestAborted
+                            while not finished do
+                                let! section = reader.ReadNextSectionAsync ctx.RequestAborted
 
-                            match section with
-                            | null -> finished <- true
-                            | s ->
-                                match ContentDispositionHeaderValue.TryParse(s.ContentDisposition) with
-                                | true, cd when cd.FileName.HasValue || cd.FileNameStar.HasValue ->
-                                    let name =
-                                        if cd.FileNameStar.HasValue then
-                                            cd.FileNameStar.Value
-                                        else
-                                            HeaderUtilities.RemoveQuotes(cd.FileName).Value
+                                match section with
+                                | null -> finished <- true
+                                | s ->
+                                    match ContentDispositionHeaderValue.TryParse(s.ContentDisposition) with
+                                    | true, cd when cd.FileName.HasValue || cd.FileNameStar.HasValue ->
+                                        let name =
+                                            if cd.FileNameStar.HasValue then
+                                                cd.FileNameStar.Value
+                                            else
+                                                HeaderUtilities.RemoveQuotes(cd.FileName).Value
 
-                                    found <- Some(name, s.Body)
-                                    finished <- true
-                                | _ -> ()
+                                        found <- Some(name, s.Body)
+                                        finished <- true
+                                    | _ -> ()
 
-                        return found
-                    else
-                        let name =
-                            match
-                                ctx.Request.Headers["X-Filename"].ToString(), ctx.Request.Query["filename"].ToString()
-                            with
-                            | "", "" -> "upload"
-                            | "", q -> q
-                            | h, _ -> h
+                            return found
+                        else
+                            let name =
+                                match
+                                    ctx.Request.Headers["X-Filename"].ToString(),
+                                    ctx.Request.Query["filename"].ToString()
+                                with
+                                | "", "" -> "upload"
+                                | "", q -> q
+                                | h, _ -> h
 
-                        return Some(name, ctx.Request.Body)
-                }
+                            return Some(name, ctx.Request.Body)
+                    }
 
-                match source with
-                | None -> return! Problem.badRequest "the multipart body has no file part" next ctx
-                | Some(name, body) ->
-                    try
-                        match! store svc (cleanName name) body ctx.RequestAborted with
-                        | TooLarge -> return! Problem.payloadTooLarge limit next ctx
-                        | Unaccepted ->
-                            return!
-                                Problem.write
-                                    StatusCodes.Status415UnsupportedMediaType
-                                    "the content is not an rlog/qlog (zstd, bzip2 or raw Cap'n Proto), a CSV or a DBC file"
-                                    []
-                                    next
-                                    ctx
-                        | Stored(upload, isNew) ->
-                            ctx.Response.Headers.Location <- $"/v1/uploads/{upload.UploadId}"
+                    match source with
+                    | None -> return! Problem.badRequest "the multipart body has no file part" next ctx
+                    | Some(name, body) ->
+                        try
+                            match! store svc (cleanName name) body ctx.RequestAborted with
+                            | TooLarge -> return! Problem.payloadTooLarge limit next ctx
+                            | Unaccepted ->
+                                return!
+                                    Problem.write
+                                        StatusCodes.Status415UnsupportedMediaType
+                                        "the content is not an rlog/qlog (zstd, bzip2 or raw Cap'n Proto), a CSV or a DBC file"
+                                        []
+                                        next
+                                        ctx
+                            | Stored(upload, isNew) ->
+                                ctx.Response.Headers.Location <- $"/v1/uploads/{upload.UploadId}"
 
-                            let status =
-                                if isNew then
-                                    StatusCodes.Status201Created
-                                else
-                                    StatusCodes.Status200OK
+                                let status =
+                                    if isNew then
+                                        StatusCodes.Status201Created
+                                    else
+                                        StatusCodes.Status200OK
 
-                            return! (setStatusCode status >=> json (wire upload)) next ctx
-                    with :? BadHttpRequestException as e when e.StatusCode = StatusCodes.Status413PayloadTooLarge ->
-                        return! Problem.payloadTooLarge limit next ctx
+                                return! (setStatusCode status >=> json (wire upload)) next ctx
+                        with :? BadHttpRequestException as e when e.StatusCode = StatusCodes.Status413PayloadTooLarge ->
+                            return! Problem.payloadTooLarge limit next ctx
+                finally
+                    svc.Uploads.Exit()
         }
 
     let private withUpload (args: RouteArgs) (f: ServiceContext -> UploadRecord -> HttpHandler) : HttpHandler =

@@ -78,6 +78,33 @@ let precedence =
             Expect.isTrue (System.IO.Path.IsPathRooted c.DataDir) "absolute"
             Expect.isTrue (c.DataDir.EndsWith "x/y") "kept the rest"
         }
+        test "limits, retention and CORS keys: defaults, the file and the variables" {
+            let d = loadOk None [] []
+            Expect.equal d.RetentionDays 7 "retention 7 days"
+            Expect.equal d.CorsOrigins [] "no CORS"
+            Expect.equal d.MaxJsonBodyBytes (1024 * 1024) "JSON 1 MiB"
+            Expect.equal d.SseKeepalive (System.TimeSpan.FromSeconds 15.0) "keepalive 15 s"
+            Expect.equal d.MaxUploadBytes (2L <<< 30) "upload 2 GiB"
+            Expect.equal d.RunTimeout (System.TimeSpan.FromMinutes 30.0) "run timeout 30 min"
+            Expect.equal d.RateLimitPerMinute 600 "600 per minute"
+
+            let toml =
+                "retention_days = 0\ncors_origins = [\"https://a.example\", \"http://localhost:3000/\"]\nmax_concurrent_uploads = 2\nmax_queued_runs = 5\nmax_json_body_bytes = 4096\nsse_keepalive_s = 3\n"
+
+            let c = loadOk (Some "/c.toml") [] [ "/c.toml", toml ]
+            Expect.equal c.RetentionDays 0 "0 keeps forever"
+
+            Expect.equal
+                c.CorsOrigins
+                [ "https://a.example"; "http://localhost:3000" ]
+                "origins, trailing slash dropped"
+
+            Expect.equal (c.MaxConcurrentUploads, c.MaxQueuedRuns) (2, 5) "upload and queue limits"
+            Expect.equal (c.MaxJsonBodyBytes, c.SseKeepalive.TotalSeconds) (4096, 3.0) "JSON body, keepalive"
+
+            let v = loadOk None [ "CTS_CORS_ORIGINS", "https://a.example, *" ] []
+            Expect.equal v.CorsOrigins [ "https://a.example"; "*" ] "comma-separated variable"
+        }
         testProperty "every valid port from the environment is taken" (fun (p: uint16) ->
             (loadOk None [ "CTS_API_PORT", string p ] []).ApiPort = int p)
         test "unrelated CTS_ variables produce a warning, known foreign ones do not" {
@@ -106,6 +133,12 @@ let badValues =
                 "CTS_LOG_LEVEL", "loud", "information"
                 "CTS_ENVIRONMENT", "staging", "development or production"
                 "CTS_DATA_DIR", "", "folder"
+                "CTS_CORS_ORIGINS", "https://a.example/app", "origins"
+                "CTS_CORS_ORIGINS", "ftp://a.example", "origins"
+                "CTS_RETENTION_DAYS", "-1", "days"
+                "CTS_MAX_CONCURRENT_UPLOADS", "0", "1 to 1024"
+                "CTS_MAX_JSON_BODY_BYTES", "10", "bytes"
+                "CTS_SSE_KEEPALIVE_S", "0", "seconds"
             ]
 
             for variable, value, expected in cases do

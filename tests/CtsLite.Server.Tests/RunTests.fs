@@ -632,7 +632,7 @@ let all =
                 CancelRequested = false
             }
 
-            runs.CreateRun(run, None) |> ignore
+            runs.CreateRun(run, None, 1000) |> ignore
             // A worker of a process that then died: its lease ran out a minute ago.
             let claimed =
                 runs.ClaimNext("dead-worker", now.AddMinutes -2.0, now.AddMinutes -1.0)

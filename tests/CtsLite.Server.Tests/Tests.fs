@@ -11,5 +11,6 @@ let all =
         RunTests.all
         RunTests.authTests
         RunTests.openApiTests
+        LimitsTests.all
         ProcessTests.all
     ]
