@@ -414,12 +414,15 @@ let main argv =
         Environment.ProcessorCount
         (Runtime.InteropServices.RuntimeInformation.OSDescription)
 
-    printfn ""
-    printfn "| %-40s | %12s | %10s | %10s |" "benchmark" "ops/s" "ns/op" "B/op"
-    printfn "|%s|%s|%s|%s|" (String('-', 42)) (String('-', 14)) (String('-', 12)) (String('-', 12))
+    let httpLoad = argv |> Array.tryFindIndex ((=) "--http-load")
 
-    for r in pipelineBenchmarks iterations do
-        report r
+    if httpLoad.IsNone then
+        printfn ""
+        printfn "| %-40s | %12s | %10s | %10s |" "benchmark" "ops/s" "ns/op" "B/op"
+        printfn "|%s|%s|%s|%s|" (String('-', 42)) (String('-', 14)) (String('-', 12)) (String('-', 12))
+
+        for r in pipelineBenchmarks iterations do
+            report r
 
     let shared =
         match Environment.GetEnvironmentVariable "CTS_SHARED_DIR" with
@@ -428,7 +431,19 @@ let main argv =
         | dir -> dir
 
     if Directory.Exists shared then
-        if argv |> Array.contains "--tools" then
+        if httpLoad.IsSome then
+            // `--http-load [seconds]`: only the loopback load (30 s unless given).
+            let seconds =
+                argv
+                |> Array.tryItem (httpLoad.Value + 1)
+                |> Option.bind (fun s ->
+                    match Double.TryParse(s, Globalization.CultureInfo.InvariantCulture) with
+                    | true, v -> Some v
+                    | false, _ -> None)
+                |> Option.defaultValue 30.0
+
+            HttpLoad.run shared 64 (TimeSpan.FromSeconds seconds)
+        elif argv |> Array.contains "--tools" then
             // Only the tool runs, against a quick decode measurement of the same log.
             let log = Path.Combine(shared, "data", "rlogs", "synthetic", "default.rlog.zst")
             logPass [ log ] 2 |> ignore

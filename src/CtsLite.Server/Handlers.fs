@@ -121,36 +121,84 @@ module Handlers =
                 ()
     }
 
-    /// `GET /v1/health`: 200 when every check passes, 503 otherwise.
+    /// What the health checks found, and when.
+    type private HealthSnapshot = {
+        Checks: Api.HealthCheck array
+        DatabaseBytes: int64
+        Totals: StorageTotals
+        Taken: int64
+    }
+
+    /// The last snapshot of a service (or the one being taken).
+    type private HealthState() =
+        member val Current: Task<HealthSnapshot> option = None with get, set
+
+    let private healthStates =
+        Runtime.CompilerServices.ConditionalWeakTable<ServiceContext, HealthState>()
+
+    /// How long a health snapshot answers: probes and monitors polling at any rate cost the disk
+    /// and the database at most one round of checks a second.
+    let healthMaxAge = TimeSpan.FromSeconds 1.0
+
+    let private takeSnapshot (svc: ServiceContext) : Task<HealthSnapshot> = task {
+        let storeCheck (ct: CancellationToken) = task {
+            let! result = svc.Store.Check ct
+            return result |> Result.mapError StoreError.describe
+        }
+
+        // Shared by every caller: no single caller's disconnect may cancel it.
+        let! checks =
+            Task.WhenAll(
+                runCheck "data_dir_writable" (checkDataDir svc.Config.DataDir) CancellationToken.None,
+                runCheck "store_reachable" storeCheck CancellationToken.None
+            )
+
+        let healthy = checks |> Array.forall (fun c -> c.Status = "pass")
+
+        // The totals come from the store; when it is down the checks already say so.
+        let totals =
+            if healthy then
+                try
+                    svc.Runs.Storage()
+                with :? Data.Common.DbException ->
+                    StorageTotals.Empty
+            else
+                StorageTotals.Empty
+
+        return {
+            Checks = checks
+            DatabaseBytes = svc.Store.SizeBytes()
+            Totals = totals
+            Taken = Stopwatch.GetTimestamp()
+        }
+    }
+
+    let private snapshot (svc: ServiceContext) : Task<HealthSnapshot> =
+        let state = healthStates.GetValue(svc, (fun _ -> HealthState()))
+
+        lock state (fun () ->
+            match state.Current with
+            | Some t when
+                not t.IsCompleted
+                || (t.IsCompletedSuccessfully
+                    && Stopwatch.GetElapsedTime t.Result.Taken < healthMaxAge)
+                ->
+                t
+            | _ ->
+                let t = takeSnapshot svc
+                state.Current <- Some t
+                t)
+
+    /// `GET /v1/health`: 200 when every check passes, 503 otherwise. The checks run at most once
+    /// per `healthMaxAge`; callers in between share the last result.
     let health: HttpHandler =
         fun (next: HttpFunc) (ctx: HttpContext) -> task {
             let svc = service ctx
-
-            let storeCheck (ct: CancellationToken) = task {
-                let! result = svc.Store.Check ct
-                return result |> Result.mapError StoreError.describe
-            }
-
-            let! checks =
-                Task.WhenAll(
-                    runCheck "data_dir_writable" (checkDataDir svc.Config.DataDir) ctx.RequestAborted,
-                    runCheck "store_reachable" storeCheck ctx.RequestAborted
-                )
-
-            let healthy = checks |> Array.forall (fun c -> c.Status = "pass")
+            let! snap = snapshot svc
+            let healthy = snap.Checks |> Array.forall (fun c -> c.Status = "pass")
             let now = svc.Time.GetUtcNow()
             let uptime = now - svc.StartedAt
-
-            let database = svc.Store.SizeBytes()
-            // The totals come from the store; when it is down the checks already say so.
-            let totals =
-                if healthy then
-                    try
-                        svc.Runs.Storage()
-                    with :? Data.Common.DbException ->
-                        StorageTotals.Empty
-                else
-                    StorageTotals.Empty
+            let totals = snap.Totals
 
             let body: Api.HealthResponse = {
                 Status = if healthy then "healthy" else "unhealthy"
@@ -158,16 +206,16 @@ module Handlers =
                 Uptime = formatUptime uptime
                 UptimeSeconds = Math.Round(uptime.TotalSeconds, 3)
                 Timestamp = now
-                StoreSizeBytes = database + totals.UploadBytes + totals.ArtifactBytes
+                StoreSizeBytes = snap.DatabaseBytes + totals.UploadBytes + totals.ArtifactBytes
                 Storage = {
-                    DatabaseBytes = database
+                    DatabaseBytes = snap.DatabaseBytes
                     Uploads = totals.Uploads
                     UploadBytes = totals.UploadBytes
                     Artifacts = totals.Artifacts
                     ArtifactBytes = totals.ArtifactBytes
                     RetentionDays = svc.Config.RetentionDays
                 }
-                Checks = List.ofArray checks
+                Checks = List.ofArray snap.Checks
             }
 
             let status =
@@ -189,14 +237,27 @@ module Handlers =
 
         json body
 
-    /// `GET /v1/capabilities`: only tools and monitors that actually run.
+    let private capabilityBodies =
+        Runtime.CompilerServices.ConditionalWeakTable<ServiceContext, byte array>()
+
+    /// `GET /v1/capabilities`: only tools and monitors that actually run. The document cannot
+    /// change while the service runs, so it is serialized once.
     let capabilities: HttpHandler =
         fun (next: HttpFunc) (ctx: HttpContext) ->
-            let body: Api.CapabilitiesResponse = {
-                Tools = Catalog.descriptors |> List.map Api.toolCapability
-                Monitors = Catalog.monitors |> List.map Api.toolCapability
-                ApiVersion = Product.ApiVersion
-                Features = (service ctx).Features
-            }
+            let svc = service ctx
 
-            json body next ctx
+            let bytes =
+                capabilityBodies.GetValue(
+                    svc,
+                    fun svc ->
+                        let body: Api.CapabilitiesResponse = {
+                            Tools = Catalog.descriptors |> List.map Api.toolCapability
+                            Monitors = Catalog.monitors |> List.map Api.toolCapability
+                            ApiVersion = Product.ApiVersion
+                            Features = svc.Features
+                        }
+
+                        Text.Json.JsonSerializer.SerializeToUtf8Bytes(body, Json.optionsOf ctx)
+                )
+
+            setBody "application/json; charset=utf-8" bytes next ctx
