@@ -238,10 +238,149 @@ let killTest =
                     Expect.equal events (60L * 71940L) "the whole route was read, from its start"
     })
 
+/// Each tool through the real process: upload an rlog, run on it, follow SSE to `end`, download
+/// every artifact, and compare with a local run of the tool on the same bytes.
+let everyToolTest =
+    testCaseTask "every tool through the real server: upload, run, SSE to end, artifacts equal a local run" (fun () -> task {
+        let source =
+            Path.Combine(TestEnv.sharedDir (), "data", "rlogs", "synthetic", "default.rlog.zst")
+
+        // The local copy is named like an upload (a uuid), so both runs name their input alike.
+        let localDir = TestEnv.tempDir "every-tool-input"
+        let localInput = Path.Combine(localDir, Guid.NewGuid().ToString())
+        File.Copy(source, localInput)
+        let dataDir = TestEnv.tempDir "every-tool-data"
+
+        use server =
+            start [
+                "CTS_API_PORT", "0"
+                "CTS_DATA_DIR", dataDir
+                "CTS_RATE_LIMIT_PER_MINUTE", "0"
+            ]
+
+        let url = waitListening server
+        use http = new HttpClient(Timeout = TimeSpan.FromSeconds 120.0)
+        use content = new ByteArrayContent(File.ReadAllBytes source)
+        content.Headers.Add("X-Filename", "default.rlog.zst")
+        use! uploaded = http.PostAsync(url + "/v1/uploads", content)
+        Expect.equal uploaded.StatusCode HttpStatusCode.Created "uploaded"
+        let! u = uploaded.Content.ReadAsStringAsync()
+
+        let uploadId =
+            JsonDocument.Parse(u).RootElement.GetProperty("upload_id").GetString()
+
+        let uploadDir = Path.Combine(dataDir, "uploads")
+
+        let mask (dirs: string list) (text: string) =
+            let t = dirs |> List.fold (fun (t: string) d -> t.Replace(d, "<dir>")) text
+
+            let t =
+                Regex.Replace(t, "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>")
+
+            Regex.Replace(t, @"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}[^""<,\s]*", "<time>")
+
+        let tools = [
+            "cruise-control-analyzer", "{}"
+            "rlog-to-csv", """{"window_start":20,"window_dur":10}"""
+            "can-bitwatch", """{"window_start":20,"window_dur":10,"watch":["0x390:B4b1","0x13C:B0b0"]}"""
+            "signal-export",
+            """{"dbc":"subaru_global_2017_generated.dbc","signals":["Wheel_Speeds.FL","Cruise_Buttons.Set"],"rate_hz":5}"""
+            "log-summary", "{}"
+        ]
+
+        Expect.equal
+            (tools |> List.map fst |> List.sort)
+            (CtsLite.Tools.Catalog.descriptors |> List.map _.Id |> List.sort)
+            "every registered tool"
+
+        for toolId, parameters in tools do
+            let body =
+                $"""{{"tool_id":"{toolId}","params":{parameters},"input":{{"type":"upload","value":"{uploadId}"}}}}"""
+
+            use request = new StringContent(body, Text.Encoding.UTF8, "application/json")
+            use! created = http.PostAsync(url + "/v1/runs", request)
+            let! c = created.Content.ReadAsStringAsync()
+            Expect.equal created.StatusCode HttpStatusCode.Accepted $"{toolId}: accepted ({c})"
+            let runId = JsonDocument.Parse(c).RootElement.GetProperty("run_id").GetString()
+
+            // Follow the SSE stream until the server ends it.
+            use! stream = http.GetStreamAsync($"{url}/v1/runs/{runId}/logs")
+            use reader = new StreamReader(stream)
+            let! sse = reader.ReadToEndAsync()
+
+            let events = [
+                for m in Regex.Matches(sse, @"event: (\w+)\ndata: (.*)\n") -> m.Groups[1].Value, m.Groups[2].Value
+            ]
+
+            let lastEvent, lastData = List.last events
+            Expect.equal lastEvent "end" $"{toolId}: the stream ends with end"
+
+            Expect.equal
+                (JsonDocument.Parse(lastData).RootElement.GetProperty("status").GetString())
+                "completed"
+                $"{toolId}: completed ({lastData})"
+
+            let tool = (CtsLite.Tools.Catalog.tryFind toolId).Value
+            use doc = JsonDocument.Parse parameters
+
+            let validated =
+                CtsLite.Tools.Parameters.validateFor tool (CtsLite.Server.RunParameters.ofObject doc.RootElement)
+                |> Result.defaultWith (failwithf "%A")
+
+            let localOut = TestEnv.tempDir "every-tool-local"
+
+            let local =
+                tool.Run {
+                    Input = localInput
+                    Parameters = validated
+                    OutputDir = localOut
+                    Progress = ignore
+                    Log = fun _ _ -> ()
+                    Cancellation = CancellationToken.None
+                    ResolveFile = Ok
+                }
+
+            let expected =
+                match local with
+                | Ok output -> output.Artifacts |> List.sort
+                | Error e -> failtestf "%s: local run failed: %A" toolId e
+
+            let! listing = http.GetStringAsync($"{url}/v1/runs/{runId}/artifacts")
+
+            let artifacts =
+                JsonDocument.Parse(listing).RootElement.GetProperty("artifacts").EnumerateArray()
+                |> List.ofSeq
+
+            Expect.equal
+                (artifacts
+                 |> List.map (fun a -> a.GetProperty("filename").GetString())
+                 |> List.sort)
+                expected
+                $"{toolId}: the same files"
+
+            for a in artifacts do
+                let name = a.GetProperty("filename").GetString()
+                let! bytes = http.GetByteArrayAsync(url + a.GetProperty("download_url").GetString())
+
+                Expect.equal
+                    (Convert.ToHexString(Security.Cryptography.SHA256.HashData bytes).ToLowerInvariant())
+                    (a.GetProperty("sha256").GetString())
+                    $"{toolId}/{name}: sha256"
+
+                let ours =
+                    mask [ uploadDir; Path.Combine(dataDir, "runs") ] (Text.Encoding.UTF8.GetString bytes)
+
+                let theirs =
+                    mask [ localDir; localOut ] (File.ReadAllText(Path.Combine(localOut, name)))
+
+                Expect.equal ours theirs $"{toolId}/{name}: equal to the local run"
+    })
+
 let all =
     testSequenced
     <| testList "server process" [
         killTest
+        everyToolTest
         testCaseTask "serves /v1/health on a loopback port and stops gracefully on SIGTERM" (fun () -> task {
             Expect.isTrue (File.Exists(serverDll ())) $"server built at {serverDll ()}"
             let dataDir = TestEnv.tempDir "proc"
