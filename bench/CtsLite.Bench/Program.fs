@@ -286,13 +286,49 @@ let private logBenchmarks (shared: string) (repeats: int) =
 
 /// Whole tool runs in process (reading, analysis, every artifact written), best of `repeats`,
 /// against the time to decode the same log with every CAN frame (`decodeSeconds`).
-let private toolBenchmarks (shared: string) (repeats: int) (decodeSeconds: float) =
+/// Runs one tool `n` times on the 1-minute Subaru rlog with default parameters: a steady load to
+/// attach a profiler to (`dotnet-trace collect -- dotnet CtsLite.Bench.dll --tool-loop ID N`).
+let private toolLoop (shared: string) (toolId: string) (n: int) =
+    let log = Path.Combine(shared, "data", "rlogs", "synthetic", "default.rlog.zst")
+    let tool = (CtsLite.Tools.Catalog.tryFind toolId).Value
+    let out = Path.Combine(Path.GetTempPath(), $"ctslite-loop-{Guid.NewGuid():N}")
+    Directory.CreateDirectory out |> ignore
+
+    let parameters =
+        CtsLite.Tools.Parameters.validateFor tool []
+        |> Result.defaultWith (failwithf "%A")
+
+    let started = Stopwatch.GetTimestamp()
+
+    for _ in 1..n do
+        match
+            tool.Run {
+                Input = log
+                Parameters = parameters
+                OutputDir = out
+                Progress = ignore
+                Log = fun _ _ -> ()
+                Cancellation = Threading.CancellationToken.None
+                ResolveFile = Ok
+            }
+        with
+        | Ok _ -> ()
+        | Error e -> failwithf "%A" e
+
+    printfn "%s: %d runs, %.1f ms each" toolId n (Stopwatch.GetElapsedTime(started).TotalMilliseconds / float n)
+    Directory.Delete(out, true)
+
+/// Each tool on the 1-minute Subaru rlog, all artifacts written, each run into a fresh folder (as
+/// the service and `cts run` do). Runs alternate with a decode pass (c) of the same log, so each
+/// ratio compares two figures taken under the same load; the table gives the best tool time, the
+/// best decode time and the median of the paired ratios.
+let private toolBenchmarks (shared: string) (repeats: int) =
     let log = Path.Combine(shared, "data", "rlogs", "synthetic", "default.rlog.zst")
 
-    let out =
+    let root =
         Path.Combine(Path.GetTempPath(), $"ctslite-bench-tools-{Guid.NewGuid():N}")
 
-    Directory.CreateDirectory out |> ignore
+    Directory.CreateDirectory root |> ignore
 
     let runOnce (tool: CtsLite.Tools.Tool) (given: (string * string) list) =
         let parameters =
@@ -300,6 +336,8 @@ let private toolBenchmarks (shared: string) (repeats: int) (decodeSeconds: float
                 tool
                 (given |> List.map (fun (k, v) -> k, CtsLite.Tools.ParameterInput.Text v))
             |> Result.defaultWith (failwithf "%A")
+
+        let out = Path.Combine(root, Guid.NewGuid().ToString("N"))
 
         let ctx: CtsLite.Tools.ToolContext = {
             Input = log
@@ -313,13 +351,24 @@ let private toolBenchmarks (shared: string) (repeats: int) (decodeSeconds: float
 
         let started = Stopwatch.GetTimestamp()
 
-        match tool.Run ctx with
-        | Ok _ -> Stopwatch.GetElapsedTime(started).TotalSeconds
-        | Error e -> failwithf "%A" e
+        let seconds =
+            match tool.Run ctx with
+            | Ok _ -> Stopwatch.GetElapsedTime(started).TotalSeconds
+            | Error e -> failwithf "%A" e
+
+        Directory.Delete(out, true)
+        seconds
 
     printfn ""
-    printfn "| %-58s | %9s | %14s |" "tool run on the 1-minute Subaru rlog (all artifacts)" "ms" "× decode (c)"
-    printfn "|%s|%s|%s|" (String('-', 60)) (String('-', 11)) (String('-', 16))
+
+    printfn
+        "| %-52s | %9s | %10s | %15s |"
+        "tool run on the 1-minute Subaru rlog (all artifacts)"
+        "best ms"
+        "decode ms"
+        "× decode (med.)"
+
+    printfn "|%s|%s|%s|%s|" (String('-', 54)) (String('-', 11)) (String('-', 12)) (String('-', 17))
 
     for name, tool, given in
         [
@@ -336,10 +385,26 @@ let private toolBenchmarks (shared: string) (repeats: int) (decodeSeconds: float
             ]
         ] do
         runOnce tool given |> ignore // warm-up
-        let best = [ for _ in 1..repeats -> runOnce tool given ] |> List.min
-        printfn "| %-58s | %9.1f | %14.2f |" name (best * 1000.0) (best / decodeSeconds)
+        logPass [ log ] 2 |> ignore
 
-    Directory.Delete(out, true)
+        let pairs = [
+            for _ in 1..repeats ->
+                let decode = (logPass [ log ] 2).Seconds
+                let run = runOnce tool given
+                run, decode
+        ]
+
+        let ratios = pairs |> List.map (fun (r, d) -> r / d) |> List.sort
+        let median = ratios[ratios.Length / 2]
+
+        printfn
+            "| %-52s | %9.1f | %10.1f | %15.2f |"
+            name
+            ((pairs |> List.map fst |> List.min) * 1000.0)
+            ((pairs |> List.map snd |> List.min) * 1000.0)
+            median
+
+    Directory.Delete(root, true)
 
 /// Decoding every WHEEL_SPEEDS signal of the real comma2k19 frames (8 signals, Motorola, scaled).
 let private signalBenchmark (shared: string) (quick: bool) =
@@ -431,28 +496,28 @@ let main argv =
         | dir -> dir
 
     if Directory.Exists shared then
-        if httpLoad.IsSome then
-            // `--http-load [seconds]`: only the loopback load (30 s unless given).
-            let seconds =
-                argv
-                |> Array.tryItem (httpLoad.Value + 1)
-                |> Option.bind (fun s ->
-                    match Double.TryParse(s, Globalization.CultureInfo.InvariantCulture) with
-                    | true, v -> Some v
-                    | false, _ -> None)
-                |> Option.defaultValue 30.0
+        match argv |> Array.tryFindIndex ((=) "--tool-loop") with
+        | Some i when i + 2 < argv.Length -> toolLoop shared argv[i + 1] (int argv[i + 2])
+        | _ ->
 
-            HttpLoad.run shared 64 (TimeSpan.FromSeconds seconds)
-        elif argv |> Array.contains "--tools" then
-            // Only the tool runs, against a quick decode measurement of the same log.
-            let log = Path.Combine(shared, "data", "rlogs", "synthetic", "default.rlog.zst")
-            logPass [ log ] 2 |> ignore
-            let decode = [ for _ in 1..5 -> (logPass [ log ] 2).Seconds ] |> List.min
-            toolBenchmarks shared 7 decode
-        else
-            let decodeSeconds = logBenchmarks shared (if quick then 1 else 5)
-            toolBenchmarks shared (if quick then 2 else 7) decodeSeconds
-            signalBenchmark shared quick
+            if httpLoad.IsSome then
+                // `--http-load [seconds]`: only the loopback load (30 s unless given).
+                let seconds =
+                    argv
+                    |> Array.tryItem (httpLoad.Value + 1)
+                    |> Option.bind (fun s ->
+                        match Double.TryParse(s, Globalization.CultureInfo.InvariantCulture) with
+                        | true, v -> Some v
+                        | false, _ -> None)
+                    |> Option.defaultValue 30.0
+
+                HttpLoad.run shared 64 (TimeSpan.FromSeconds seconds)
+            elif argv |> Array.contains "--tools" then
+                toolBenchmarks shared 15
+            else
+                logBenchmarks shared (if quick then 1 else 5) |> ignore
+                toolBenchmarks shared (if quick then 3 else 15)
+                signalBenchmark shared quick
     else
         eprintfn "log benchmarks skipped: shared data not found at %s (set CTS_SHARED_DIR)" shared
 

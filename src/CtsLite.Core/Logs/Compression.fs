@@ -85,7 +85,8 @@ type internal LimitedStream(inner: Stream, compressed: Stream, options: ReaderOp
 [<Sealed>]
 type internal ReadAheadStream(inner: LimitedStream) =
     inherit Stream()
-    static let chunkSize = 1 <<< 16
+    // 256 KiB: few enough hand-overs per log that waiting (which spins briefly) stays cheap.
+    static let chunkSize = 1 <<< 18
     static let depth = 4
     // A ring of chunks: the worker fills slot w, the reader drains slot r; two semaphores count
     // full and free slots, so nothing is allocated per chunk.

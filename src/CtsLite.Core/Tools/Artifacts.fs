@@ -60,6 +60,8 @@ module Artifacts =
     let writeResult (dir: string) (name: string) (write: TextWriter -> Result<'a, 'e>) : Result<'a, 'e> =
         let path = Path.Combine(dir, name)
         let temp = Path.Combine(dir, $".{name}.{Guid.NewGuid():N}.tmp")
+        // A tool may be handed a folder that does not exist yet (a library caller's choice).
+        Directory.CreateDirectory dir |> ignore
 
         try
             let result =

@@ -178,6 +178,7 @@ type internal FrameStore() =
     let mutable keys = Pool.rent<int>(1 <<< 18)
     let mutable offsets = Pool.rent<int>(1 <<< 18)
     let mutable lengths = Pool.rent<byte>(1 <<< 18)
+    let mutable words = Pool.rent<uint64>(1 <<< 18)
     let mutable bytes = Pool.rent<byte>(1 <<< 21)
     let mutable count = 0
     let mutable used = 0
@@ -192,6 +193,7 @@ type internal FrameStore() =
             Pool.give keys
             Pool.give offsets
             Pool.give lengths
+            Pool.give words
             Pool.give bytes
             Pool.give shortKeys
 
@@ -202,6 +204,13 @@ type internal FrameStore() =
 
     member _.Payload(i: int) =
         ReadOnlySpan<byte>(bytes, offsets[i], int lengths[i])
+
+    /// The payload's length in bytes.
+    member _.Length(i: int) = int lengths[i]
+
+    /// The payload's first 8 bytes as one little-endian number (zero-padded), so bit `g` of the
+    /// payload (global LSB numbering) is bit `g` of the word; whole for payloads of ≤ 8 bytes.
+    member _.Word(i: int) = words[i]
 
     member _.PayloadArray(i: int) =
         Array.sub bytes offsets[i] (int lengths[i])
@@ -235,18 +244,32 @@ type internal FrameStore() =
             || count = keys.Length
             || count = offsets.Length
             || count = lengths.Length
+            || count = words.Length
         then
             let n = count * 2
             Pool.grow &times n
             Pool.grow &keys n
             Pool.grow &offsets n
             Pool.grow &lengths n
+            Pool.grow &words n
 
         if used + payload.Length > bytes.Length then
             Pool.grow &bytes (max (bytes.Length * 2) (used + payload.Length))
 
         let len = min payload.Length 255
         payload.Slice(0, len).CopyTo(Span<byte>(bytes, used, len))
+
+        words[count] <-
+            if len >= 8 then
+                Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian payload
+            else
+                let mutable w = 0UL
+
+                for j in 0 .. len - 1 do
+                    w <- w ||| (uint64 payload[j] <<< (8 * j))
+
+                w
+
         times[count] <- ns
         keys[count] <- key
         offsets[count] <- used
@@ -272,28 +295,157 @@ type internal FrameStore() =
 
         result
 
-/// Distinct payloads, exact: payloads of up to 8 bytes are kept as a number and their length,
-/// longer ones as hex text.
+/// Distinct payloads, exact, without clearing cost: an open-addressing set of (first 8 bytes,
+/// length) whose slots count as empty unless stamped with the current generation, so `Reset`
+/// is O(1) however many payloads the previous key had. Payloads over 8 bytes go to a string set.
 type internal UniquePayloads() =
-    let short = HashSet<struct (uint64 * int)>()
+    let mutable words = Array.zeroCreate<uint64> 1024
+    let mutable lengths = Array.zeroCreate<byte> 1024
+    let mutable stamps = Array.zeroCreate<int> 1024
+    let mutable generation = 1
+    let mutable count = 0
     let long = HashSet<string>()
 
-    member _.Add(payload: ReadOnlySpan<byte>) =
-        if payload.Length <= 8 then
-            let mutable v = 0UL
+    let slotOf (word: uint64) (length: int) (mask: int) =
+        // Fibonacci hashing spreads counters and checksums that differ only in a few bits.
+        int (((word ^^^ uint64 length) * 0x9E3779B97F4A7C15UL) >>> 40) &&& mask
 
-            for i in 0 .. payload.Length - 1 do
-                v <- v ||| (uint64 payload[i] <<< (8 * i))
+    let insert (word: uint64) (length: byte) =
+        let mask = words.Length - 1
+        let mutable slot = slotOf word (int length) mask
+        let mutable searching = true
 
-            short.Add(struct (v, payload.Length)) |> ignore
+        while searching do
+            if stamps[slot] <> generation then
+                stamps[slot] <- generation
+                words[slot] <- word
+                lengths[slot] <- length
+                count <- count + 1
+                searching <- false
+            elif words[slot] = word && lengths[slot] = length then
+                searching <- false
+            else
+                slot <- (slot + 1) &&& mask
+
+    let grow () =
+        let oldWords, oldLengths, oldStamps, oldGeneration =
+            words, lengths, stamps, generation
+
+        words <- Array.zeroCreate (oldWords.Length * 2)
+        lengths <- Array.zeroCreate (oldWords.Length * 2)
+        stamps <- Array.zeroCreate (oldWords.Length * 2)
+        generation <- 1
+        count <- 0
+
+        for i in 0 .. oldWords.Length - 1 do
+            if oldStamps[i] = oldGeneration then
+                insert oldWords[i] oldLengths[i]
+
+    member _.Add(store: FrameStore, i: int) =
+        let length = store.Length i
+
+        if length <= 8 then
+            // At most half full, so probes stay short.
+            if count * 2 >= words.Length then
+                grow ()
+
+            insert (store.Word i) (byte length)
         else
-            long.Add(Convert.ToHexString payload) |> ignore
+            long.Add(Convert.ToHexString(store.Payload i)) |> ignore
 
-    member _.Count = short.Count + long.Count
+    member _.Count = count + long.Count
 
     member _.Clear() =
-        short.Clear()
-        long.Clear()
+        generation <- generation + 1
+        count <- 0
+
+        if long.Count > 0 then
+            long.Clear()
+
+/// What the integrity check keeps per (address, bus): the DBC's checksum and counter signals,
+/// what fits the current payload length, and the last counter value.
+[<AllowNullLiteral>]
+type internal KeyIntegrity(checksum: Signal option, counter: Signal option) =
+    member val FitsLength = -1 with get, set
+    member val SumFits = false with get, set
+    member val CounterFits = false with get, set
+    member val HasPrevious = false with get, set
+    member val Previous = 0UL with get, set
+    member _.Checksum = checksum
+    member _.Counter = counter
+
+/// Checksums (Subaru rule: byte 0 sums the address and the other bytes) and counters of every
+/// frame whose DBC message declares them, checked as frames are read — the reading thread waits
+/// on decompression anyway — in log order per (address, bus). Nothing is allocated per frame.
+type internal IntegrityCheck(dbc: Database) =
+    let perKey = ResizeArray<KeyIntegrity>()
+    let bad = ResizeArray<struct (int64 * uint32 * int * string)>()
+    let mutable checkedSums = 0L
+    let mutable badCount = 0L
+    let mutable checkedCounters = 0L
+    let mutable discontinuities = 0L
+
+    member _.FramesChecksumChecked = checkedSums
+    member _.BadChecksumCount = badCount
+    member _.FramesCounterChecked = checkedCounters
+    member _.CounterDiscontinuities = discontinuities
+
+    /// The first 1000 bad frames: (ns, address, bus, payload hex).
+    member _.Bad = bad
+
+    /// Checks frame (`key` = its (address, bus) index in the frame store).
+    member _.Check(key: int, address: uint32, bus: int, ns: int64, payload: ReadOnlySpan<byte>) =
+        while perKey.Count <= key do
+            perKey.Add null
+
+        let mutable k = perKey[key]
+
+        if isNull k then
+            k <-
+                match dbc.TryMessage address with
+                | None -> KeyIntegrity(None, None)
+                | Some m ->
+                    // Only the Subaru rule is checked; messages with another checksum layout
+                    // (Steering's byte 4) are left alone.
+                    KeyIntegrity(
+                        m.Signals
+                        |> List.tryFind (fun s ->
+                            s.Name = "CHECKSUM"
+                            && s.StartBit = 0
+                            && s.Length = 8
+                            && s.ByteOrder = ByteOrder.LittleEndian),
+                        m.Signals |> List.tryFind (fun s -> s.Name = "COUNTER")
+                    )
+
+            perKey[key] <- k
+
+        if k.Checksum.IsSome || k.Counter.IsSome then
+            let length = payload.Length
+
+            if length <> k.FitsLength then
+                k.FitsLength <- length
+                k.SumFits <- k.Checksum.IsSome && length >= 2 && Signal.fits k.Checksum.Value length
+                k.CounterFits <- k.Counter.IsSome && Signal.fits k.Counter.Value length
+
+            if k.SumFits then
+                checkedSums <- checkedSums + 1L
+
+                if not (Checksum.subaruValid address payload) then
+                    badCount <- badCount + 1L
+
+                    if bad.Count < 1000 then
+                        bad.Add(struct (ns, address, bus, Convert.ToHexString payload))
+
+            if k.CounterFits then
+                let c = k.Counter.Value
+                let value = Signal.rawBits c payload
+                checkedCounters <- checkedCounters + 1L
+
+                if k.HasPrevious && not (Checksum.counterFollows c.Length k.Previous value) then
+                    discontinuities <- discontinuities + 1L
+
+                k.HasPrevious <- true
+                k.Previous <- value
 
 /// The cruise-control analysis as a function of the log's frames (Subaru global platform).
 [<RequireQualifiedAccess>]
@@ -486,38 +638,98 @@ module CruiseControl =
 
             Some(snd speeds[best])
 
-    /// Rises (0→1) and falls (1→0) of each bit over consecutive frames (payloads zero-padded),
-    /// indexed by global LSB bit number.
-    let internal bitCounts (store: FrameStore) (indices: int array) : int array * int array =
+    /// The `n` bits that flipped most (rises + falls), most first, ties to the lower bit; bits
+    /// that never flipped are left out. A selection over ints: this runs for every key and window.
+    let internal top (n: int) (rises: int array) (falls: int array) : (int * int) list =
+        let taken = Array.zeroCreate<bool> rises.Length
+
+        [
+            let mutable go = true
+            let mutable k = 0
+
+            while go && k < n do
+                let mutable best = -1
+                let mutable bestFlips = 0
+
+                for bit in 0 .. rises.Length - 1 do
+                    let flips = rises[bit] + falls[bit]
+
+                    if not taken[bit] && flips > bestFlips then
+                        best <- bit
+                        bestFlips <- flips
+
+                if best < 0 then
+                    go <- false
+                else
+                    taken[best] <- true
+                    k <- k + 1
+                    best, bestFlips
+        ]
+
+    /// Whether frames `i` and `j` carry the same payload.
+    let internal samePayload (store: FrameStore) (i: int) (j: int) : bool =
+        let n = store.Length i
+
+        n = store.Length j
+        && (if n <= 8 then
+                store.Word i = store.Word j
+            else
+                (store.Payload i).SequenceEqual(store.Payload j))
+
+    /// Rises (0→1) and falls (1→0) of each bit over consecutive frames `indices[first..stop-1]`
+    /// (payloads zero-padded), indexed by global LSB bit number.
+    let internal bitCountsIn (store: FrameStore) (indices: int array) (first: int) (stop: int) : int array * int array =
         let mutable longest = 0
 
-        for k in 0 .. indices.Length - 1 do
-            longest <- max longest (store.Payload indices[k]).Length
+        for k in first .. stop - 1 do
+            longest <- max longest (store.Length indices[k])
 
         let rises = Array.zeroCreate<int>(longest * 8)
         let falls = Array.zeroCreate<int>(longest * 8)
 
-        for k in 1 .. indices.Length - 1 do
-            let a = store.Payload indices[k - 1]
-            let b = store.Payload indices[k]
-            let n = max a.Length b.Length
+        for k in first + 1 .. stop - 1 do
+            let i = indices[k - 1]
+            let j = indices[k]
 
-            for byteIndex in 0 .. n - 1 do
-                let x = if byteIndex < a.Length then a[byteIndex] else 0uy
-                let y = if byteIndex < b.Length then b[byteIndex] else 0uy
-                let diff = x ^^^ y
+            if store.Length i <= 8 && store.Length j <= 8 then
+                // Only the bits that changed are visited.
+                let after = store.Word j
+                let mutable diff = store.Word i ^^^ after
 
-                if diff <> 0uy then
-                    for bit in 0..7 do
-                        if (diff >>> bit) &&& 1uy = 1uy then
-                            let g = byteIndex * 8 + bit
+                while diff <> 0UL do
+                    let g = Numerics.BitOperations.TrailingZeroCount diff
 
-                            if (y >>> bit) &&& 1uy = 1uy then
-                                rises[g] <- rises[g] + 1
-                            else
-                                falls[g] <- falls[g] + 1
+                    if (after >>> g) &&& 1UL = 1UL then
+                        rises[g] <- rises[g] + 1
+                    else
+                        falls[g] <- falls[g] + 1
+
+                    diff <- diff &&& (diff - 1UL)
+            else
+                let a = store.Payload i
+                let b = store.Payload j
+                let n = max a.Length b.Length
+
+                for byteIndex in 0 .. n - 1 do
+                    let x = if byteIndex < a.Length then a[byteIndex] else 0uy
+                    let y = if byteIndex < b.Length then b[byteIndex] else 0uy
+                    let diff = x ^^^ y
+
+                    if diff <> 0uy then
+                        for bit in 0..7 do
+                            if (diff >>> bit) &&& 1uy = 1uy then
+                                let g = byteIndex * 8 + bit
+
+                                if (y >>> bit) &&& 1uy = 1uy then
+                                    rises[g] <- rises[g] + 1
+                                else
+                                    falls[g] <- falls[g] + 1
 
         rises, falls
+
+    /// `bitCountsIn` over all of `indices`.
+    let internal bitCounts (store: FrameStore) (indices: int array) : int array * int array =
+        bitCountsIn store indices 0 indices.Length
 
     /// The first position in `indices` (time-ordered frame indices) whose time is ≥ `ns`.
     let internal lowerBound (store: FrameStore) (indices: int array) (ns: int64) : int =
@@ -556,6 +768,7 @@ module CruiseControl =
         (decoder: SubaruDecoder)
         (dbc: Database)
         (store: FrameStore)
+        (integrity: IntegrityCheck)
         (firstNs: int64)
         (lastNs: int64)
         (events: int64)
@@ -590,6 +803,7 @@ module CruiseControl =
                     sorted <- false
 
             if not sorted then
+                // Stable: frames of one time keep their log order.
                 byKey[k] <- ix |> Array.sortBy store.Time
 
         let keys = store.Keys
@@ -646,70 +860,6 @@ module CruiseControl =
 
         let relOf i = float (store.Time i - firstNs) / 1e9
 
-        // Checksums and counters of every frame whose DBC message declares them, on another core
-        // while the findings are computed.
-        let integrityTask =
-            Threading.Tasks.Task.Run(fun () ->
-                let mutable checkedSums = 0L
-                let mutable badCount = 0L
-                let bad = ResizeArray<BadChecksum>()
-                let mutable checkedCounters = 0L
-                let mutable discontinuities = 0L
-
-                for k in 0 .. keys.Count - 1 do
-                    let struct (a, b) = keys[k]
-
-                    match dbc.TryMessage a with
-                    | None -> ()
-                    | Some m ->
-                        // Only the Subaru rule (byte 0 sums the address and the other bytes) is checked;
-                        // messages with another checksum layout (Steering's byte 4) are left alone.
-                        let checksum =
-                            m.Signals
-                            |> List.tryFind (fun s ->
-                                s.Name = "CHECKSUM"
-                                && s.StartBit = 0
-                                && s.Length = 8
-                                && s.ByteOrder = ByteOrder.LittleEndian)
-
-                        let counter = m.Signals |> List.tryFind (fun s -> s.Name = "COUNTER")
-                        let mutable previous: uint64 option = None
-
-                        for i in byKey[k] do
-                            let payload = store.Payload i
-
-                            if
-                                checksum.IsSome
-                                && payload.Length >= 2
-                                && Signal.fits checksum.Value payload.Length
-                            then
-                                checkedSums <- checkedSums + 1L
-
-                                if not (Checksum.subaruValid a payload) then
-                                    badCount <- badCount + 1L
-
-                                    if bad.Count < 1000 then
-                                        bad.Add {
-                                            Time = toTime (store.Time i)
-                                            Address = a
-                                            Bus = b
-                                            Payload = Convert.ToHexString payload
-                                        }
-
-                            match counter with
-                            | Some c when Signal.fits c payload.Length ->
-                                let value = Signal.rawBits c payload
-                                checkedCounters <- checkedCounters + 1L
-
-                                match previous with
-                                | Some p when not (Checksum.counterFollows c.Length p value) ->
-                                    discontinuities <- discontinuities + 1L
-                                | _ -> ()
-
-                                previous <- Some value
-                            | _ -> ()
-
-                checkedSums, badCount, List.ofSeq bad, checkedCounters, discontinuities)
 
         // The engaged bit's bus: given, else the address's bus under the same policy as the rest.
         let engagedBus =
@@ -742,13 +892,8 @@ module CruiseControl =
 
                             let rises, falls = bitCounts store frames
 
-                            let top =
-                                [ for bit in 0 .. rises.Length - 1 -> bit, rises[bit], falls[bit] ]
-                                |> List.filter (fun (_, r, f) -> r + f > 0)
-                                |> List.sortBy (fun (bit, r, f) -> -(r + f), bit)
-                                |> List.truncate 10
-
-                            for bit, r, f in top do
+                            for bit, _ in top 10 rises falls do
+                                let r, f = rises[bit], falls[bit]
                                 let penalty, s = score (r + f)
 
                                 {
@@ -880,10 +1025,53 @@ module CruiseControl =
         // key's time-ordered frames.
         let nsOf (rel: float) = firstNs + int64 (Math.Round(rel * 1e9))
 
-        let topBits (rises: int array, falls: int array) =
-            [ for bit in 0 .. rises.Length - 1 -> bit, rises[bit] + falls[bit] ]
-            |> List.filter (fun (_, n) -> n > 0)
-            |> List.sortBy (fun (bit, n) -> -n, bit)
+        // Counts and distinct payloads around each window, on another core while the activity
+        // inside the windows is computed.
+        let segmentCountsTask =
+            Threading.Tasks.Task.Run(fun () -> [
+                if not windows.IsEmpty then
+                    let uPre, uWin, uPost = UniquePayloads(), UniquePayloads(), UniquePayloads()
+
+                    for k in 0 .. keys.Count - 1 do
+                        let ix = byKey[k]
+                        let mutable pre, win, post = 0, 0, 0
+                        uPre.Clear()
+                        uWin.Clear()
+                        uPost.Clear()
+
+                        let count (fromPos: int) (toPos: int) (unique: UniquePayloads) =
+                            for j in fromPos .. toPos - 1 do
+                                unique.Add(store, ix[j])
+
+                            toPos - fromPos
+
+                        for w in windows do
+                            let len = w.WindowEnd.Rel - w.WindowStart.Rel
+                            let preStart = lowerBound store ix (nsOf (w.WindowStart.Rel - len))
+                            let winStart = lowerBound store ix (nsOf w.WindowStart.Rel)
+                            let winStop = upperBound store ix (nsOf w.WindowEnd.Rel)
+                            let postStop = upperBound store ix (nsOf (w.WindowEnd.Rel + len))
+                            pre <- pre + count preStart winStart uPre
+                            win <- win + count winStart winStop uWin
+                            post <- post + count winStop postStop uPost
+
+                        if pre + win + post > 0 then
+                            let struct (a, b) = keys[k]
+
+                            {
+                                Address = a
+                                Bus = b
+                                Pre = pre
+                                Window = win
+                                Post = post
+                                UniquePre = uPre.Count
+                                UniqueWindow = uWin.Count
+                                UniquePost = uPost.Count
+                            }
+            ])
+
+
+        let topBits (rises: int array, falls: int array) = top 5 rises falls
 
         let activity = [
             for w in windows ->
@@ -894,11 +1082,10 @@ module CruiseControl =
                         let stop = upperBound store ix (nsOf w.WindowEnd.Rel)
 
                         if stop - first >= 2 then
-                            let inside = Array.sub ix first (stop - first)
                             let mutable changed = 0
 
-                            for j in 1 .. inside.Length - 1 do
-                                if not ((store.Payload inside[j - 1]).SequenceEqual(store.Payload inside[j])) then
+                            for j in first + 1 .. stop - 1 do
+                                if not (samePayload store ix[j - 1] ix[j]) then
                                     changed <- changed + 1
 
                             if changed > 0 then
@@ -907,60 +1094,16 @@ module CruiseControl =
                                 {
                                     Address = a
                                     Bus = b
-                                    Messages = inside.Length
+                                    Messages = stop - first
                                     Changes = changed
-                                    TopBits = bitCounts store inside |> topBits |> List.truncate 5
+                                    TopBits = bitCountsIn store ix first stop |> topBits
                                 }
                 ]
                 |> List.sortBy (fun a -> -a.Changes, a.Address, a.Bus)
         ]
 
-        let segmentCounts = [
-            if not windows.IsEmpty then
-                let uPre, uWin, uPost = UniquePayloads(), UniquePayloads(), UniquePayloads()
-
-                for k in 0 .. keys.Count - 1 do
-                    let ix = byKey[k]
-                    let mutable pre, win, post = 0, 0, 0
-                    uPre.Clear()
-                    uWin.Clear()
-                    uPost.Clear()
-
-                    let count (fromPos: int) (toPos: int) (unique: UniquePayloads) =
-                        for j in fromPos .. toPos - 1 do
-                            unique.Add(store.Payload ix[j])
-
-                        toPos - fromPos
-
-                    for w in windows do
-                        let len = w.WindowEnd.Rel - w.WindowStart.Rel
-                        let preStart = lowerBound store ix (nsOf (w.WindowStart.Rel - len))
-                        let winStart = lowerBound store ix (nsOf w.WindowStart.Rel)
-                        let winStop = upperBound store ix (nsOf w.WindowEnd.Rel)
-                        let postStop = upperBound store ix (nsOf (w.WindowEnd.Rel + len))
-                        pre <- pre + count preStart winStart uPre
-                        win <- win + count winStart winStop uWin
-                        post <- post + count winStop postStop uPost
-
-                    if pre + win + post > 0 then
-                        let struct (a, b) = keys[k]
-
-                        {
-                            Address = a
-                            Bus = b
-                            Pre = pre
-                            Window = win
-                            Post = post
-                            UniquePre = uPre.Count
-                            UniqueWindow = uWin.Count
-                            UniquePost = uPost.Count
-                        }
-        ]
-
-        let checkedSums, badCount, bad, checkedCounters, discontinuities =
-            integrityTask.Result
-
         let engaged, candidates = candidatesTask.Result
+        let segmentCounts = segmentCountsTask.Result
 
         {
             Files = files
@@ -985,11 +1128,19 @@ module CruiseControl =
             MessageCounts = counts
             BusByAddress = busByAddress
             Integrity = {
-                FramesChecksumChecked = checkedSums
-                BadChecksums = bad
-                BadChecksumCount = badCount
-                FramesCounterChecked = checkedCounters
-                CounterDiscontinuities = discontinuities
+                FramesChecksumChecked = integrity.FramesChecksumChecked
+                BadChecksums = [
+                    for struct (ns, address, bus, hex) in integrity.Bad ->
+                        {
+                            Time = toTime ns
+                            Address = address
+                            Bus = bus
+                            Payload = hex
+                        }
+                ]
+                BadChecksumCount = integrity.BadChecksumCount
+                FramesCounterChecked = integrity.FramesCounterChecked
+                CounterDiscontinuities = integrity.CounterDiscontinuities
                 SkippedFrames = skipped |> Seq.map (fun kv -> kv.Key, kv.Value) |> Seq.sortBy fst |> List.ofSeq
             }
             Warnings = warnings

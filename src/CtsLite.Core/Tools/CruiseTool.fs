@@ -190,6 +190,7 @@ module CruiseTool =
             | Ok files ->
                 let layout = LogInput.layout ()
                 use store = new FrameStore()
+                let integrity = IntegrityCheck dbc
                 let mutable first = None
                 let mutable last = Int64.MinValue
                 let mutable events = 0L
@@ -215,8 +216,12 @@ module CruiseTool =
                             let mutable frames = CanCursor(m, layout, Event.canBatch m layout e)
 
                             while frames.MoveNext() do
-                                store.Add(ns, store.KeyOf(frames.Address, int frames.Src), frames.Payload)
-                                |> ignore
+                                let address = frames.Address
+                                let bus = int frames.Src
+                                let key = store.KeyOf(address, bus)
+                                let payload = frames.Payload
+                                store.Add(ns, key, payload) |> ignore
+                                integrity.Check(key, address, bus, ns, payload)
 
                         true)
                 |> Result.map (fun warnings ->
@@ -227,6 +232,7 @@ module CruiseTool =
                         decoder
                         dbc
                         store
+                        integrity
                         firstNs
                         (Math.Max(last, firstNs))
                         events
