@@ -299,13 +299,16 @@ let private toolLoop (shared: string) (toolId: string) (n: int) =
         |> Result.defaultWith (failwithf "%A")
 
     let started = Stopwatch.GetTimestamp()
+    let allocated = GC.GetTotalAllocatedBytes true
+    let collections = GC.CollectionCount 0
 
-    for _ in 1..n do
+    for i in 1..n do
         match
             tool.Run {
                 Input = log
                 Parameters = parameters
-                OutputDir = out
+                // A fresh folder each time, as in the service and the CLI.
+                OutputDir = Path.Combine(out, string i)
                 Progress = ignore
                 Log = fun _ _ -> ()
                 Cancellation = Threading.CancellationToken.None
@@ -315,7 +318,16 @@ let private toolLoop (shared: string) (toolId: string) (n: int) =
         | Ok _ -> ()
         | Error e -> failwithf "%A" e
 
-    printfn "%s: %d runs, %.1f ms each" toolId n (Stopwatch.GetElapsedTime(started).TotalMilliseconds / float n)
+    printfn "phases %A" (CtsLite.Tools.Prof.acc |> Array.map (fun x -> System.Math.Round(x / float n, 2)))
+
+    printfn
+        "%s: %d runs, %.1f ms, %.1f MB allocated and %.1f gen-0 collections each"
+        toolId
+        n
+        (Stopwatch.GetElapsedTime(started).TotalMilliseconds / float n)
+        (float (GC.GetTotalAllocatedBytes true - allocated) / 1e6 / float n)
+        (float (GC.CollectionCount 0 - collections) / float n)
+
     Directory.Delete(out, true)
 
 /// Each tool on the 1-minute Subaru rlog, all artifacts written, each run into a fresh folder (as

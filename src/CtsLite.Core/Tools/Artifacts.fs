@@ -63,6 +63,8 @@ module Artifacts =
         // A tool may be handed a folder that does not exist yet (a library caller's choice).
         Directory.CreateDirectory dir |> ignore
 
+        let mutable moved = false
+
         try
             let result =
                 use writer = new StreamWriter(temp, false, UTF8Encoding(false))
@@ -71,10 +73,12 @@ module Artifacts =
 
             if Result.isOk result then
                 File.Move(temp, path, true)
+                moved <- true
 
             result
         finally
-            if File.Exists temp then
+            // Deleting a file that is not there is no error: no need to look first.
+            if not moved then
                 File.Delete temp
 
     /// Writes a whole file (see `writeResult`).

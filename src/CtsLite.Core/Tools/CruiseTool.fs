@@ -313,9 +313,10 @@ module CruiseTool =
 
                 let paramPairs = [ for KeyValue(k, v) in p.Values -> k, Parameters.render v ]
 
-                let paramsJson = Artifacts.parameters p
+                // Fresh nodes for every use: a JSON node has one parent, and files are written in parallel.
+                let paramsJson () = Artifacts.parameters p
 
-                let idBusMap =
+                let idBusMap () =
                     Artifacts.obj [
                         for address, bus in a.BusByAddress -> Format.address address, Artifacts.int (int64 bus)
                     ]
@@ -339,7 +340,7 @@ module CruiseTool =
                         | None ->
                             "per address: the src with most frames, receive buses (<128) first, ties to the lowest"
                     )
-                    "id_bus_map", idBusMap
+                    "id_bus_map", idBusMap ()
                     "engaged_mode", Artifacts.str (if s.EngagedFilter then "filter" else "annotate")
                     "engaged_bit", (p.Str "engaged_bit" |> Option.map Artifacts.str |> Option.toObj)
                     "engaged_bus", (engagedBus |> Option.map (int64 >> Artifacts.int) |> Option.toObj)
@@ -350,7 +351,7 @@ module CruiseTool =
                         "chatter_penalty_start", Artifacts.int (int64 CruiseControl.PenaltyStart)
                         "chatter_penalty_slope", Artifacts.num CruiseControl.PenaltySlope
                     ]
-                    "parameters", paramsJson
+                    "parameters", paramsJson ()
                 ]
 
                 let tables = [
@@ -362,66 +363,70 @@ module CruiseTool =
                     CruiseArtifacts.engagedIntervals s.EngagedBit engagedBus a
                 ]
 
-                Threading.Tasks.Parallel.ForEach(
-                    tables,
-                    fun (t: Table) ->
-                        Artifacts.writeCsv
-                            ctx.OutputDir
-                            $"{t.Name}.csv"
-                            (meta $"{t.Name}.v1")
-                            t.Columns
-                            (CruiseArtifacts.csvRows t)
-
-                        Artifacts.writeJson ctx.OutputDir $"{t.Name}.json" (CruiseArtifacts.jsonRows t)
-                )
-                |> ignore
-
-                ctx.Progress 90.0
-
-                let config =
-                    Artifacts.obj [
-                        "timestamp", Artifacts.str (DateTimeOffset.UtcNow.ToString "o")
-                        "analysis_id", Artifacts.str analysisId
-                        "tool_id", Artifacts.str descriptor.Id
-                        "tool_version", Artifacts.str Product.version
-                        "input", Artifacts.str ctx.Input
-                        "input_files",
-                        Artifacts.arr [
-                            for file, hash in List.zip a.Files hashing.Result ->
-                                Artifacts.obj [
-                                    "path", Artifacts.str file
-                                    "size", Artifacts.int (FileInfo(file).Length)
-                                    "sha256", Artifacts.str hash
-                                ]
-                        ]
-                        "parameters", paramsJson
-                        "bus_selection", idBusMap
-                        "marker_config",
-                        Artifacts.obj [
-                            "marker_type", Artifacts.str (if s.Markers then "blinkers" else "none")
-                            "pre_time", Artifacts.num s.MarkerPre
-                            "post_time", Artifacts.num s.MarkerPost
-                            "timeout", Artifacts.num s.MarkerTimeout
-                            "enabled", Artifacts.bool s.Markers
-                        ]
-                    ]
-
-                Artifacts.writeJson ctx.OutputDir "config_snapshot.json" config
-
-                let summary = CruiseArtifacts.summary s a
-                Artifacts.writeJson ctx.OutputDir "summary.json" summary
-
-                Artifacts.writeWith ctx.OutputDir "summary.analysis_meta.json" (fun w ->
-                    w.Write(Artifacts.jsonText (Artifacts.obj (meta "summary.v1"))))
-
                 let dataFiles =
                     (tables |> List.collect (fun t -> [ $"{t.Name}.csv"; $"{t.Name}.json" ]))
                     @ [ "summary.json"; "config_snapshot.json" ]
 
-                let html =
-                    CruiseHtml.report s a ctx.Input paramPairs dataFiles warnings (Artifacts.jsonText config)
+                // The configuration (with the input hashes) feeds two files; built once, when the
+                // hashes are in.
+                let config =
+                    lazy
+                        (Artifacts.obj [
+                            "timestamp", Artifacts.str (DateTimeOffset.UtcNow.ToString "o")
+                            "analysis_id", Artifacts.str analysisId
+                            "tool_id", Artifacts.str descriptor.Id
+                            "tool_version", Artifacts.str Product.version
+                            "input", Artifacts.str ctx.Input
+                            "input_files",
+                            Artifacts.arr [
+                                for file, hash in List.zip a.Files hashing.Result ->
+                                    Artifacts.obj [
+                                        "path", Artifacts.str file
+                                        "size", Artifacts.int (FileInfo(file).Length)
+                                        "sha256", Artifacts.str hash
+                                    ]
+                            ]
+                            "parameters", paramsJson ()
+                            "bus_selection", idBusMap ()
+                            "marker_config",
+                            Artifacts.obj [
+                                "marker_type", Artifacts.str (if s.Markers then "blinkers" else "none")
+                                "pre_time", Artifacts.num s.MarkerPre
+                                "post_time", Artifacts.num s.MarkerPost
+                                "timeout", Artifacts.num s.MarkerTimeout
+                                "enabled", Artifacts.bool s.Markers
+                            ]
+                         ]
+                         |> Artifacts.jsonText)
 
-                Artifacts.writeWith ctx.OutputDir "analysis_report.html" (fun w -> w.Write html)
+                // Every file is independent of the others: written on all cores at once.
+                let writes: (unit -> unit) list = [
+                    fun () ->
+                        let html =
+                            CruiseHtml.report s a ctx.Input paramPairs dataFiles warnings config.Value
+
+                        Artifacts.writeWith ctx.OutputDir "analysis_report.html" (fun w -> w.Write html)
+                    fun () -> Artifacts.writeWith ctx.OutputDir "config_snapshot.json" (fun w -> w.Write config.Value)
+                    fun () ->
+                        Artifacts.writeJson ctx.OutputDir "summary.json" (CruiseArtifacts.summary s a)
+
+                        Artifacts.writeWith ctx.OutputDir "summary.analysis_meta.json" (fun w ->
+                            w.Write(Artifacts.jsonText (Artifacts.obj (meta "summary.v1"))))
+                    for t in tables do
+                        fun () ->
+                            Artifacts.writeCsv
+                                ctx.OutputDir
+                                $"{t.Name}.csv"
+                                (meta $"{t.Name}.v1")
+                                t.Columns
+                                (CruiseArtifacts.csvRows t)
+
+                        fun () -> Artifacts.writeJson ctx.OutputDir $"{t.Name}.json" (CruiseArtifacts.jsonRows t)
+                ]
+
+                Threading.Tasks.Parallel.ForEach(writes, (fun (write: unit -> unit) -> write ()))
+                |> ignore
+
                 ctx.Progress 100.0
 
                 let found =
