@@ -318,7 +318,6 @@ let private toolLoop (shared: string) (toolId: string) (n: int) =
         | Ok _ -> ()
         | Error e -> failwithf "%A" e
 
-    printfn "phases %A" (CtsLite.Tools.Prof.acc |> Array.map (fun x -> System.Math.Round(x / float n, 2)))
 
     printfn
         "%s: %d runs, %.1f ms, %.1f MB allocated and %.1f gen-0 collections each"
