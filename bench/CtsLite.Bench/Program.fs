@@ -524,7 +524,7 @@ let main argv =
 
                 HttpLoad.run shared 64 (TimeSpan.FromSeconds seconds)
             elif argv |> Array.contains "--tools" then
-                toolBenchmarks shared 15
+                toolBenchmarks shared 25
             else
                 logBenchmarks shared (if quick then 1 else 5) |> ignore
                 toolBenchmarks shared (if quick then 3 else 15)

@@ -67,7 +67,12 @@ module Artifacts =
 
         try
             let result =
-                use writer = new StreamWriter(temp, false, UTF8Encoding(false))
+                // The temporary name is new: CreateNew spares the truncation (a journal write on
+                // ext4) that Create does, about half the cost of a small file.
+                use file =
+                    new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 <<< 14)
+
+                use writer = new StreamWriter(file, UTF8Encoding(false))
                 writer.NewLine <- "\n"
                 write writer
 
@@ -130,9 +135,24 @@ module Artifacts =
 
     /// The SHA-256 of a file as `sha256:<hex>`, streamed.
     let sha256 (path: string) : string =
-        use stream = File.OpenRead path
-        use hash = SHA256.Create()
-        "sha256:" + Convert.ToHexString(hash.ComputeHash stream).ToLowerInvariant()
+        // Large reads straight into a pooled buffer: with the default 4 KiB reads the system
+        // calls cost more than the hashing.
+        use stream =
+            new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan)
+
+        use hash = IncrementalHash.CreateHash HashAlgorithmName.SHA256
+        let buffer = Buffers.ArrayPool<byte>.Shared.Rent(1 <<< 20)
+
+        try
+            let mutable n = stream.Read(buffer, 0, buffer.Length)
+
+            while n > 0 do
+                hash.AppendData(buffer, 0, n)
+                n <- stream.Read(buffer, 0, buffer.Length)
+
+            "sha256:" + Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant()
+        finally
+            Buffers.ArrayPool<byte>.Shared.Return buffer
 
     /// A JSON array of strings.
     let strings (items: string seq) : JsonNode =

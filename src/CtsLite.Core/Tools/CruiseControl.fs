@@ -185,6 +185,11 @@ type internal FrameStore() =
     let keyIndex = Dictionary<uint64, int>()
     let shortKeys = Pool.rent<int>(2048 * 256)
     let keyList = ResizeArray<struct (uint32 * int)>()
+    // Each key's frame indices, gathered while reading (the reading thread waits on
+    // decompression anyway), and whether they arrived in time order.
+    let perKey = ResizeArray<ResizeArray<int>>()
+    let lastTime = ResizeArray<int64>()
+    let inOrder = ResizeArray<bool>()
     do Array.Clear shortKeys
 
     interface IDisposable with
@@ -222,6 +227,9 @@ type internal FrameStore() =
             let i = keyList.Count
             keyIndex[(uint64 address <<< 8) ||| uint64 bus] <- i
             keyList.Add(struct (address, bus))
+            perKey.Add(ResizeArray<int>(256))
+            lastTime.Add Int64.MinValue
+            inOrder.Add true
             i
 
         if address < 2048u then
@@ -272,28 +280,29 @@ type internal FrameStore() =
 
         times[count] <- ns
         keys[count] <- key
+        perKey[key].Add count
+
+        if ns < lastTime[key] then
+            inOrder[key] <- false
+        else
+            lastTime[key] <- ns
+
         offsets[count] <- used
         lengths[count] <- byte len
         used <- used + len
         count <- count + 1
         count - 1
 
-    /// The frame indices of each key, in log order.
+    /// The frame indices of each key, in time order (log order within one time).
     member _.ByKey() : int array array =
-        let sizes = Array.zeroCreate<int> keyList.Count
+        Array.init keyList.Count (fun k ->
+            let ix = perKey[k].ToArray()
 
-        for i in 0 .. count - 1 do
-            sizes[keys[i]] <- sizes[keys[i]] + 1
-
-        let result = sizes |> Array.map Array.zeroCreate<int>
-        let fill = Array.zeroCreate<int> keyList.Count
-
-        for i in 0 .. count - 1 do
-            let k = keys[i]
-            result[k][fill[k]] <- i
-            fill[k] <- fill[k] + 1
-
-        result
+            if inOrder[k] then
+                ix
+            else
+                // Stable: frames of one time keep their log order.
+                ix |> Array.sortBy (fun i -> times[i]))
 
 /// Distinct payloads, exact, without clearing cost: an open-addressing set of (first 8 bytes,
 /// length) whose slots count as empty unless stamped with the current generation, so `Reset`
@@ -791,20 +800,8 @@ module CruiseControl =
                 Rel = rel
             }
 
-        // Per-key frame indices in time order (a log's events are almost always in order already).
+        // Per-key frame indices in time order.
         let byKey = store.ByKey()
-
-        for k in 0 .. byKey.Length - 1 do
-            let ix = byKey[k]
-            let mutable sorted = true
-
-            for j in 1 .. ix.Length - 1 do
-                if store.Time ix[j] < store.Time ix[j - 1] then
-                    sorted <- false
-
-            if not sorted then
-                // Stable: frames of one time keep their log order.
-                byKey[k] <- ix |> Array.sortBy store.Time
 
         let keys = store.Keys
 
@@ -847,9 +844,11 @@ module CruiseControl =
                 | SubaruDecodeError.ShortPayload(m, n) -> $"{m}: payload of {n} bytes is too short"
                 | SubaruDecodeError.Unreasonable(s, v, accepted) -> $"{s} = {v} outside {accepted}"
 
-            match skipped.TryGetValue((address, bus)) with
-            | true, (n, first) -> skipped[(address, bus)] <- (n + 1L, first)
-            | _ -> skipped[(address, bus)] <- (1L, reason)
+            // Decoding runs on several cores.
+            lock skipped (fun () ->
+                match skipped.TryGetValue((address, bus)) with
+                | true, (n, first) -> skipped[(address, bus)] <- (n + 1L, first)
+                | _ -> skipped[(address, bus)] <- (1L, reason))
 
         let busByAddress =
             (targetAddresses @ [ Subaru.DashlightsAddress ])
@@ -910,88 +909,18 @@ module CruiseControl =
 
                 engaged, candidates)
 
-        // Speed samples from Wheel_Speeds.
-        let speeds =
-            match bus Subaru.WheelSpeedsAddress with
-            | None -> [||]
-            | Some b -> [|
-                for i in framesOf Subaru.WheelSpeedsAddress (Some b) do
-                    match Subaru.wheelSpeeds decoder (store.Payload i) with
-                    | Ok w -> toTime (store.Time i), w.AverageMph
-                    | Error e -> skip Subaru.WheelSpeedsAddress b e
-              |]
-
-        let signalBit (address: uint32) (name: string) =
-            dbc.TryMessage address
-            |> Option.bind (fun m -> m.Signals |> List.tryFind (fun s -> s.Name = name))
-            |> Option.bind (fun s -> if s.Length = 1 then Some s.StartBit else None)
-
-        // Edges of decoded booleans: the first decoded frame only initialises.
-        let edgesOf
-            (address: uint32)
-            (decode: int -> Result<'T, SubaruDecodeError>)
-            (signals: (string * ('T -> bool)) list)
-            : SignalEdge list =
-            match bus address with
-            | None -> []
-            | Some b ->
-                let found = ResizeArray<SignalEdge>()
-                let mutable previous: 'T option = None
-
-                for i in framesOf address (Some b) do
-                    match decode i with
-                    | Error e -> skip address b e
-                    | Ok state ->
-                        match previous with
-                        | Some p ->
-                            for name, get in signals do
-                                if get p <> get state then
-                                    let t = toTime (store.Time i)
-
-                                    found.Add {
-                                        Time = t
-                                        Address = address
-                                        Bus = b
-                                        Signal = name
-                                        Bit = signalBit address name
-                                        Rising = get state
-                                        SpeedMph = nearestSpeed speeds t.Ns
-                                    }
-                        | None -> ()
-
-                        previous <- Some state
-
-                List.ofSeq found
-
-        let buttons =
-            edgesOf Subaru.CruiseButtonsAddress (fun i -> Subaru.cruiseButtons decoder (store.Payload i)) [
-                "Set", _.Set
-                "Resume", _.Resume
-                "Main", _.Main
-            ]
-
-        let presses name =
-            buttons |> List.filter (fun e -> e.Signal = name && e.Rising)
-
-        let activations =
-            (edgesOf Subaru.CruiseStatusAddress (fun i -> Subaru.cruiseStatus decoder (store.Payload i)) [
-                "Cruise_Activated", _.CruiseActivated
-            ])
-            @ (edgesOf Subaru.EsBrakeAddress (fun i -> Subaru.esBrake decoder (store.Payload i)) [
-                "Cruise_Activated", _.CruiseActivated
-            ])
-            |> List.sortBy (fun e -> e.Time.Ns, e.Address)
-
-        // Brake pedal frames are decoded so bad ones are counted like the others.
-        match bus Subaru.BrakePedalAddress with
-        | Some b ->
-            for i in framesOf Subaru.BrakePedalAddress (Some b) do
-                match Subaru.brakePedal decoder (store.Payload i) with
-                | Error e -> skip Subaru.BrakePedalAddress b e
-                | Ok _ -> ()
-        | None -> ()
-
-        let targetEvents = targetSpeedEvents settings.SpeedMin settings.SpeedMax speeds
+        // Speed samples from Wheel_Speeds, on another core while the windows and the activity in
+        // them are computed.
+        let speedsTask =
+            Threading.Tasks.Task.Run(fun () ->
+                match bus Subaru.WheelSpeedsAddress with
+                | None -> [||]
+                | Some b -> [|
+                    for i in framesOf Subaru.WheelSpeedsAddress (Some b) do
+                        match Subaru.wheelSpeeds decoder (store.Payload i) with
+                        | Ok w -> toTime (store.Time i), w.AverageMph
+                        | Error e -> skip Subaru.WheelSpeedsAddress b e
+                  |])
 
         let windows, dropped =
             if not settings.Markers then
@@ -1101,6 +1030,80 @@ module CruiseControl =
                 ]
                 |> List.sortBy (fun a -> -a.Changes, a.Address, a.Bus)
         ]
+
+        let speeds = speedsTask.Result
+
+        let signalBit (address: uint32) (name: string) =
+            dbc.TryMessage address
+            |> Option.bind (fun m -> m.Signals |> List.tryFind (fun s -> s.Name = name))
+            |> Option.bind (fun s -> if s.Length = 1 then Some s.StartBit else None)
+
+        // Edges of decoded booleans: the first decoded frame only initialises.
+        let edgesOf
+            (address: uint32)
+            (decode: int -> Result<'T, SubaruDecodeError>)
+            (signals: (string * ('T -> bool)) list)
+            : SignalEdge list =
+            match bus address with
+            | None -> []
+            | Some b ->
+                let found = ResizeArray<SignalEdge>()
+                let mutable previous: 'T option = None
+
+                for i in framesOf address (Some b) do
+                    match decode i with
+                    | Error e -> skip address b e
+                    | Ok state ->
+                        match previous with
+                        | Some p ->
+                            for name, get in signals do
+                                if get p <> get state then
+                                    let t = toTime (store.Time i)
+
+                                    found.Add {
+                                        Time = t
+                                        Address = address
+                                        Bus = b
+                                        Signal = name
+                                        Bit = signalBit address name
+                                        Rising = get state
+                                        SpeedMph = nearestSpeed speeds t.Ns
+                                    }
+                        | None -> ()
+
+                        previous <- Some state
+
+                List.ofSeq found
+
+        let buttons =
+            edgesOf Subaru.CruiseButtonsAddress (fun i -> Subaru.cruiseButtons decoder (store.Payload i)) [
+                "Set", _.Set
+                "Resume", _.Resume
+                "Main", _.Main
+            ]
+
+        let presses name =
+            buttons |> List.filter (fun e -> e.Signal = name && e.Rising)
+
+        let activations =
+            (edgesOf Subaru.CruiseStatusAddress (fun i -> Subaru.cruiseStatus decoder (store.Payload i)) [
+                "Cruise_Activated", _.CruiseActivated
+            ])
+            @ (edgesOf Subaru.EsBrakeAddress (fun i -> Subaru.esBrake decoder (store.Payload i)) [
+                "Cruise_Activated", _.CruiseActivated
+            ])
+            |> List.sortBy (fun e -> e.Time.Ns, e.Address)
+
+        // Brake pedal frames are decoded so bad ones are counted like the others.
+        match bus Subaru.BrakePedalAddress with
+        | Some b ->
+            for i in framesOf Subaru.BrakePedalAddress (Some b) do
+                match Subaru.brakePedal decoder (store.Payload i) with
+                | Error e -> skip Subaru.BrakePedalAddress b e
+                | Ok _ -> ()
+        | None -> ()
+
+        let targetEvents = targetSpeedEvents settings.SpeedMin settings.SpeedMax speeds
 
         let engaged, candidates = candidatesTask.Result
         let segmentCounts = segmentCountsTask.Result

@@ -253,7 +253,7 @@ module CruiseTool =
                 ctx.Cancellation.ThrowIfCancellationRequested()
                 let analysisId = Guid.NewGuid().ToString()
                 // Hashed on another core while the tables are built (not during the reading, where
-                // the decompression thread has that core).
+                // the decompression thread has that core: measured slower).
                 let hashing =
                     Threading.Tasks.Task.Run(fun () -> a.Files |> List.map Artifacts.sha256)
 
