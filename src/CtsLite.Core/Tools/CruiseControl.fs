@@ -185,11 +185,11 @@ type internal FrameStore() =
     let keyIndex = Dictionary<uint64, int>()
     let shortKeys = Pool.rent<int>(2048 * 256)
     let keyList = ResizeArray<struct (uint32 * int)>()
-    // Each key's frame indices, gathered while reading (the reading thread waits on
-    // decompression anyway), and whether they arrived in time order.
-    let perKey = ResizeArray<ResizeArray<int>>()
-    let lastTime = ResizeArray<int64>()
-    let inOrder = ResizeArray<bool>()
+    // Per key, kept while reading (the reading thread waits on decompression anyway): its frame
+    // count, its latest time, and whether its frames arrived in time order.
+    let mutable keyFrames = Array.zeroCreate<int> 256
+    let mutable keyLast = Array.zeroCreate<int64> 256
+    let mutable keyInOrder = Array.zeroCreate<bool> 256
     do Array.Clear shortKeys
 
     interface IDisposable with
@@ -227,9 +227,14 @@ type internal FrameStore() =
             let i = keyList.Count
             keyIndex[(uint64 address <<< 8) ||| uint64 bus] <- i
             keyList.Add(struct (address, bus))
-            perKey.Add(ResizeArray<int>(256))
-            lastTime.Add Int64.MinValue
-            inOrder.Add true
+
+            if i = keyFrames.Length then
+                Array.Resize(&keyFrames, 2 * i)
+                Array.Resize(&keyLast, 2 * i)
+                Array.Resize(&keyInOrder, 2 * i)
+
+            keyLast[i] <- Int64.MinValue
+            keyInOrder[i] <- true
             i
 
         if address < 2048u then
@@ -280,12 +285,12 @@ type internal FrameStore() =
 
         times[count] <- ns
         keys[count] <- key
-        perKey[key].Add count
+        keyFrames[key] <- keyFrames[key] + 1
 
-        if ns < lastTime[key] then
-            inOrder[key] <- false
+        if ns < keyLast[key] then
+            keyInOrder[key] <- false
         else
-            lastTime[key] <- ns
+            keyLast[key] <- ns
 
         offsets[count] <- used
         lengths[count] <- byte len
@@ -295,14 +300,20 @@ type internal FrameStore() =
 
     /// The frame indices of each key, in time order (log order within one time).
     member _.ByKey() : int array array =
-        Array.init keyList.Count (fun k ->
-            let ix = perKey[k].ToArray()
+        let result = Array.init keyList.Count (fun k -> Array.zeroCreate<int> keyFrames[k])
+        let fill = Array.zeroCreate<int> keyList.Count
 
-            if inOrder[k] then
-                ix
-            else
+        for i in 0 .. count - 1 do
+            let k = keys[i]
+            result[k][fill[k]] <- i
+            fill[k] <- fill[k] + 1
+
+        for k in 0 .. result.Length - 1 do
+            if not keyInOrder[k] then
                 // Stable: frames of one time keep their log order.
-                ix |> Array.sortBy (fun i -> times[i]))
+                result[k] <- result[k] |> Array.sortBy (fun i -> times[i])
+
+        result
 
 /// Distinct payloads, exact, without clearing cost: an open-addressing set of (first 8 bytes,
 /// length) whose slots count as empty unless stamped with the current generation, so `Reset`
@@ -675,19 +686,15 @@ module CruiseControl =
                     best, bestFlips
         ]
 
-    /// Whether frames `i` and `j` carry the same payload.
-    let internal samePayload (store: FrameStore) (i: int) (j: int) : bool =
-        let n = store.Length i
-
-        n = store.Length j
-        && (if n <= 8 then
-                store.Word i = store.Word j
-            else
-                (store.Payload i).SequenceEqual(store.Payload j))
-
     /// Rises (0→1) and falls (1→0) of each bit over consecutive frames `indices[first..stop-1]`
-    /// (payloads zero-padded), indexed by global LSB bit number.
-    let internal bitCountsIn (store: FrameStore) (indices: int array) (first: int) (stop: int) : int array * int array =
+    /// (payloads zero-padded), indexed by global LSB bit number, and how many frames differ from
+    /// the one before (length or content).
+    let internal bitChanges
+        (store: FrameStore)
+        (indices: int array)
+        (first: int)
+        (stop: int)
+        : struct (int array * int array * int) =
         let mutable longest = 0
 
         for k in first .. stop - 1 do
@@ -695,6 +702,7 @@ module CruiseControl =
 
         let rises = Array.zeroCreate<int>(longest * 8)
         let falls = Array.zeroCreate<int>(longest * 8)
+        let mutable changed = 0
 
         for k in first + 1 .. stop - 1 do
             let i = indices[k - 1]
@@ -704,6 +712,9 @@ module CruiseControl =
                 // Only the bits that changed are visited.
                 let after = store.Word j
                 let mutable diff = store.Word i ^^^ after
+
+                if diff <> 0UL || store.Length i <> store.Length j then
+                    changed <- changed + 1
 
                 while diff <> 0UL do
                     let g = Numerics.BitOperations.TrailingZeroCount diff
@@ -718,6 +729,9 @@ module CruiseControl =
                 let a = store.Payload i
                 let b = store.Payload j
                 let n = max a.Length b.Length
+
+                if not (a.SequenceEqual b) then
+                    changed <- changed + 1
 
                 for byteIndex in 0 .. n - 1 do
                     let x = if byteIndex < a.Length then a[byteIndex] else 0uy
@@ -734,7 +748,13 @@ module CruiseControl =
                                 else
                                     falls[g] <- falls[g] + 1
 
+        struct (rises, falls, changed)
+
+    /// The rises and falls of `bitChanges`.
+    let internal bitCountsIn (store: FrameStore) (indices: int array) (first: int) (stop: int) : int array * int array =
+        let struct (rises, falls, _) = bitChanges store indices first stop
         rises, falls
+
 
     /// `bitCountsIn` over all of `indices`.
     let internal bitCounts (store: FrameStore) (indices: int array) : int array * int array =
@@ -1011,11 +1031,7 @@ module CruiseControl =
                         let stop = upperBound store ix (nsOf w.WindowEnd.Rel)
 
                         if stop - first >= 2 then
-                            let mutable changed = 0
-
-                            for j in first + 1 .. stop - 1 do
-                                if not (samePayload store ix[j - 1] ix[j]) then
-                                    changed <- changed + 1
+                            let struct (rises, falls, changed) = bitChanges store ix first stop
 
                             if changed > 0 then
                                 let struct (a, b) = keys[k]
@@ -1025,7 +1041,7 @@ module CruiseControl =
                                     Bus = b
                                     Messages = stop - first
                                     Changes = changed
-                                    TopBits = bitCountsIn store ix first stop |> topBits
+                                    TopBits = topBits (rises, falls)
                                 }
                 ]
                 |> List.sortBy (fun a -> -a.Changes, a.Address, a.Bus)
