@@ -216,6 +216,24 @@ module Config =
                 && not (s.TrimEnd('/').EndsWith "/")
             | false, _ -> false)
 
+    /// An integer setting accepted within [lo, hi].
+    let private ranged
+        (key: string)
+        (lo: int64)
+        (hi: int64)
+        (expected: string)
+        (set: int64 -> ServiceConfig -> ServiceConfig)
+        : Setting = {
+        Key = key
+        Secret = false
+        Expected = expected
+        Apply =
+            fun raw c ->
+                integer raw
+                |> Option.filter (fun n -> n >= lo && n <= hi)
+                |> Option.map (fun n -> set n c)
+    }
+
     let private settings: Setting list = [
         {
             Key = "api_host"
@@ -227,16 +245,10 @@ module Config =
                     |> Option.filter (fun h -> h <> "" && Uri.CheckHostName h <> UriHostNameType.Unknown)
                     |> Option.map (fun h -> { c with ApiHost = h })
         }
-        {
-            Key = "api_port"
-            Secret = false
-            Expected = "an integer from 0 to 65535 (0 picks a free port)"
-            Apply =
-                fun raw c ->
-                    integer raw
-                    |> Option.filter (fun p -> p >= 0L && p <= 65535L)
-                    |> Option.map (fun p -> { c with ApiPort = int p })
-        }
+        ranged "api_port" 0L 65535L "an integer from 0 to 65535 (0 picks a free port)" (fun p c -> {
+            c with
+                ApiPort = int p
+        })
         {
             Key = "log_level"
             Secret = false
@@ -273,29 +285,14 @@ module Config =
                     | RawString s when Encoding.UTF8.GetByteCount s >= 32 -> Some { c with JwtSecret = Some s }
                     | _ -> None
         }
-        {
-            Key = "max_concurrent_runs"
-            Secret = false
-            Expected = "an integer from 1 to 256"
-            Apply =
-                fun raw c ->
-                    integer raw
-                    |> Option.filter (fun n -> n >= 1L && n <= 256L)
-                    |> Option.map (fun n -> { c with MaxConcurrentRuns = int n })
-        }
-        {
-            Key = "run_timeout_s"
-            Secret = false
-            Expected = "a whole number of seconds from 1 to 604800"
-            Apply =
-                fun raw c ->
-                    integer raw
-                    |> Option.filter (fun n -> n >= 1L && n <= 604800L)
-                    |> Option.map (fun n -> {
-                        c with
-                            RunTimeout = TimeSpan.FromSeconds(float n)
-                    })
-        }
+        ranged "max_concurrent_runs" 1L 256L "an integer from 1 to 256" (fun n c -> {
+            c with
+                MaxConcurrentRuns = int n
+        })
+        ranged "run_timeout_s" 1L 604800L "a whole number of seconds from 1 to 604800" (fun n c -> {
+            c with
+                RunTimeout = TimeSpan.FromSeconds(float n)
+        })
         {
             Key = "input_roots"
             Secret = false
@@ -308,16 +305,10 @@ module Config =
                     |> Option.filter (List.forall Directory.Exists)
                     |> Option.map (fun roots -> { c with InputRoots = roots })
         }
-        {
-            Key = "max_upload_bytes"
-            Secret = false
-            Expected = "a number of bytes from 1 to 1099511627776"
-            Apply =
-                fun raw c ->
-                    integer raw
-                    |> Option.filter (fun n -> n >= 1L && n <= 1099511627776L)
-                    |> Option.map (fun n -> { c with MaxUploadBytes = n })
-        }
+        ranged "max_upload_bytes" 1L 1099511627776L "a number of bytes from 1 to 1099511627776" (fun n c -> {
+            c with
+                MaxUploadBytes = n
+        })
         {
             Key = "jwt_audience"
             Secret = false
@@ -338,26 +329,14 @@ module Config =
                     |> Option.filter ((<>) "")
                     |> Option.map (fun i -> { c with JwtIssuer = Some i })
         }
-        {
-            Key = "rate_limit_per_minute"
-            Secret = false
-            Expected = "an integer from 0 (off) to 1000000"
-            Apply =
-                fun raw c ->
-                    integer raw
-                    |> Option.filter (fun n -> n >= 0L && n <= 1000000L)
-                    |> Option.map (fun n -> { c with RateLimitPerMinute = int n })
-        }
-        {
-            Key = "retention_days"
-            Secret = false
-            Expected = "a whole number of days from 0 (keep forever) to 36500"
-            Apply =
-                fun raw c ->
-                    integer raw
-                    |> Option.filter (fun n -> n >= 0L && n <= 36500L)
-                    |> Option.map (fun n -> { c with RetentionDays = int n })
-        }
+        ranged "rate_limit_per_minute" 0L 1000000L "an integer from 0 (off) to 1000000" (fun n c -> {
+            c with
+                RateLimitPerMinute = int n
+        })
+        ranged "retention_days" 0L 36500L "a whole number of days from 0 (keep forever) to 36500" (fun n c -> {
+            c with
+                RetentionDays = int n
+        })
         {
             Key = "cors_origins"
             Secret = false
@@ -372,49 +351,22 @@ module Config =
                             CorsOrigins = origins |> List.map (fun o -> o.TrimEnd('/'))
                     })
         }
-        {
-            Key = "max_concurrent_uploads"
-            Secret = false
-            Expected = "an integer from 1 to 1024"
-            Apply =
-                fun raw c ->
-                    integer raw
-                    |> Option.filter (fun n -> n >= 1L && n <= 1024L)
-                    |> Option.map (fun n -> { c with MaxConcurrentUploads = int n })
-        }
-        {
-            Key = "max_queued_runs"
-            Secret = false
-            Expected = "an integer from 1 to 1000000"
-            Apply =
-                fun raw c ->
-                    integer raw
-                    |> Option.filter (fun n -> n >= 1L && n <= 1000000L)
-                    |> Option.map (fun n -> { c with MaxQueuedRuns = int n })
-        }
-        {
-            Key = "max_json_body_bytes"
-            Secret = false
-            Expected = "a number of bytes from 1024 to 104857600"
-            Apply =
-                fun raw c ->
-                    integer raw
-                    |> Option.filter (fun n -> n >= 1024L && n <= 104857600L)
-                    |> Option.map (fun n -> { c with MaxJsonBodyBytes = int n })
-        }
-        {
-            Key = "sse_keepalive_s"
-            Secret = false
-            Expected = "a whole number of seconds from 1 to 3600"
-            Apply =
-                fun raw c ->
-                    integer raw
-                    |> Option.filter (fun n -> n >= 1L && n <= 3600L)
-                    |> Option.map (fun n -> {
-                        c with
-                            SseKeepalive = TimeSpan.FromSeconds(float n)
-                    })
-        }
+        ranged "max_concurrent_uploads" 1L 1024L "an integer from 1 to 1024" (fun n c -> {
+            c with
+                MaxConcurrentUploads = int n
+        })
+        ranged "max_queued_runs" 1L 1000000L "an integer from 1 to 1000000" (fun n c -> {
+            c with
+                MaxQueuedRuns = int n
+        })
+        ranged "max_json_body_bytes" 1024L 104857600L "a number of bytes from 1024 to 104857600" (fun n c -> {
+            c with
+                MaxJsonBodyBytes = int n
+        })
+        ranged "sse_keepalive_s" 1L 3600L "a whole number of seconds from 1 to 3600" (fun n c -> {
+            c with
+                SseKeepalive = TimeSpan.FromSeconds(float n)
+        })
         {
             Key = "environment"
             Secret = false
