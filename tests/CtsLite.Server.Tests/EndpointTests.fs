@@ -151,6 +151,20 @@ let endpoints =
 
                 let features = [ for f in body.GetProperty("features").EnumerateArray() -> f.GetString() ]
                 Expect.equal features context.Features "features"
+
+                // The same Tool Capability documents as `cts tools --json` (Catalog.capabilityJson).
+                let served = Text.Json.Nodes.JsonNode.Parse(body.GetProperty("tools").GetRawText())
+
+                let core =
+                    Text.Json.Nodes.JsonArray(
+                        CtsLite.Tools.Catalog.descriptors
+                        |> List.map CtsLite.Tools.Catalog.capabilityJson
+                        |> Array.ofList
+                    )
+
+                Expect.isTrue
+                    (Text.Json.Nodes.JsonNode.DeepEquals(served, core))
+                    $"service and CLI documents differ:\n{served.ToJsonString()}\n{core.ToJsonString()}"
             }))
 
         testCaseTask "HEAD answers like GET without a body" (fun () ->

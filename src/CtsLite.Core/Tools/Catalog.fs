@@ -39,15 +39,16 @@ module Catalog =
                         "type", Artifacts.str (ParameterType.name p.Type)
                         "default", (p.Default |> Option.map Artifacts.parameter |> Option.toObj)
                         "description", Artifacts.str p.Description
-                        if not p.Choices.IsEmpty then
-                            "choices", Artifacts.strings p.Choices
+                        // Every member always present (null when it does not apply), exactly as
+                        // `/v1/capabilities` serves it: one document for the CLI and the service.
+                        "choices",
+                        (if p.Choices.IsEmpty then
+                             null
+                         else
+                             Artifacts.strings p.Choices)
                         "required", Artifacts.bool p.Required
-                        match p.Min with
-                        | Some m -> "min", Artifacts.num m
-                        | None -> ()
-                        match p.Max with
-                        | Some m -> "max", Artifacts.num m
-                        | None -> ()
+                        "min", (p.Min |> Option.map Artifacts.num |> Option.toObj)
+                        "max", (p.Max |> Option.map Artifacts.num |> Option.toObj)
                     ]
             ]
             "input_types", Artifacts.strings d.InputTypes
