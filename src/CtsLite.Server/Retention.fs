@@ -65,7 +65,7 @@ module Retention =
             let cutoff = now - TimeSpan.FromDays(float config.RetentionDays)
 
             for u in runs.ExpiredUploads cutoff do
-                if runs.DeleteUpload u.UploadId then
+                if runs.DeleteExpiredUpload(u.UploadId, cutoff) then
                     deleteFile u.Path
 
                     report <- {

@@ -167,6 +167,9 @@ type IRunStore =
     abstract TouchUpload: uploadId: string * now: DateTimeOffset -> unit
     /// Uploads neither created nor used since `cutoff`, and named by no queued or running run.
     abstract ExpiredUploads: cutoff: DateTimeOffset -> UploadRecord list
+    /// Deletes the upload's record if it is still expired and unnamed (one statement, so a run
+    /// queued or an upload repeated since `ExpiredUploads` keeps it); false when it was kept.
+    abstract DeleteExpiredUpload: uploadId: string * cutoff: DateTimeOffset -> bool
     /// Artifacts created before `cutoff`.
     abstract ExpiredArtifacts: cutoff: DateTimeOffset -> ArtifactRecord list
     abstract DeleteArtifact: artifactId: string -> bool
@@ -242,6 +245,13 @@ module SqliteRunStore =
         Path = r.GetString 5
         CreatedAt = parseTime (r.GetString 6)
     }
+
+    /// An upload (`u`) neither created nor used since `$cutoff` that no queued or running run may
+    /// still read, as its input or as a file parameter.
+    let private expiredUpload =
+        """COALESCE(u.last_used_at, u.created_at) < $cutoff
+           AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.status IN ('queued', 'running')
+                           AND (instr(r.input_json, u.upload_id) > 0 OR instr(r.params_json, u.upload_id) > 0))"""
 
     let private artifactColumns =
         "artifact_id, run_id, filename, content_type, size, sha256, path, created_at"
@@ -579,15 +589,18 @@ module SqliteRunStore =
                 |> ignore
 
             member _.ExpiredUploads cutoff =
-                // A queued or running run may still read it: as its input, or as a file parameter.
                 query
-                    $"""SELECT {uploadColumns} FROM uploads u
-                        WHERE COALESCE(u.last_used_at, u.created_at) < $cutoff
-                          AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.status IN ('queued', 'running')
-                                          AND (instr(r.input_json, u.upload_id) > 0 OR instr(r.params_json, u.upload_id) > 0))
-                        ORDER BY created_at"""
+                    $"SELECT {uploadColumns} FROM uploads u WHERE {expiredUpload} ORDER BY created_at"
                     [ "$cutoff", box (iso cutoff) ]
                     readUpload
+
+            member _.DeleteExpiredUpload(uploadId, cutoff) =
+                execute $"DELETE FROM uploads AS u WHERE u.upload_id = $id AND {expiredUpload}" [
+                    "$id", box uploadId
+                    "$cutoff", box (iso cutoff)
+                ]
+                    =
+                    1
 
             member _.ExpiredArtifacts cutoff =
                 query

@@ -165,6 +165,18 @@ let retention =
                 Expect.equal later.Uploads 1 "8 days after its last use"
                 Expect.isSome (svc.Runs.GetUpload queuedFor) "the queued run's input stays"
                 Expect.isNone (svc.Runs.GetUpload otherId) "the other one went"
+
+                // A run queued between the sweep's listing and its delete keeps its upload.
+                let! late = upload client (Array.append bytes [| 2uy |]) "c.zst"
+                let! l = EndpointTests.parse late
+                let lateId = l.GetProperty("upload_id").GetString()
+                let cutoff = now.AddDays 30.0
+                let listed = svc.Runs.ExpiredUploads cutoff |> List.map _.UploadId
+                Expect.contains listed lateId "listed as expired"
+                let! queuedLate = postRun client (summaryOfUpload lateId) None
+                Expect.equal queuedLate.StatusCode HttpStatusCode.Accepted "a run names it now"
+                Expect.isFalse (svc.Runs.DeleteExpiredUpload(lateId, cutoff)) "the delete sees the run and keeps it"
+                Expect.isSome (svc.Runs.GetUpload lateId) "still there"
             }))
     ]
 
