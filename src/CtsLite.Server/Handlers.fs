@@ -55,6 +55,23 @@ module Handlers =
     let service (ctx: HttpContext) =
         ctx.RequestServices.GetRequiredService<ServiceContext>()
 
+    /// The handler `f` for the record the route argument `arg` names (found by `find`), or a 404
+    /// problem naming the `noun` and the id.
+    let withRecord
+        (arg: string)
+        (noun: string)
+        (find: ServiceContext -> string -> 'T option)
+        (args: RouteArgs)
+        (f: ServiceContext -> 'T -> HttpHandler)
+        : HttpHandler =
+        fun (next: HttpFunc) (ctx: HttpContext) ->
+            let svc = service ctx
+            let id = args[arg]
+
+            match find svc id with
+            | None -> Problem.notFound $"no {noun} '{id}'" next ctx
+            | Some record -> f svc record next ctx
+
     /// `"{d}d {h}h {m}m {s}s"`.
     let formatUptime (uptime: TimeSpan) : string =
         $"{uptime.Days}d {uptime.Hours}h {uptime.Minutes}m {uptime.Seconds}s"

@@ -33,23 +33,6 @@ module Retention =
         | :? IOException
         | :? UnauthorizedAccessException -> ()
 
-    /// Removes `dir` and then its parent when they are empty.
-    let private pruneEmpty (dir: string) (stopAt: string) =
-        let rec prune (d: string) =
-            if
-                d.Length > stopAt.Length
-                && Directory.Exists d
-                && Seq.isEmpty (Directory.EnumerateFileSystemEntries d)
-            then
-                try
-                    Directory.Delete d
-                    prune (Path.GetDirectoryName d)
-                with
-                | :? IOException
-                | :? UnauthorizedAccessException -> ()
-
-        prune dir
-
     /// One sweep at `now`. Records go first, then files: a download racing the sweep gets a 404,
     /// never a file cut short.
     let sweep (config: ServiceConfig) (runs: IRunStore) (now: DateTimeOffset) : SweepReport =
@@ -79,7 +62,6 @@ module Retention =
             for a in runs.ExpiredArtifacts cutoff do
                 if runs.DeleteArtifact a.ArtifactId then
                     deleteFile a.Path
-                    pruneEmpty (Path.GetDirectoryName a.Path) runsRoot
 
                     report <- {
                         report with
@@ -87,7 +69,8 @@ module Retention =
                             ArtifactBytes = report.ArtifactBytes + a.Size
                     }
 
-            // What a failed or canceled run left behind (never recorded as artifacts) goes too.
+            // The folder of a run that finished before the cutoff goes once its artifacts have:
+            // with what a failed or canceled run left behind (never recorded as artifacts).
             if Directory.Exists runsRoot then
                 for dir in Directory.EnumerateDirectories runsRoot do
                     let finishedBefore =

@@ -222,14 +222,8 @@ module RunHandlers =
                                 ctx.Response.Headers.Location <- $"/v1/runs/{created.RunId}"
                                 (setStatusCode StatusCodes.Status202Accepted >=> json (response svc created)) next ctx)
 
-    let private withRun (args: RouteArgs) (f: ServiceContext -> RunRecord -> HttpHandler) : HttpHandler =
-        fun (next: HttpFunc) (ctx: HttpContext) ->
-            let svc = service ctx
-            let id = args["run_id"]
-
-            match svc.Runs.GetRun id with
-            | None -> Problem.notFound $"no run '{id}'" next ctx
-            | Some run -> f svc run next ctx
+    let private withRun: RouteArgs -> (ServiceContext -> RunRecord -> HttpHandler) -> HttpHandler =
+        Handlers.withRecord "run_id" "run" (fun svc id -> svc.Runs.GetRun id)
 
     /// `GET /v1/runs/{run_id}`.
     let get (args: RouteArgs) : HttpHandler =
@@ -332,12 +326,7 @@ module RunHandlers =
                 ctx
 
     let private withArtifact (args: RouteArgs) (f: ArtifactRecord -> HttpHandler) : HttpHandler =
-        fun (next: HttpFunc) (ctx: HttpContext) ->
-            let id = args["artifact_id"]
-
-            match (service ctx).Runs.GetArtifact id with
-            | None -> Problem.notFound $"no artifact '{id}'" next ctx
-            | Some a -> f a next ctx
+        Handlers.withRecord "artifact_id" "artifact" (fun svc id -> svc.Runs.GetArtifact id) args (fun _ a -> f a)
 
     /// `GET /v1/artifacts/{artifact_id}`.
     let artifact (args: RouteArgs) : HttpHandler =

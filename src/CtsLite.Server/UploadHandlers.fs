@@ -273,14 +273,8 @@ module UploadHandlers =
                     svc.Uploads.Exit()
         }
 
-    let private withUpload (args: RouteArgs) (f: ServiceContext -> UploadRecord -> HttpHandler) : HttpHandler =
-        fun (next: HttpFunc) (ctx: HttpContext) ->
-            let svc = service ctx
-            let id = args["upload_id"]
-
-            match svc.Runs.GetUpload id with
-            | None -> Problem.notFound $"no upload '{id}'" next ctx
-            | Some u -> f svc u next ctx
+    let private withUpload: RouteArgs -> (ServiceContext -> UploadRecord -> HttpHandler) -> HttpHandler =
+        Handlers.withRecord "upload_id" "upload" (fun svc id -> svc.Runs.GetUpload id)
 
     /// `GET /v1/uploads/{upload_id}`.
     let get (args: RouteArgs) : HttpHandler =

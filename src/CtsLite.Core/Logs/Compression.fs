@@ -14,33 +14,46 @@ type Compression =
     | Bzip2
     | Raw
 
-/// Counts decompressed bytes and enforces the size and ratio limits while streaming.
-[<Sealed>]
-type internal LimitedStream(inner: Stream, compressed: Stream, options: ReaderOptions) =
+/// A forward-only stream of decompressed log bytes that knows how far through its compressed
+/// input it is (for progress reports).
+[<AbstractClass>]
+type internal DecompressedStream() =
     inherit Stream()
-    let mutable produced = 0L
-    static let ratioFloor = 16L * 1024L * 1024L
+
+    /// How far through the compressed input the reading is, 0–1 (0 when its length is unknown).
+    abstract InputFraction: float
+
+    /// Decompressed bytes delivered so far.
+    abstract Delivered: int64
 
     override _.CanRead = true
     override _.CanSeek = false
     override _.CanWrite = false
     override _.Length = raise (NotSupportedException())
 
-    override _.Position
-        with get () = produced
+    override this.Position
+        with get () = this.Delivered
         and set _ = raise (NotSupportedException())
-
-    /// How far through the compressed input the reading is, 0–1 (0 when its length is unknown).
-    member _.InputFraction: float =
-        if compressed.CanSeek && compressed.Length > 0L then
-            float compressed.Position / float compressed.Length
-        else
-            0.0
 
     override _.Flush() = ()
     override _.Seek(_, _) = raise (NotSupportedException())
     override _.SetLength _ = raise (NotSupportedException())
     override _.Write(_, _, _) = raise (NotSupportedException())
+
+/// Counts decompressed bytes and enforces the size and ratio limits while streaming.
+[<Sealed>]
+type internal LimitedStream(inner: Stream, compressed: Stream, options: ReaderOptions) =
+    inherit DecompressedStream()
+    let mutable produced = 0L
+    static let ratioFloor = 16L * 1024L * 1024L
+
+    override _.Delivered = produced
+
+    override _.InputFraction: float =
+        if compressed.CanSeek && compressed.Length > 0L then
+            float compressed.Position / float compressed.Length
+        else
+            0.0
 
     override _.Read(buffer: byte array, offset: int, count: int) : int =
         // Never read more than one byte past the limit, so everything before it is delivered.
@@ -84,7 +97,7 @@ type internal LimitedStream(inner: Stream, compressed: Stream, options: ReaderOp
 /// the stream where they happened, after every byte before it.
 [<Sealed>]
 type internal ReadAheadStream(inner: LimitedStream) =
-    inherit Stream()
+    inherit DecompressedStream()
     // 64 KiB: the reader starts soon and what it parses is still in cache (256 KiB chunks were
     // measured slower on short logs).
     static let chunkSize = 1 <<< 16
@@ -142,22 +155,10 @@ type internal ReadAheadStream(inner: LimitedStream) =
             TaskCreationOptions.LongRunning
         )
 
-    /// How far through the compressed input the decompression is, 0–1.
-    member _.InputFraction = inner.InputFraction
+    /// How far through the compressed input the decompression is.
+    override _.InputFraction = inner.InputFraction
 
-    override _.CanRead = true
-    override _.CanSeek = false
-    override _.CanWrite = false
-    override _.Length = raise (NotSupportedException())
-
-    override _.Position
-        with get () = position
-        and set _ = raise (NotSupportedException())
-
-    override _.Flush() = ()
-    override _.Seek(_, _) = raise (NotSupportedException())
-    override _.SetLength _ = raise (NotSupportedException())
-    override _.Write(_, _, _) = raise (NotSupportedException())
+    override _.Delivered = position
 
     override _.Read(buffer: byte array, offset: int, count: int) : int =
         if finished || count = 0 then

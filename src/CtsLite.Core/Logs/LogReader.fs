@@ -42,8 +42,7 @@ type LogReader private (stream: Stream, source: string, options: ReaderOptions, 
     /// How far through the (compressed) file the reading is, 0–1, for progress reports.
     member _.InputFraction: float =
         match stream with
-        | :? LimitedStream as limited -> limited.InputFraction
-        | :? ReadAheadStream as ahead -> ahead.InputFraction
+        | :? DecompressedStream as decompressed -> decompressed.InputFraction
         | _ -> 0.0
 
     /// What stopped the reading early, if anything.

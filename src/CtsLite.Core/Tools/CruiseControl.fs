@@ -750,15 +750,10 @@ module CruiseControl =
 
         struct (rises, falls, changed)
 
-    /// The rises and falls of `bitChanges`.
-    let internal bitCountsIn (store: FrameStore) (indices: int array) (first: int) (stop: int) : int array * int array =
-        let struct (rises, falls, _) = bitChanges store indices first stop
-        rises, falls
-
-
-    /// `bitCountsIn` over all of `indices`.
+    /// The rises and falls of `bitChanges` over all of `indices`.
     let internal bitCounts (store: FrameStore) (indices: int array) : int array * int array =
-        bitCountsIn store indices 0 indices.Length
+        let struct (rises, falls, _) = bitChanges store indices 0 indices.Length
+        rises, falls
 
     /// The first position in `indices` (time-ordered frame indices) whose time is ≥ `ns`.
     let internal lowerBound (store: FrameStore) (indices: int array) (ns: int64) : int =
