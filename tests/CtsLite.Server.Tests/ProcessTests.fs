@@ -320,30 +320,12 @@ let everyToolTest =
                 "completed"
                 $"{toolId}: completed ({lastData})"
 
-            let tool = (CtsLite.Tools.Catalog.tryFind toolId).Value
             use doc = JsonDocument.Parse parameters
 
-            let validated =
-                CtsLite.Tools.Parameters.validateFor tool (CtsLite.Server.RunParameters.ofObject doc.RootElement)
-                |> Result.defaultWith (failwithf "%A")
+            let localOut, local =
+                RunTests.localRunWith toolId localInput (CtsLite.Server.RunParameters.ofObject doc.RootElement)
 
-            let localOut = TestEnv.tempDir "every-tool-local"
-
-            let local =
-                tool.Run {
-                    Input = localInput
-                    Parameters = validated
-                    OutputDir = localOut
-                    Progress = ignore
-                    Log = fun _ _ -> ()
-                    Cancellation = CancellationToken.None
-                    ResolveFile = Ok
-                }
-
-            let expected =
-                match local with
-                | Ok output -> output.Artifacts |> List.sort
-                | Error e -> failtestf "%s: local run failed: %A" toolId e
+            let expected = local.Artifacts |> List.sort
 
             let! listing = http.GetStringAsync($"{url}/v1/runs/{runId}/artifacts")
 

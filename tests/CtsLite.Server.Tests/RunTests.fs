@@ -130,14 +130,13 @@ let private readSse (client: HttpClient) (url: string) (lastEventId: string opti
     return List.ofSeq events
 }
 
-/// A local run of the same tool, for comparison.
-let private localRun (toolId: string) (input: string) (given: (string * string) list) =
+/// A local run of a tool, for comparison with the service: its output folder and output.
+let localRunWith (toolId: string) (input: string) (given: (string * ParameterInput) list) =
     let tool = (Catalog.tryFind toolId).Value
     let dir = TestEnv.tempDir "local"
 
     let parameters =
-        Parameters.validateFor tool (given |> List.map (fun (k, v) -> k, ParameterInput.Text v))
-        |> Result.defaultWith (failwithf "%A")
+        Parameters.validateFor tool given |> Result.defaultWith (failwithf "%A")
 
     match
         tool.Run {
@@ -150,8 +149,13 @@ let private localRun (toolId: string) (input: string) (given: (string * string) 
             ResolveFile = Ok
         }
     with
-    | Ok _ -> dir
-    | Error e -> failtestf "local run: %A" e
+    | Ok output -> dir, output
+    | Error e -> failtestf "local run of %s: %A" toolId e
+
+/// `localRunWith` with text parameters; the output folder.
+let private localRun (toolId: string) (input: string) (given: (string * string) list) =
+    localRunWith toolId input (given |> List.map (fun (k, v) -> k, ParameterInput.Text v))
+    |> fst
 
 /// A file's text with what differs between two runs masked: ids, times of generation, paths.
 let private masked (text: string) =
