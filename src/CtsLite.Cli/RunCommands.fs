@@ -283,118 +283,93 @@ module RunCommands =
     let run (ctx: CommandContext) (args: ParseResults<RunArgs>) : int =
         match args.GetResult Target with
         | [ toolId; input ] when args.Contains Local ->
-            match Catalog.tryFind toolId with
-            | None ->
-                let known = String.Join(", ", Catalog.descriptors |> List.map _.Id)
-                ctx.Err.WriteLine $"error: no tool '{toolId}' (tools: {known})"
+            let given = args.GetResults Param |> List.map parseParam
+
+            match
+                given
+                |> List.tryPick (fun r ->
+                    match r with
+                    | Error e -> Some e
+                    | Ok _ -> None)
+            with
+            | Some bad ->
+                ctx.Err.WriteLine $"error: {bad}"
                 ExitCode.ClientError
-            | Some tool ->
-                let given = args.GetResults Param |> List.map parseParam
+            | None ->
+                let given = given |> List.collect Result.toList
 
-                match
-                    given
-                    |> List.choose (fun r ->
-                        Option.ofObj (
-                            match r with
-                            | Error e -> e
-                            | Ok _ -> null
-                        ))
-                with
-                | bad :: _ ->
-                    ctx.Err.WriteLine $"error: {bad}"
+                let outDir =
+                    args.TryGetResult Out_Dir
+                    |> Option.defaultWith (fun () ->
+                        Path.Combine("cts-out", $"""{toolId}-{DateTime.Now.ToString "yyyyMMdd-HHmmss"}"""))
+
+                use cancel = new CancellationTokenSource()
+
+                let onCancel =
+                    ConsoleCancelEventHandler(fun _ e ->
+                        e.Cancel <- true
+                        cancel.Cancel())
+
+                Console.CancelKeyPress.AddHandler onCancel
+                let bar = ProgressBar(ctx.Err, not Console.IsErrorRedirected && not ctx.Json)
+
+                let request = {
+                    ToolRunner.request toolId input given outDir with
+                        Progress = bar.Report
+                        Log =
+                            fun level line ->
+                                match level with
+                                | ToolLogLevel.Debug -> ()
+                                | ToolLogLevel.Info when ctx.Json -> ()
+                                | _ ->
+                                    bar.Finish()
+                                    ctx.Err.WriteLine $"{(string level).ToLowerInvariant()}: {line}"
+                        Cancellation = cancel.Token
+                }
+
+                let result =
+                    try
+                        ToolRunner.run request
+                    finally
+                        Console.CancelKeyPress.RemoveHandler onCancel
+                        bar.Finish()
+
+                match result with
+                | Ok run ->
+                    let output = run.Output
+
+                    if ctx.Json then
+                        Artifacts.obj [
+                            "tool_id", Artifacts.str toolId
+                            "status", Artifacts.str "completed"
+                            "input", Artifacts.str input
+                            "params", Artifacts.parameters run.Parameters
+                            "output_dir", Artifacts.str run.OutputDir
+                            "artifacts", Artifacts.strings output.Artifacts
+                            "summary", Artifacts.str output.Summary
+                            "warnings", Artifacts.strings output.Warnings
+                        ]
+                        |> Artifacts.jsonText
+                        |> ctx.Out.WriteLine
+                    else
+                        ctx.Out.WriteLine output.Summary
+                        ctx.Out.WriteLine $"artifacts in {run.OutputDir}:"
+
+                        for a in output.Artifacts do
+                            ctx.Out.WriteLine $"  {a}"
+
+                    ExitCode.Ok
+                | Error ToolError.Canceled ->
+                    ctx.Err.WriteLine "canceled"
+                    130
+                | Error(ToolError.InvalidParameters errors) ->
+                    for e in errors do
+                        ctx.Err.WriteLine $"error: parameter {e.Parameter}: {e.Detail}"
+
                     ExitCode.ClientError
-                | [] ->
-                    let given =
-                        given
-                        |> List.map (fun r ->
-                            match r with
-                            | Ok x -> x
-                            | Error _ -> failwith "checked")
-
-                    match Parameters.validateFor tool given with
-                    | Error errors ->
-                        for e in errors do
-                            ctx.Err.WriteLine $"error: parameter {e.Parameter}: {e.Detail}"
-
-                        ExitCode.ClientError
-                    | Ok parameters ->
-                        let outDir =
-                            args.TryGetResult Out_Dir
-                            |> Option.defaultWith (fun () ->
-                                Path.Combine("cts-out", $"""{toolId}-{DateTime.Now.ToString "yyyyMMdd-HHmmss"}"""))
-                            |> Path.GetFullPath
-
-                        Directory.CreateDirectory outDir |> ignore
-                        use cancel = new CancellationTokenSource()
-
-                        let onCancel =
-                            ConsoleCancelEventHandler(fun _ e ->
-                                e.Cancel <- true
-                                cancel.Cancel())
-
-                        Console.CancelKeyPress.AddHandler onCancel
-                        let bar = ProgressBar(ctx.Err, not Console.IsErrorRedirected && not ctx.Json)
-
-                        let context: ToolContext = {
-                            Input = input
-                            Parameters = parameters
-                            OutputDir = outDir
-                            Progress = bar.Report
-                            Log =
-                                fun level line ->
-                                    match level with
-                                    | ToolLogLevel.Debug -> ()
-                                    | ToolLogLevel.Info when ctx.Json -> ()
-                                    | _ ->
-                                        bar.Finish()
-                                        ctx.Err.WriteLine $"{(string level).ToLowerInvariant()}: {line}"
-                            Cancellation = cancel.Token
-                            ResolveFile =
-                                fun path ->
-                                    if File.Exists path then
-                                        Ok(Path.GetFullPath path)
-                                    else
-                                        Error $"{path}: no such file"
-                        }
-
-                        let result =
-                            try
-                                tool.Run context
-                            finally
-                                Console.CancelKeyPress.RemoveHandler onCancel
-                                bar.Finish()
-
-                        let paramsJson = Artifacts.parameters parameters
-
-                        match result with
-                        | Ok output ->
-                            if ctx.Json then
-                                Artifacts.obj [
-                                    "tool_id", Artifacts.str toolId
-                                    "status", Artifacts.str "completed"
-                                    "input", Artifacts.str input
-                                    "params", paramsJson
-                                    "output_dir", Artifacts.str outDir
-                                    "artifacts", Artifacts.strings output.Artifacts
-                                    "summary", Artifacts.str output.Summary
-                                    "warnings", Artifacts.strings output.Warnings
-                                ]
-                                |> Artifacts.jsonText
-                                |> ctx.Out.WriteLine
-                            else
-                                ctx.Out.WriteLine output.Summary
-                                ctx.Out.WriteLine $"artifacts in {outDir}:"
-
-                                for a in output.Artifacts do
-                                    ctx.Out.WriteLine $"  {a}"
-
-                            ExitCode.Ok
-                        | Error(ToolFailure.InvalidInput reason) ->
-                            ctx.Err.WriteLine $"error: {reason}"
-                            ExitCode.ClientError
-                        | Error ToolFailure.Canceled ->
-                            ctx.Err.WriteLine "canceled"
-                            130
+                | Error e ->
+                    ctx.Err.WriteLine $"error: {ToolError.describe e}"
+                    ExitCode.ClientError
         | [ toolId; input ] -> remote ctx args toolId input
         | _ ->
             ctx.Err.WriteLine "error: expected the tool id and one input: cts run --local <tool> <input>"

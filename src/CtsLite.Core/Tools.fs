@@ -3,6 +3,7 @@ namespace CtsLite.Tools
 open System
 open System.Globalization
 open System.Threading
+open CtsLite.Capnp
 
 /// The type of a tool parameter, spelled in the Tool Capability JSON as `str|int|float|bool|list|file`.
 [<RequireQualifiedAccess>]
@@ -160,13 +161,50 @@ type ToolContext = {
     ResolveFile: string -> Result<string, string>
 }
 
-/// Why a run did not complete.
+/// Why a run did not complete: one closed set of reasons for every edge (CLI, service, C#), each
+/// carrying what a caller needs to answer it (which parameter, which file and byte).
 [<RequireQualifiedAccess>]
-type ToolFailure =
-    /// The input or a parameter's target cannot be used (unreadable file, bad DBC, strict damage).
-    | InvalidInput of string
-    /// Cancelled through the context's token.
+type ToolError =
+    /// No tool with this id in the catalog; `known` lists the ids there are.
+    | UnknownTool of toolId: string * known: string list
+    /// Parameters that do not fit the tool: unknown, wrong type, out of range, or refused by the
+    /// tool's own checks (also when discovered while running, e.g. a signal the DBC lacks).
+    | InvalidParameters of ParameterError list
+    /// A `file` parameter names nothing readable, or a file that is not what it should be (a bad DBC).
+    | InvalidFile of parameter: string * reason: string
+    /// The input names nothing that can be opened (no such file, an empty folder, a bad route).
+    | InputUnavailable of reason: string
+    /// The input opens but is not what the tool reads (a CSV without the columns, another kind of file).
+    | InputInvalid of reason: string
+    /// The log is damaged where the run cannot go on (strict mode, or damage before the first event).
+    | InputDamaged of DecodeError
+    /// Cancelled through the caller's token.
     | Canceled
+    /// The run's time limit passed.
+    | TimedOut of after: TimeSpan
+
+/// Describing tool errors.
+[<RequireQualifiedAccess>]
+module ToolError =
+
+    /// One line for people, e.g. `dbc: file.dbc:3:1: …` or `speed_min: must be at least 0`.
+    let describe (error: ToolError) : string =
+        match error with
+        | ToolError.UnknownTool(id, known) ->
+            let tools = String.Join(", ", known)
+            $"no tool '{id}' (tools: {tools})"
+        | ToolError.InvalidParameters errors ->
+            String.Join("; ", errors |> List.map (fun e -> $"{e.Parameter}: {e.Detail}"))
+        | ToolError.InvalidFile(parameter, reason) -> $"{parameter}: {reason}"
+        | ToolError.InputUnavailable reason
+        | ToolError.InputInvalid reason -> reason
+        | ToolError.InputDamaged e -> DecodeError.describe e
+        | ToolError.Canceled -> "canceled"
+        | ToolError.TimedOut after -> $"timed out after {after.TotalSeconds} s"
+
+    /// A parameter problem found while running (the tool's own checks cannot see the log).
+    let parameter (name: string) (detail: string) : ToolError =
+        ToolError.InvalidParameters [ { Parameter = name; Detail = detail } ]
 
 /// What a completed run produced.
 type ToolOutput = {
@@ -184,7 +222,7 @@ type Tool = {
     Descriptor: ToolDescriptor
     /// Cross-parameter and format checks (e.g. a bit selector's syntax), after coercion.
     Check: ToolParameters -> ParameterError list
-    Run: ToolContext -> Result<ToolOutput, ToolFailure>
+    Run: ToolContext -> Result<ToolOutput, ToolError>
 }
 
 /// Building parameter specs.

@@ -18,7 +18,7 @@ type IRunEngine =
     /// Stops a run executing in this process now (the store's flag reaches other processes).
     abstract Cancel: runId: string -> unit
 
-/// Turning stored parameters back into tool input, and files into artifact records.
+/// Turning stored parameters back into tool input.
 [<RequireQualifiedAccess>]
 module RunParameters =
 
@@ -37,16 +37,6 @@ module RunParameters =
     let ofObject (e: JsonElement) : (string * ParameterInput) list = [
         for p in e.EnumerateObject() -> p.Name, ofJson p.Value
     ]
-
-    /// The content type of an artifact by its extension.
-    let contentType (file: string) : string =
-        match Path.GetExtension(file).ToLowerInvariant() with
-        | ".csv" -> "text/csv; charset=utf-8"
-        | ".json" -> "application/json"
-        | ".jsonl" -> "application/jsonl"
-        | ".html" -> "text/html; charset=utf-8"
-        | ".png" -> "image/png"
-        | _ -> "application/octet-stream"
 
 /// Executes queued runs: `MaxConcurrentRuns` workers claim runs from the store in FIFO order,
 /// hold them through a renewed lease, run the tool in process with a cancellation that really
@@ -90,148 +80,111 @@ type RunEngine
         let runDir = Path.Combine(config.DataDir, "runs", run.RunId)
         let outDir = Path.Combine(runDir, "artifacts")
 
-        match Catalog.tryFind run.ToolId with
-        | None ->
-            runs.Finish(
-                run.RunId,
-                owner,
-                RunStatus.Failed,
-                Some $"no tool '{run.ToolId}' in this build",
-                time.GetUtcNow()
-            )
-            |> ignore
-        | Some tool ->
+        let finish status reason =
+            runs.Finish(run.RunId, owner, status, reason, time.GetUtcNow()) |> ignore
+
+        let given =
             use doc = JsonDocument.Parse run.ParamsJson
+            RunParameters.ofObject doc.RootElement
 
-            match Parameters.validateFor tool (RunParameters.ofObject doc.RootElement) with
-            | Error errors ->
-                let detail =
-                    String.Join("; ", errors |> List.map (fun e -> $"{e.Parameter}: {e.Detail}"))
+        match ToolRunner.prepare run.ToolId given with
+        | Error(ToolError.UnknownTool _) -> finish RunStatus.Failed (Some $"no tool '{run.ToolId}' in this build")
+        | Error e -> finish RunStatus.Failed (Some $"invalid parameters: {ToolError.describe e}")
+        | Ok prepared ->
+            // A run claimed again after its worker died starts from an empty folder.
+            if Directory.Exists outDir then
+                Directory.Delete(outDir, true)
 
-                runs.Finish(run.RunId, owner, RunStatus.Failed, Some $"invalid parameters: {detail}", time.GetUtcNow())
-                |> ignore
-            | Ok parameters ->
-                // A run claimed again after its worker died starts from an empty folder.
-                if Directory.Exists outDir then
-                    Directory.Delete(outDir, true)
+            use runCts = CancellationTokenSource.CreateLinkedTokenSource stopping
+            active[run.RunId] <- runCts
+            let mutable lastProgress = -1.0
+            let mutable lastProgressAt = DateTimeOffset.MinValue
 
-                Directory.CreateDirectory outDir |> ignore
-                use runCts = CancellationTokenSource.CreateLinkedTokenSource stopping
-                runCts.CancelAfter config.RunTimeout
-                active[run.RunId] <- runCts
-                let mutable lastProgress = -1.0
-                let mutable lastProgressAt = DateTimeOffset.MinValue
+            let input = RunInputs.resolve runs config.InputRoots run.Input
 
-                let input =
-                    match run.Input.Type with
-                    | "path" -> InputPaths.resolve config.InputRoots run.Input.Value
-                    | "upload" ->
-                        match runs.GetUpload run.Input.Value with
-                        | Some upload when File.Exists upload.Path -> Ok upload.Path
-                        | _ -> Error $"upload {run.Input.Value} is gone"
-                    | other -> Error $"input type '{other}' is not readable by this build"
+            // Renews the lease and watches the store's cancel flag (set by any process).
+            use renew =
+                new Timer(
+                    (fun _ ->
+                        try
+                            if not (runs.RenewLease(run.RunId, owner, time.GetUtcNow() + RunEngine.LeaseDuration)) then
+                                runCts.Cancel()
+                            elif (runs.GetRun run.RunId |> Option.exists _.CancelRequested) then
+                                runCts.Cancel()
+                        with e ->
+                            logger.LogWarning(e, "lease renewal of run {RunId} failed", run.RunId)),
+                    null,
+                    TimeSpan.FromSeconds 1.0,
+                    TimeSpan.FromSeconds 1.0
+                )
 
-                // Renews the lease and watches the store's cancel flag (set by any process).
-                use renew =
-                    new Timer(
-                        (fun _ ->
-                            try
-                                if
-                                    not (runs.RenewLease(run.RunId, owner, time.GetUtcNow() + RunEngine.LeaseDuration))
-                                then
-                                    runCts.Cancel()
-                                elif (runs.GetRun run.RunId |> Option.exists _.CancelRequested) then
-                                    runCts.Cancel()
-                            with e ->
-                                logger.LogWarning(e, "lease renewal of run {RunId} failed", run.RunId)),
-                        null,
-                        TimeSpan.FromSeconds 1.0,
-                        TimeSpan.FromSeconds 1.0
-                    )
+            try
+                match input with
+                | Error reason ->
+                    log "error" "engine" $"input: {reason}"
+                    finish RunStatus.Failed (Some $"input: {reason}")
+                | Ok inputPath ->
+                    log "info" "engine" $"started {run.ToolId} (worker {owner})"
 
-                try
-                    match input with
-                    | Error reason ->
-                        log "error" "engine" $"input: {reason}"
+                    let request: ToolRunRequest = {
+                        ToolId = run.ToolId
+                        Input = inputPath
+                        Parameters = given
+                        OutputDir = outDir
+                        Progress =
+                            fun pct ->
+                                let now = time.GetUtcNow()
 
-                        runs.Finish(run.RunId, owner, RunStatus.Failed, Some $"input: {reason}", time.GetUtcNow())
-                        |> ignore
-                    | Ok inputPath ->
-                        log "info" "engine" $"started {tool.Descriptor.Id} (worker {owner})"
+                                if pct - lastProgress >= 1.0 || now - lastProgressAt > TimeSpan.FromSeconds 1.0 then
+                                    lastProgress <- pct
+                                    lastProgressAt <- now
+                                    runs.SetProgress(run.RunId, owner, Math.Round(pct, 1))
+                        Log =
+                            fun level line ->
+                                match level with
+                                | ToolLogLevel.Debug -> ()
+                                | _ -> log ((string level).ToLowerInvariant()) "tool" line
+                        Cancellation = runCts.Token
+                        Timeout = Some config.RunTimeout
+                        ResolveFile = resolveFile
+                    }
 
-                        let context: ToolContext = {
-                            Input = inputPath
-                            Parameters = parameters
-                            OutputDir = outDir
-                            Progress =
-                                fun pct ->
-                                    let now = time.GetUtcNow()
-
-                                    if pct - lastProgress >= 1.0 || now - lastProgressAt > TimeSpan.FromSeconds 1.0 then
-                                        lastProgress <- pct
-                                        lastProgressAt <- now
-                                        runs.SetProgress(run.RunId, owner, Math.Round(pct, 1))
-                            Log =
-                                fun level line ->
-                                    match level with
-                                    | ToolLogLevel.Debug -> ()
-                                    | _ -> log ((string level).ToLowerInvariant()) "tool" line
-                            Cancellation = runCts.Token
-                            ResolveFile = resolveFile
-                        }
-
-                        let result =
-                            try
-                                tool.Run context
-                            with :? OperationCanceledException when runCts.IsCancellationRequested ->
-                                Error ToolFailure.Canceled
-
+                    match ToolRunner.execute request prepared with
+                    | Ok result ->
                         let now = time.GetUtcNow()
 
-                        match result with
-                        | Ok output ->
-                            let artifacts = [
-                                for name in output.Artifacts do
-                                    let path = Path.Combine(outDir, name)
+                        runs.AddArtifacts [
+                            for a in result.Artifacts ->
+                                {
+                                    ArtifactId = Guid.NewGuid().ToString()
+                                    RunId = run.RunId
+                                    Filename = a.Name
+                                    ContentType = a.ContentType
+                                    Size = a.Size
+                                    Sha256 = a.Sha256
+                                    Path = a.Path
+                                    CreatedAt = now
+                                }
+                        ]
 
-                                    if File.Exists path then
-                                        use stream = File.OpenRead path
-
-                                        {
-                                            ArtifactId = Guid.NewGuid().ToString()
-                                            RunId = run.RunId
-                                            Filename = name
-                                            ContentType = RunParameters.contentType name
-                                            Size = stream.Length
-                                            Sha256 = Convert.ToHexString(SHA256.HashData stream).ToLowerInvariant()
-                                            Path = path
-                                            CreatedAt = now
-                                        }
-                            ]
-
-                            runs.AddArtifacts artifacts
-                            log "info" "engine" $"completed: {output.Summary}"
-
-                            runs.Finish(run.RunId, owner, RunStatus.Completed, None, time.GetUtcNow())
-                            |> ignore
-                        | Error(ToolFailure.InvalidInput reason) ->
-                            log "error" "engine" $"failed: {reason}"
-                            runs.Finish(run.RunId, owner, RunStatus.Failed, Some reason, now) |> ignore
-                        | Error ToolFailure.Canceled when stopping.IsCancellationRequested ->
-                            // Shutting down: the run goes back to the queue for the next start.
-                            log "warning" "engine" "service stopping: the run is queued again"
-                            runs.Requeue(run.RunId, owner)
-                        | Error ToolFailure.Canceled when runs.GetRun run.RunId |> Option.exists _.CancelRequested ->
-                            log "warning" "engine" "canceled on request"
-
-                            runs.Finish(run.RunId, owner, RunStatus.Canceled, Some "canceled on request", now)
-                            |> ignore
-                        | Error ToolFailure.Canceled ->
-                            let reason = $"timed out after {config.RunTimeout.TotalSeconds} s"
-                            log "error" "engine" reason
-                            runs.Finish(run.RunId, owner, RunStatus.Failed, Some reason, now) |> ignore
-                finally
-                    active.TryRemove run.RunId |> ignore
+                        log "info" "engine" $"completed: {result.Output.Summary}"
+                        finish RunStatus.Completed None
+                    | Error ToolError.Canceled when stopping.IsCancellationRequested ->
+                        // Shutting down: the run goes back to the queue for the next start.
+                        log "warning" "engine" "service stopping: the run is queued again"
+                        runs.Requeue(run.RunId, owner)
+                    | Error ToolError.Canceled when runs.GetRun run.RunId |> Option.exists _.CancelRequested ->
+                        log "warning" "engine" "canceled on request"
+                        finish RunStatus.Canceled (Some "canceled on request")
+                    | Error ToolError.Canceled ->
+                        // Canceled by the lease check: another worker owns the run now.
+                        log "warning" "engine" "the lease was lost: another worker has the run"
+                    | Error e ->
+                        let reason = ToolError.describe e
+                        log "error" "engine" (if e.IsTimedOut then reason else $"failed: {reason}")
+                        finish RunStatus.Failed (Some reason)
+            finally
+                active.TryRemove run.RunId |> ignore
 
     member private this.Worker(stopping: CancellationToken) : Task = task {
         while not stopping.IsCancellationRequested do

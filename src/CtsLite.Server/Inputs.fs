@@ -96,3 +96,25 @@ module InputPaths =
                     Error $"'{value}' leads outside the input roots"
                 else
                     Ok candidate
+
+/// What a run names (its input, its `file` parameters) as readable paths on this node: one
+/// definition for the check when a run is created and for the engine that runs it.
+[<RequireQualifiedAccess>]
+module RunInputs =
+
+    /// A file parameter's value: an upload by id, or a path under the input roots.
+    let resolveFile (runs: IRunStore) (roots: string list) (value: string) : Result<string, string> =
+        match runs.GetUpload value with
+        | Some upload -> Ok upload.Path
+        | None -> InputPaths.resolve roots value
+
+    /// A run's input: a path under the input roots, or an upload whose file is still there.
+    let resolve (runs: IRunStore) (roots: string list) (input: RunInput) : Result<string, string> =
+        match input.Type with
+        | "path" -> InputPaths.resolve roots input.Value
+        | "upload" ->
+            match runs.GetUpload input.Value with
+            | Some upload when File.Exists upload.Path -> Ok upload.Path
+            | Some _ -> Error $"upload {input.Value} is gone"
+            | None -> Error $"no upload '{input.Value}'"
+        | other -> Error $"input type '{other}' is not readable by this build"

@@ -92,11 +92,7 @@ module Startup =
                     context.Runs,
                     context.Time,
                     sp.GetRequiredService<ILogger<RunEngine>>(),
-                    (fun value ->
-                        // A file parameter names an upload by id, or a path under the input roots.
-                        match context.Runs.GetUpload value with
-                        | Some upload -> Ok upload.Path
-                        | None -> InputPaths.resolve context.Config.InputRoots value)
+                    RunInputs.resolveFile context.Runs context.Config.InputRoots
                 ))
             .AddSingleton<IRunEngine>(fun sp -> sp.GetRequiredService<RunEngine>() :> IRunEngine)
             .AddHostedService<RunEngine>(fun sp -> sp.GetRequiredService<RunEngine>())

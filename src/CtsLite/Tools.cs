@@ -191,52 +191,42 @@ namespace CtsLite
             if (parameters is null) throw new ArgumentNullException(nameof(parameters));
             if (outputDirectory is null) throw new ArgumentNullException(nameof(outputDirectory));
 
-            var found = CoreTools.Catalog.tryFind(toolId);
-            if (found == null)
-            {
-                var known = string.Join(", ", All.Select(t => t.Id));
-                throw new ArgumentException($"no tool '{toolId}' (tools: {known})", nameof(toolId));
-            }
-
-            var tool = found.Value;
             var given = ListModule.OfSeq(parameters.Select(kv => Tuple.Create(kv.Key, ToInput(kv.Value))));
-            var validated = CoreTools.Parameters.validateFor(tool, given);
+            // Unknown tools and bad parameters are the caller's mistake: thrown now, not from the task.
+            var prepared = CoreTools.ToolRunner.prepare(toolId, given);
+            if (prepared.IsError) throw ToException(toolId, prepared.ErrorValue, cancellationToken);
 
-            if (validated.IsError)
-            {
-                var errors = validated.ErrorValue.Select(e => new ToolParameterError(e.Parameter, e.Detail)).ToArray();
-                throw new ToolParameterException(toolId, errors);
-            }
-
-            var directory = Path.GetFullPath(outputDirectory);
-            Directory.CreateDirectory(directory);
+            var request = new CoreTools.ToolRunRequest(
+                toolId,
+                input,
+                given,
+                outputDirectory,
+                FuncConvert.FromAction<double>(p => progress?.Report(p)),
+                FuncConvert.FromAction<CoreTools.ToolLogLevel, string>((level, line) =>
+                    log?.Invoke($"{level.ToString().ToLowerInvariant()}: {line}")),
+                cancellationToken,
+                FSharpOption<TimeSpan>.None,
+                FuncConvert.FromFunc<string, FSharpResult<string, string>>(CoreTools.ToolRunner.localFiles));
 
             return Task.Run(() =>
             {
-                var context = new CoreTools.ToolContext(
-                    input,
-                    validated.ResultValue,
-                    directory,
-                    FuncConvert.FromAction<double>(p => progress?.Report(p)),
-                    FuncConvert.FromAction<CoreTools.ToolLogLevel, string>((level, line) =>
-                        log?.Invoke($"{level.ToString().ToLowerInvariant()}: {line}")),
-                    cancellationToken,
-                    FuncConvert.FromFunc<string, FSharpResult<string, string>>(path =>
-                        File.Exists(path)
-                            ? FSharpResult<string, string>.NewOk(Path.GetFullPath(path))
-                            : FSharpResult<string, string>.NewError($"{path}: no such file")));
-
-                var result = tool.Run.Invoke(context);
-
-                if (result.IsOk) return new ToolRunResult(directory, result.ResultValue);
-
-                return result.ErrorValue switch
-                {
-                    CoreTools.ToolFailure.InvalidInput invalid => throw new ToolInputException(invalid.Item),
-                    _ => throw new OperationCanceledException(cancellationToken),
-                };
+                var result = CoreTools.ToolRunner.execute(request, prepared.ResultValue);
+                if (result.IsOk) return new ToolRunResult(result.ResultValue.OutputDir, result.ResultValue.Output);
+                throw ToException(toolId, result.ErrorValue, cancellationToken);
             }, cancellationToken);
         }
+
+        private static Exception ToException(string toolId, CoreTools.ToolError error, CancellationToken token) =>
+            error switch
+            {
+                CoreTools.ToolError.UnknownTool => new ArgumentException(
+                    CoreTools.ToolErrorModule.describe(error), nameof(toolId)),
+                CoreTools.ToolError.InvalidParameters invalid => new ToolParameterException(
+                    toolId, invalid.Item.Select(e => new ToolParameterError(e.Parameter, e.Detail)).ToArray()),
+                CoreTools.ToolError.TimedOut => new TimeoutException(CoreTools.ToolErrorModule.describe(error)),
+                _ when error.IsCanceled => new OperationCanceledException(token),
+                _ => new ToolInputException(CoreTools.ToolErrorModule.describe(error)),
+            };
 
         private static CoreTools.ParameterInput ToInput(object? value) => value switch
         {

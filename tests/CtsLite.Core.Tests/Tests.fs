@@ -69,5 +69,6 @@ let all =
         SubaruTests.all
         JwtTests.all
         ToolTests.all
+        ToolRunnerTests.all
         ReportBrowserTests.all
     ]

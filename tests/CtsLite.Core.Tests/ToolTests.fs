@@ -22,32 +22,26 @@ let private segment (n: int) =
 
 let private route () = synthetic [ "route"; routeName ]
 
-/// Runs a tool with text parameters; returns the outcome, the output folder and the log lines.
+/// Runs a tool through the one run path with text parameters; returns the outcome, the output
+/// folder and the log lines.
 let runTool
     (tool: Tool)
     (input: string)
     (given: (string * string) list)
     (token: CancellationToken)
-    : Result<ToolOutput, ToolFailure> * string * string list =
+    : Result<ToolOutput, ToolError> * string * string list =
     let dir = TestEnv.tempDir tool.Descriptor.Id
     let log = ResizeArray<string>()
 
-    let parameters =
-        match Parameters.validateFor tool (given |> List.map (fun (k, v) -> k, ParameterInput.Text v)) with
-        | Ok p -> p
-        | Error es -> failtestf "parameters rejected: %A" es
-
-    let ctx: ToolContext = {
-        Input = input
-        Parameters = parameters
-        OutputDir = dir
-        Progress = ignore
-        Log = fun level line -> lock log (fun () -> log.Add $"{level}: {line}")
-        Cancellation = token
-        ResolveFile = fun p -> if File.Exists p then Ok p else Error $"{p}: no such file"
+    let request = {
+        ToolRunner.request tool.Descriptor.Id input (given |> List.map (fun (k, v) -> k, ParameterInput.Text v)) dir with
+            Log = fun level line -> lock log (fun () -> log.Add $"{level}: {line}")
+            Cancellation = token
     }
 
-    tool.Run ctx, dir, List.ofSeq log
+    match ToolRunner.prepare request.ToolId request.Parameters with
+    | Error e -> failtestf "parameters rejected: %A" e
+    | Ok prepared -> ToolRunner.execute request prepared |> Result.map _.Output, dir, List.ofSeq log
 
 let private completed (result, dir, _) =
     match result with
@@ -417,10 +411,10 @@ let logic =
             Expect.equal (CruiseControl.widen 0.2 intervals) [ 0.8, 2.2; 2.4, 4.2 ] "kept apart"
         }
         test "default bus: most frames, receive buses first, ties to the lowest" {
-            Expect.equal (CruiseControl.defaultBus [ 0, 10L; 130, 50L ]) (Some 0) "receive first"
-            Expect.equal (CruiseControl.defaultBus [ 2, 10L; 1, 10L ]) (Some 1) "tie"
-            Expect.equal (CruiseControl.defaultBus [ 130, 3L; 128, 3L ]) (Some 128) "only TX"
-            Expect.equal (CruiseControl.defaultBus []) None "none"
+            Expect.equal (ToolSupport.defaultBus [ 0, 10L; 130, 50L ]) (Some 0) "receive first"
+            Expect.equal (ToolSupport.defaultBus [ 2, 10L; 1, 10L ]) (Some 1) "tie"
+            Expect.equal (ToolSupport.defaultBus [ 130, 3L; 128, 3L ]) (Some 128) "only TX"
+            Expect.equal (ToolSupport.defaultBus []) None "none"
         }
         test "scores: chatter penalty above 40 toggles" {
             Expect.equal (CruiseControl.score 40) (0.0, 40.0) "no penalty"
@@ -616,8 +610,8 @@ let analyzer =
             File.WriteAllText(bad, "hello, this is not a log")
 
             match runTool CruiseTool.tool bad [] CancellationToken.None with
-            | Error(ToolFailure.InvalidInput reason), out, _ ->
-                Expect.stringContains reason "notes.rlog" "names the file"
+            | Error(ToolError.InputDamaged _ as e), out, _ ->
+                Expect.stringContains (ToolError.describe e) "notes.rlog" "names the file"
                 Expect.isEmpty (Directory.GetFiles out) "nothing written"
             | other, _, _ -> failtestf "%A" other
         }
@@ -627,7 +621,7 @@ let analyzer =
             File.WriteAllText(dbc, "VERSION \"\"\nBO_ x Broken: 8 XXX\n")
 
             match runTool CruiseTool.tool (defaultLog ()) [ "dbc", dbc ] CancellationToken.None with
-            | Error(ToolFailure.InvalidInput reason), _, _ ->
+            | Error(ToolError.InvalidFile("dbc", reason)), _, _ ->
                 Expect.stringContains reason "broken.dbc:2" "file and line"
             | other, _, _ -> failtestf "%A" other
         }
@@ -636,7 +630,7 @@ let analyzer =
             cts.Cancel()
 
             match runTool CruiseTool.tool (defaultLog ()) [] cts.Token with
-            | Error ToolFailure.Canceled, dir, _ -> Expect.isEmpty (Directory.GetFiles dir) "nothing written"
+            | Error ToolError.Canceled, dir, _ -> Expect.isEmpty (Directory.GetFiles dir) "nothing written"
             | other, _, _ -> failtestf "%A" other
         }
         test "runs in parallel give identical findings" {
@@ -852,8 +846,8 @@ let bitwatch =
         }
         test "bad input is named: a log without a window, a path as prefix, a bad watch spec" {
             match runTool CanBitwatch.tool (defaultLog ()) [] CancellationToken.None with
-            | Error(ToolFailure.InvalidInput reason), _, _ ->
-                Expect.stringContains reason "window_start" "needs a window"
+            | Error(ToolError.InvalidParameters _ as e), _, _ ->
+                Expect.stringContains (ToolError.describe e) "window_start" "needs a window"
             | other, _, _ -> failtestf "%A" other
 
             match
@@ -868,8 +862,7 @@ let bitwatch =
             let bad = writeCsv [ 1.0, "middle", "0x1", 0, "00" ]
 
             match runTool CanBitwatch.tool bad [] CancellationToken.None with
-            | Error(ToolFailure.InvalidInput reason), _, _ ->
-                Expect.stringContains reason "frames.csv:2" "file and line"
+            | Error(ToolError.InputInvalid reason), _, _ -> Expect.stringContains reason "frames.csv:2" "file and line"
             | other, _, _ -> failtestf "%A" other
         }
         testProperty
@@ -992,7 +985,8 @@ let exports =
         test "bad names are reported: message, signal, service, missing dbc" {
             let failsWith given (text: string) =
                 match runTool SignalExport.tool (defaultLog ()) given CancellationToken.None with
-                | Error(ToolFailure.InvalidInput reason), _, _ -> Expect.stringContains reason text text
+                | Error(ToolError.InvalidFile _ | ToolError.InvalidParameters _ as e), _, _ ->
+                    Expect.stringContains (ToolError.describe e) text text
                 | other, _, _ -> failtestf "%A" other
 
             failsWith [ "dbc", CruiseTool.DefaultDbc; "signals", "No_Such.X" ] "no message 'No_Such'"

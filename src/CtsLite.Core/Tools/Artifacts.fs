@@ -133,8 +133,8 @@ module Artifacts =
         writeWith dir $"{Path.GetFileNameWithoutExtension name}.analysis_meta.json" (fun w ->
             w.Write(jsonText metaObject))
 
-    /// The SHA-256 of a file as `sha256:<hex>`, streamed.
-    let sha256 (path: string) : string =
+    /// The SHA-256 of a file as lower-case hex, streamed.
+    let sha256Hex (path: string) : string =
         // Large reads straight into a pooled buffer: with the default 4 KiB reads the system
         // calls cost more than the hashing.
         use stream =
@@ -150,9 +150,22 @@ module Artifacts =
                 hash.AppendData(buffer, 0, n)
                 n <- stream.Read(buffer, 0, buffer.Length)
 
-            "sha256:" + Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant()
+            Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant()
         finally
             Buffers.ArrayPool<byte>.Shared.Return buffer
+
+    /// The SHA-256 of a file as `sha256:<hex>`, as artifact headers name their input.
+    let sha256 (path: string) : string = "sha256:" + sha256Hex path
+
+    /// The HTTP content type of an artifact by its extension.
+    let contentType (file: string) : string =
+        match Path.GetExtension(file).ToLowerInvariant() with
+        | ".csv" -> "text/csv; charset=utf-8"
+        | ".json" -> "application/json"
+        | ".jsonl" -> "application/jsonl"
+        | ".html" -> "text/html; charset=utf-8"
+        | ".png" -> "image/png"
+        | _ -> "application/octet-stream"
 
     /// A JSON array of strings.
     let strings (items: string seq) : JsonNode =

@@ -115,7 +115,7 @@ module CanBitwatch =
 
     let private segments = [ "pre"; "window"; "post" ]
 
-    let private readFrames (ctx: ToolContext) : Result<AnalysisFrame list * float option, ToolFailure> =
+    let private readFrames (ctx: ToolContext) : Result<AnalysisFrame list * float option, ToolError> =
         let p = ctx.Parameters
 
         let window =
@@ -134,22 +134,23 @@ module CanBitwatch =
                 try
                     Ok(File.ReadLines ctx.Input |> List.ofSeq)
                 with :? IOException as e ->
-                    Error(ToolFailure.InvalidInput $"{ctx.Input}: {e.Message}")
+                    Error(ToolError.InputUnavailable $"{ctx.Input}: {e.Message}")
 
             lines
             |> Result.bind (fun lines ->
                 match CanText.readCsv (Path.GetFileName ctx.Input) lines with
-                | Error es -> Error(ToolFailure.InvalidInput(String.Join("; ", es |> List.truncate 5)))
+                | Error es -> Error(ToolError.InputInvalid(String.Join("; ", es |> List.truncate 5)))
                 | Ok frames -> Ok(frames, p.Float "window_start"))
         | Some other ->
             Error(
-                ToolFailure.InvalidInput $"{ctx.Input}: a {other} file; can-bitwatch reads the rlog-to-csv CSV or a log"
+                ToolError.InputInvalid $"{ctx.Input}: a {other} file; can-bitwatch reads the rlog-to-csv CSV or a log"
             )
         | None ->
             match window with
             | None ->
                 Error(
-                    ToolFailure.InvalidInput
+                    ToolError.parameter
+                        "window_start"
                         "a log input needs window_start and window_dur (seconds after the first CAN event)"
                 )
             | Some(start, dur) ->
@@ -184,7 +185,7 @@ module CanBitwatch =
                         true)
                     |> Result.map (fun _ -> List.ofSeq frames, Some start)
 
-    let private run (ctx: ToolContext) : Result<ToolOutput, ToolFailure> =
+    let private run (ctx: ToolContext) : Result<ToolOutput, ToolError> =
         let p = ctx.Parameters
         let prefix = p.Str "output_prefix" |> Option.defaultValue "analysis"
 
@@ -196,7 +197,7 @@ module CanBitwatch =
                     ctx.ResolveFile f
                     |> Result.bind (fun path -> CtsLite.Io.readText path |> Result.mapError (fun e -> $"{f}: {e}"))
                 with
-                | Error e -> Error(ToolFailure.InvalidInput $"watch_file: {e}")
+                | Error e -> Error(ToolError.InvalidFile("watch_file", e))
                 | Ok(text: string) ->
                     let specs =
                         text.Split('\n')
@@ -214,7 +215,7 @@ module CanBitwatch =
                             | Error e -> Some(n, e)
                             | Ok _ -> None)
                     with
-                    | Some(n, e) -> Error(ToolFailure.InvalidInput $"watch_file line {n}: {e}")
+                    | Some(n, e) -> Error(ToolError.InvalidFile("watch_file", $"line {n}: {e}"))
                     | None ->
                         Ok(
                             parsed
@@ -254,7 +255,7 @@ module CanBitwatch =
                         | None ->
                             counts
                             |> List.map (fun ((_, b), n) -> b, int64 n)
-                            |> CruiseControl.defaultBus
+                            |> ToolSupport.defaultBus
                             |> Option.map (fun b -> address, b))
                     |> Map.ofList
 

@@ -492,19 +492,6 @@ module CruiseControl =
     [<Literal>]
     let PenaltySlope = 0.1
 
-    /// The default bus of an address: the src with most frames, preferring receive buses (< 128),
-    /// ties to the lowest src.
-    let defaultBus (framesPerSrc: (int * int64) list) : int option =
-        let pick (candidates: (int * int64) list) =
-            candidates
-            |> List.sortBy (fun (src, n) -> -n, src)
-            |> List.tryHead
-            |> Option.map fst
-
-        match framesPerSrc |> List.filter (fun (src, n) -> src < 128 && n > 0L) with
-        | [] -> pick (framesPerSrc |> List.filter (fun (_, n) -> n > 0L))
-        | receive -> pick receive
-
     /// Target-speed events from speed samples in time order: maximal runs inside [lo, hi]; the end
     /// is the first out-of-band sample, or the last sample when the run reaches the end.
     let targetSpeedEvents (lo: float) (hi: float) (samples: (LogTime * float) array) : TargetSpeedEvent list = [
@@ -835,7 +822,7 @@ module CruiseControl =
                 counts
                 |> List.filter (fun ((a, _), _) -> a = address)
                 |> List.map (fun ((_, b), n) -> b, n)
-                |> defaultBus
+                |> ToolSupport.defaultBus
 
         let framesOf (address: uint32) (bus: int option) : int array =
             match bus with

@@ -14,7 +14,7 @@ module CruiseTool =
 
     /// The DBC used when the `dbc` parameter is not given (embedded in CtsLite.Core).
     [<Literal>]
-    let DefaultDbc = "subaru_global_2017_generated.dbc"
+    let DefaultDbc = ToolSupport.SubaruDbc
 
     let private spec = ParameterSpec.create
 
@@ -127,38 +127,6 @@ module CruiseTool =
         | None -> ()
     ]
 
-    /// The embedded default DBC's text.
-    let defaultDbcText () : string =
-        use stream =
-            Assembly.GetExecutingAssembly().GetManifestResourceStream("CtsLite.Core." + DefaultDbc)
-
-        use reader = new StreamReader(stream)
-        reader.ReadToEnd()
-
-    /// A `dbc` parameter's database: the built-in Subaru DBC by name, else a file through the context.
-    let internal loadDbc (ctx: ToolContext) (value: string) : Result<Database, string> =
-        let parsed =
-            if value = DefaultDbc then
-                Dbc.parseText DefaultDbc (defaultDbcText ())
-            else
-                match ctx.ResolveFile value with
-                | Error e ->
-                    Error [
-                        {
-                            File = value
-                            Line = 0
-                            Column = 0
-                            Message = e
-                        }
-                    ]
-                | Ok path -> Dbc.parseFile' path
-
-        match parsed with
-        | Ok db -> Ok db
-        | Error errors ->
-            let first = errors |> List.truncate 3 |> List.map DbcError.describe
-            Error $"""dbc: {String.Join("; ", first)}"""
-
     /// The settings of a validated parameter set.
     let settings (p: ToolParameters) : CruiseSettings = {
         SpeedMin = p.Float "speed_min" |> Option.defaultValue 55.0
@@ -181,9 +149,9 @@ module CruiseTool =
     }
 
     /// Reads the input and analyses it (no files written).
-    let analyse (ctx: ToolContext) (s: CruiseSettings) (dbc: Database) : Result<CruiseAnalysis, ToolFailure> =
+    let analyse (ctx: ToolContext) (s: CruiseSettings) (dbc: Database) : Result<CruiseAnalysis, ToolError> =
         match Subaru.ofDatabase dbc with
-        | Error e -> Error(ToolFailure.InvalidInput $"dbc: {e}")
+        | Error e -> Error(ToolError.InvalidFile("dbc", e))
         | Ok decoder ->
             match LogInput.files ctx with
             | Error e -> Error e
@@ -240,12 +208,12 @@ module CruiseTool =
                         warnings
                         truncated)
 
-    let private run (ctx: ToolContext) : Result<ToolOutput, ToolFailure> =
+    let private run (ctx: ToolContext) : Result<ToolOutput, ToolError> =
         let p = ctx.Parameters
         let s = settings p
 
-        match loadDbc ctx (p.Str "dbc" |> Option.defaultValue DefaultDbc) with
-        | Error e -> Error(ToolFailure.InvalidInput e)
+        match ToolSupport.loadDbc ctx "dbc" (p.Str "dbc" |> Option.defaultValue DefaultDbc) with
+        | Error e -> Error e
         | Ok dbc ->
             match analyse ctx s dbc with
             | Error e -> Error e

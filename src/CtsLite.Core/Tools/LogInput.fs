@@ -13,8 +13,8 @@ module internal LogInput =
     let private CheckEvery = 4096
 
     /// The files of the input (file, segment folder or route address).
-    let files (ctx: ToolContext) : Result<string list, ToolFailure> =
-        Route.resolve ctx.Input |> Result.mapError ToolFailure.InvalidInput
+    let files (ctx: ToolContext) : Result<string list, ToolError> =
+        Route.resolve ctx.Input |> Result.mapError ToolError.InputUnavailable
 
     /// The embedded schema's event layout.
     let layout () : EventLayout =
@@ -31,7 +31,7 @@ module internal LogInput =
         (fromPct: float)
         (toPct: float)
         (visit: LogReader -> bool)
-        : Result<string list, ToolFailure> =
+        : Result<string list, ToolError> =
         let options = ReaderOptions.Default
         let warnings = ResizeArray<string>()
         let total = float (max 1 files.Length)
@@ -45,7 +45,7 @@ module internal LogInput =
                     ctx.Cancellation.ThrowIfCancellationRequested()
 
                     match LogReader.Open(file, options) with
-                    | Error reason -> failure <- Some(ToolFailure.InvalidInput reason)
+                    | Error reason -> failure <- Some(ToolError.InputUnavailable reason)
                     | Ok reader ->
                         use reader = reader
                         let mutable n = 0
@@ -62,10 +62,10 @@ module internal LogInput =
 
                         match reader.Damage with
                         // Damage before the first event: not a log at all, so nothing to keep.
-                        | Some e when n = 0 -> failure <- Some(ToolFailure.InvalidInput(DecodeError.describe e))
+                        | Some e when n = 0 -> failure <- Some(ToolError.InputDamaged e)
                         | _ ->
                             match FileReading.settle options reader warnings with
-                            | Some e -> failure <- Some(ToolFailure.InvalidInput(DecodeError.describe e))
+                            | Some e -> failure <- Some(ToolError.InputDamaged e)
                             | None -> ()
 
                     index <- index + 1
@@ -79,4 +79,4 @@ module internal LogInput =
                 ctx.Progress toPct
                 Ok(List.ofSeq warnings)
         with :? OperationCanceledException when ctx.Cancellation.IsCancellationRequested ->
-            Error ToolFailure.Canceled
+            Error ToolError.Canceled

@@ -77,7 +77,7 @@ module LogSummary =
         add "</table></body></html>"
         sb.ToString()
 
-    let private run (ctx: ToolContext) : Result<ToolOutput, ToolFailure> =
+    let private run (ctx: ToolContext) : Result<ToolOutput, ToolError> =
         match LogInput.files ctx with
         | Error e -> Error e
         | Ok files ->

@@ -132,7 +132,7 @@ module RlogToCsv =
         | Some(start, dur) when t <= start + dur -> "window"
         | Some _ -> "post"
 
-    let private run (ctx: ToolContext) : Result<ToolOutput, ToolFailure> =
+    let private run (ctx: ToolContext) : Result<ToolOutput, ToolError> =
         let p = ctx.Parameters
 
         let window =

@@ -130,7 +130,7 @@ module SignalExport =
         let cut = path.IndexOfAny [| '.'; '[' |]
         if cut < 0 then path else path.Substring(0, cut)
 
-    let private run (ctx: ToolContext) : Result<ToolOutput, ToolFailure> =
+    let private run (ctx: ToolContext) : Result<ToolOutput, ToolError> =
         let p = ctx.Parameters
         let signalNames = p.List "signals"
         let fieldPaths = p.List "fields"
@@ -140,7 +140,7 @@ module SignalExport =
         let dbc =
             match p.Str "dbc" with
             | None -> Ok None
-            | Some d -> CruiseTool.loadDbc ctx d |> Result.map Some
+            | Some d -> ToolSupport.loadDbc ctx "dbc" d |> Result.map Some
 
         let resolveSignal (db: Database) (name: string) =
             let dot = name.LastIndexOf '.'
@@ -152,10 +152,10 @@ module SignalExport =
                 | _ -> db.TryMessageNamed messageName
 
             match message with
-            | None -> Error $"signals: the DBC has no message '{messageName}'"
+            | None -> Error $"the DBC has no message '{messageName}'"
             | Some m ->
                 match m.Signals |> List.tryFind (fun s -> s.Name = signalName) with
-                | None -> Error $"signals: {m.Name} has no signal '{signalName}'"
+                | None -> Error $"{m.Name} has no signal '{signalName}'"
                 | Some s -> Ok(name, m, s)
 
         let fieldServices =
@@ -163,9 +163,8 @@ module SignalExport =
             |> List.map (fun f -> f, serviceOf f, Event.discriminantOf layout (serviceOf f))
 
         match dbc, fieldServices |> List.tryFind (fun (_, _, d) -> d.IsNone) with
-        | Error e, _ -> Error(ToolFailure.InvalidInput e)
-        | _, Some(f, service, _) ->
-            Error(ToolFailure.InvalidInput $"fields: '{f}': no service '{service}' in the schema")
+        | Error e, _ -> Error e
+        | _, Some(f, service, _) -> Error(ToolError.parameter "fields" $"'{f}': no service '{service}' in the schema")
         | Ok db, None ->
             let signals =
                 match db with
@@ -191,7 +190,7 @@ module SignalExport =
                         )
 
             match signals, LogInput.files ctx with
-            | Error e, _ -> Error(ToolFailure.InvalidInput e)
+            | Error e, _ -> Error(ToolError.parameter "signals" e)
             | _, Error e -> Error e
             | Ok signals, Ok files ->
                 // Signal samples per (signal index, bus), so the bus can be chosen after the pass.
@@ -254,13 +253,13 @@ module SignalExport =
                             if which = d && fieldError.IsNone then
                                 match FieldPath.read schema m layout.Event e path with
                                 | Ok v -> fieldSamples[k].Add((ns, fieldCell v))
-                                | Error err -> fieldError <- Some $"fields: '{path}': {DecodeError.describe err}"
+                                | Error err -> fieldError <- Some(path, err)
 
                         fieldError.IsNone)
 
                 match outcome, fieldError with
                 | Error e, _ -> Error e
-                | _, Some e -> Error(ToolFailure.InvalidInput e)
+                | _, Some(path, e) -> Error(ToolError.parameter "fields" $"'{path}': {DecodeError.describe e}")
                 | Ok warnings, None ->
                     let forcedBus = p.Int "bus" |> Option.map int
 
@@ -275,8 +274,7 @@ module SignalExport =
                             let bus =
                                 match forcedBus with
                                 | Some b -> Some b
-                                | None ->
-                                    perBus |> List.map (fun (b, l) -> b, int64 l.Count) |> CruiseControl.defaultBus
+                                | None -> perBus |> List.map (fun (b, l) -> b, int64 l.Count) |> ToolSupport.defaultBus
 
                             let samples =
                                 perBus
@@ -303,8 +301,9 @@ module SignalExport =
 
                             if rows > MaxRows then
                                 Error(
-                                    ToolFailure.InvalidInput
-                                        $"rate_hz = {rate} gives {rows} rows (limit {MaxRows}); lower the rate"
+                                    ToolError.parameter
+                                        "rate_hz"
+                                        $"{rate} gives {rows} rows (limit {MaxRows}); lower the rate"
                                 )
                             elif first.IsNone then
                                 Ok [||]

@@ -1,0 +1,191 @@
+namespace CtsLite.Tools
+
+open System
+open System.IO
+open System.Threading
+
+/// One file a completed run wrote, checked on disk.
+type ArtifactFile = {
+    /// The name relative to the output folder.
+    Name: string
+    /// The full path.
+    Path: string
+    Size: int64
+    /// Lower-case hex SHA-256 of the content.
+    Sha256: string
+    /// The HTTP content type by extension (`text/csv; charset=utf-8`, `application/json`, …).
+    ContentType: string
+}
+
+/// A tool with parameters that passed validation: ready to run, nothing written yet.
+type PreparedRun = {
+    Tool: Tool
+    Parameters: ToolParameters
+}
+
+/// A completed run: the tool's output and its artifacts as files.
+type ToolRunResult = {
+    Tool: ToolDescriptor
+    /// The parameters after validation (defaults filled in).
+    Parameters: ToolParameters
+    OutputDir: string
+    Output: ToolOutput
+    /// The artifacts that exist, in the tool's order.
+    Artifacts: ArtifactFile list
+}
+
+/// What a caller gives to run one tool: the same shape for the CLI, the service's engine, the C#
+/// library and the tests.
+type ToolRunRequest = {
+    ToolId: string
+    /// A log file, segment folder or route address, or a CSV for can-bitwatch, readable here.
+    Input: string
+    /// The parameters as given (text from a command line, or JSON values).
+    Parameters: (string * ParameterInput) list
+    /// The folder the artifacts go into; created when missing.
+    OutputDir: string
+    /// Progress in percent (0–100).
+    Progress: float -> unit
+    Log: ToolLogLevel -> string -> unit
+    /// The caller's cancellation (Ctrl+C, a cancel request, shutdown).
+    Cancellation: CancellationToken
+    /// The run fails with `TimedOut` once this much time has passed.
+    Timeout: TimeSpan option
+    /// Turns a `file` parameter's value (a path; an upload id in the service) into a readable path.
+    ResolveFile: string -> Result<string, string>
+}
+
+/// The one way to run a tool: look it up, validate its parameters, check its `file` parameters
+/// through the caller's resolver, create the output folder, run it under the caller's
+/// cancellation and time limit, and list what it wrote with size and SHA-256.
+[<RequireQualifiedAccess>]
+module ToolRunner =
+
+    /// Resolves file parameters as paths on this machine (the CLI, the C# library, tests).
+    let localFiles (value: string) : Result<string, string> =
+        if File.Exists value then
+            Ok(Path.GetFullPath value)
+        elif Directory.Exists value then
+            Error $"{value}: a folder, not a file"
+        else
+            Error $"{value}: no such file"
+
+    /// A request with no progress, log, cancellation or time limit, resolving files locally.
+    let request
+        (toolId: string)
+        (input: string)
+        (parameters: (string * ParameterInput) list)
+        (outputDir: string)
+        : ToolRunRequest = {
+        ToolId = toolId
+        Input = input
+        Parameters = parameters
+        OutputDir = outputDir
+        Progress = ignore
+        Log = fun _ _ -> ()
+        Cancellation = CancellationToken.None
+        Timeout = None
+        ResolveFile = localFiles
+    }
+
+    /// The catalog's tool with this id.
+    let find (toolId: string) : Result<Tool, ToolError> =
+        match Catalog.tryFind toolId with
+        | Some tool -> Ok tool
+        | None -> Error(ToolError.UnknownTool(toolId, Catalog.descriptors |> List.map _.Id))
+
+    /// Every `file` parameter with a value that is not a built-in file must resolve; one error
+    /// per parameter that does not.
+    let checkFiles
+        (resolve: string -> Result<string, string>)
+        (tool: Tool)
+        (parameters: ToolParameters)
+        : ParameterError list = [
+        for spec in tool.Descriptor.Parameters do
+            if spec.Type = ParameterType.File then
+                match parameters.Str spec.Name with
+                | Some value when not (ToolSupport.isBuiltInFile value) ->
+                    match resolve value with
+                    | Ok _ -> ()
+                    | Error reason -> {
+                        Parameter = spec.Name
+                        Detail = reason
+                      }
+                | _ -> ()
+    ]
+
+    /// The tool and its validated parameters, before anything is run or written.
+    let prepare (toolId: string) (given: (string * ParameterInput) list) : Result<PreparedRun, ToolError> =
+        find toolId
+        |> Result.bind (fun tool ->
+            Parameters.validateFor tool given
+            |> Result.map (fun p -> { Tool = tool; Parameters = p })
+            |> Result.mapError ToolError.InvalidParameters)
+
+    /// The files of `names` in `dir` that exist, with size, SHA-256 and content type.
+    let listArtifacts (dir: string) (names: string list) : ArtifactFile list = [
+        for name in names do
+            let path = Path.Combine(dir, name)
+            let info = FileInfo path
+
+            if info.Exists then
+                {
+                    Name = name
+                    Path = path
+                    Size = info.Length
+                    Sha256 = Artifacts.sha256Hex path
+                    ContentType = Artifacts.contentType name
+                }
+    ]
+
+    /// Runs a prepared tool (see `prepare`) as `request` says.
+    let execute (request: ToolRunRequest) (prepared: PreparedRun) : Result<ToolRunResult, ToolError> =
+        let tool, parameters = prepared.Tool, prepared.Parameters
+
+        match checkFiles request.ResolveFile tool parameters with
+        | _ :: _ as errors ->
+            // The parameter names the file; the reason is the resolver's.
+            match errors with
+            | [ e ] -> Error(ToolError.InvalidFile(e.Parameter, e.Detail))
+            | _ -> Error(ToolError.InvalidParameters errors)
+        | [] ->
+            let outputDir = Path.GetFullPath request.OutputDir
+            Directory.CreateDirectory outputDir |> ignore
+            use limit = CancellationTokenSource.CreateLinkedTokenSource request.Cancellation
+            request.Timeout |> Option.iter (fun t -> limit.CancelAfter t)
+
+            let context: ToolContext = {
+                Input = request.Input
+                Parameters = parameters
+                OutputDir = outputDir
+                Progress = request.Progress
+                Log = request.Log
+                Cancellation = limit.Token
+                ResolveFile = request.ResolveFile
+            }
+
+            let outcome =
+                try
+                    tool.Run context
+                with :? OperationCanceledException when limit.IsCancellationRequested ->
+                    Error ToolError.Canceled
+
+            match outcome with
+            | Ok output ->
+                Ok {
+                    Tool = tool.Descriptor
+                    Parameters = parameters
+                    OutputDir = outputDir
+                    Output = output
+                    Artifacts = listArtifacts outputDir output.Artifacts
+                }
+            // The caller's own cancellation wins over the time limit when both have fired.
+            | Error ToolError.Canceled when not request.Cancellation.IsCancellationRequested ->
+                match request.Timeout with
+                | Some t -> Error(ToolError.TimedOut t)
+                | None -> Error ToolError.Canceled
+            | Error e -> Error e
+
+    /// Looks the tool up, validates, and runs it.
+    let run (request: ToolRunRequest) : Result<ToolRunResult, ToolError> =
+        prepare request.ToolId request.Parameters |> Result.bind (execute request)

@@ -1,0 +1,71 @@
+namespace CtsLite.Tools
+
+open System
+open System.IO
+open System.Reflection
+open CtsLite.Can
+
+/// What several tools share: the built-in files a `file` parameter may name, DBC loading, and the
+/// rule that picks a default bus. Tools call this module, never each other.
+[<RequireQualifiedAccess>]
+module ToolSupport =
+
+    /// opendbc's Subaru global DBC (MIT), embedded in CtsLite.Core so a `dbc` parameter works
+    /// without any file.
+    [<Literal>]
+    let SubaruDbc = "subaru_global_2017_generated.dbc"
+
+    /// The names a `file` parameter may give instead of a path or upload id.
+    let builtInFiles: string list = [ SubaruDbc ]
+
+    /// Whether `value` names a built-in file (so no resolver is asked for it).
+    let isBuiltInFile (value: string) : bool = List.contains value builtInFiles
+
+    /// The text of a built-in file.
+    let builtInText (name: string) : string option =
+        if isBuiltInFile name then
+            use stream =
+                Assembly.GetExecutingAssembly().GetManifestResourceStream("CtsLite.Core." + name)
+
+            use reader = new StreamReader(stream)
+            Some(reader.ReadToEnd())
+        else
+            None
+
+    /// The DBC a `file` parameter names: a built-in one by name, else the file the run's resolver
+    /// gives; the first errors name the file, line and column.
+    let loadDbc (ctx: ToolContext) (parameter: string) (value: string) : Result<Database, ToolError> =
+        let parsed =
+            match builtInText value with
+            | Some text -> Dbc.parseText value text
+            | None ->
+                match ctx.ResolveFile value with
+                | Error e ->
+                    Error [
+                        {
+                            File = value
+                            Line = 0
+                            Column = 0
+                            Message = e
+                        }
+                    ]
+                | Ok path -> Dbc.parseFile' path
+
+        match parsed with
+        | Ok db -> Ok db
+        | Error errors ->
+            let first = errors |> List.truncate 3 |> List.map DbcError.describe
+            Error(ToolError.InvalidFile(parameter, String.Join("; ", first)))
+
+    /// The default bus of an address: the src with most frames, preferring receive buses (< 128),
+    /// ties to the lowest src.
+    let defaultBus (framesPerSrc: (int * int64) list) : int option =
+        let pick (candidates: (int * int64) list) =
+            candidates
+            |> List.sortBy (fun (src, n) -> -n, src)
+            |> List.tryHead
+            |> Option.map fst
+
+        match framesPerSrc |> List.filter (fun (src, n) -> src < 128 && n > 0L) with
+        | [] -> pick (framesPerSrc |> List.filter (fun (_, n) -> n > 0L))
+        | receive -> pick receive

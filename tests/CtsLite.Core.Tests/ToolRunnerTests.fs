@@ -1,0 +1,146 @@
+/// The one run path (`ToolRunner`): lookup, validation, file parameters, the output folder,
+/// cancellation against the time limit, and the artifact listing every edge relies on.
+module CtsLite.Core.Tests.ToolRunnerTests
+
+open System
+open System.IO
+open System.Security.Cryptography
+open System.Threading
+open Expecto
+open CtsLite.Tools
+open CtsLite.Tests
+
+let private defaultLog () =
+    Path.Combine(TestEnv.sharedDir (), "data", "rlogs", "synthetic", "default.rlog.zst")
+
+/// A request for a folder that does not exist yet.
+let private requestFor (toolId: string) (given: (string * string) list) =
+    let dir = Path.Combine(TestEnv.tempDir "runner", "out")
+
+    ToolRunner.request toolId (defaultLog ()) (given |> List.map (fun (k, v) -> k, ParameterInput.Text v)) dir
+
+let all =
+    testList "tool runner" [
+        test "an unknown tool names the tools there are" {
+            match ToolRunner.run (requestFor "no-such-tool" []) with
+            | Error(ToolError.UnknownTool(id, known) as e) ->
+                Expect.equal id "no-such-tool" "the id"
+                Expect.equal known (Catalog.descriptors |> List.map _.Id) "every tool"
+                Expect.stringContains (ToolError.describe e) "log-summary" "listed in the text"
+            | other -> failtestf "%A" other
+        }
+        test "bad parameters are all reported and nothing is created" {
+            let request =
+                requestFor "cruise-control-analyzer" [ "speed_min", "fast"; "nope", "1" ]
+
+            match ToolRunner.run request with
+            | Error(ToolError.InvalidParameters errors) ->
+                Expect.equal (errors |> List.map _.Parameter |> List.sort) [ "nope"; "speed_min" ] "both named"
+                Expect.isFalse (Directory.Exists request.OutputDir) "no output folder"
+            | other -> failtestf "%A" other
+        }
+        test "a file parameter the resolver refuses is an InvalidFile naming the parameter, before the tool runs" {
+            let request = {
+                requestFor "cruise-control-analyzer" [ "dbc", "missing.dbc" ] with
+                    ResolveFile = fun v -> Error $"{v}: not allowed here"
+            }
+
+            match ToolRunner.run request with
+            | Error(ToolError.InvalidFile(parameter, reason)) ->
+                Expect.equal parameter "dbc" "the parameter"
+                Expect.equal reason "missing.dbc: not allowed here" "the resolver's reason"
+                Expect.isFalse (Directory.Exists request.OutputDir) "no output folder"
+            | other -> failtestf "%A" other
+        }
+        test "built-in files are not sent to the resolver" {
+            let asked = ResizeArray<string>()
+
+            let request = {
+                requestFor "signal-export" [ "dbc", ToolSupport.SubaruDbc; "signals", "Wheel_Speeds.FL" ] with
+                    ResolveFile =
+                        fun v ->
+                            asked.Add v
+                            Error "no files here"
+            }
+
+            match ToolRunner.run request with
+            | Ok run -> Expect.isNonEmpty run.Artifacts "artifacts"
+            | Error e -> failtestf "%A" e
+
+            Expect.isEmpty asked "the resolver was not asked"
+        }
+        test "a completed run lists every artifact with its real size, SHA-256 and content type" {
+            let request = requestFor "log-summary" []
+
+            match ToolRunner.run request with
+            | Ok run ->
+                Expect.equal run.OutputDir (Path.GetFullPath request.OutputDir) "the folder, created"
+                Expect.equal (run.Artifacts |> List.map _.Name) run.Output.Artifacts "in the tool's order"
+
+                for a in run.Artifacts do
+                    let bytes = File.ReadAllBytes a.Path
+                    Expect.equal a.Size bytes.LongLength $"{a.Name} size"
+
+                    Expect.equal
+                        a.Sha256
+                        (Convert.ToHexString(SHA256.HashData bytes).ToLowerInvariant())
+                        $"{a.Name} sha256"
+
+                    let expected =
+                        match Path.GetExtension a.Name with
+                        | ".json" -> "application/json"
+                        | ".html" -> "text/html; charset=utf-8"
+                        | ".csv" -> "text/csv; charset=utf-8"
+                        | other -> failtestf "unexpected artifact kind %s" other
+
+                    Expect.equal a.ContentType expected $"{a.Name} content type"
+            | Error e -> failtestf "%A" e
+        }
+        test "the caller's cancellation is Canceled, the time limit is TimedOut" {
+            use cancelled = new CancellationTokenSource()
+            cancelled.Cancel()
+
+            match
+                ToolRunner.run {
+                    requestFor "cruise-control-analyzer" [] with
+                        Cancellation = cancelled.Token
+                        Timeout = Some TimeSpan.Zero
+                }
+            with
+            | Error ToolError.Canceled -> ()
+            | other -> failtestf "caller's cancellation: %A" other
+
+            match
+                ToolRunner.run {
+                    requestFor "cruise-control-analyzer" [] with
+                        Timeout = Some TimeSpan.Zero
+                }
+            with
+            | Error(ToolError.TimedOut after as e) ->
+                Expect.equal after TimeSpan.Zero "the limit"
+                Expect.stringContains (ToolError.describe e) "timed out" "in words"
+            | other -> failtestf "time limit: %A" other
+        }
+        test "a missing input is InputUnavailable, a non-log InputDamaged naming the file" {
+            match
+                ToolRunner.run {
+                    requestFor "log-summary" [] with
+                        Input = "/nonexistent/rlog.zst"
+                }
+            with
+            | Error(ToolError.InputUnavailable reason) -> Expect.stringContains reason "/nonexistent" "names it"
+            | other -> failtestf "%A" other
+
+            let bad = Path.Combine(TestEnv.tempDir "runner", "notes.rlog")
+            File.WriteAllText(bad, "not a log")
+
+            match
+                ToolRunner.run {
+                    requestFor "log-summary" [] with
+                        Input = bad
+                }
+            with
+            | Error(ToolError.InputDamaged e) -> Expect.equal e.Source bad "the file"
+            | other -> failtestf "%A" other
+        }
+    ]
