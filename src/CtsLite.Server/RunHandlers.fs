@@ -36,191 +36,41 @@ module RunHandlers =
 
         Problem.write StatusCodes.Status422UnprocessableEntity detail [ "errors", box errors ]
 
-    /// The parameters as stored: every value after coercion, as a JSON object.
-    let private paramsJson (p: ToolParameters) : string =
-        Artifacts.jsonCompact (Artifacts.parameters p)
-
-    /// File parameters name paths under the input roots (the built-in DBC by its name).
-    let private checkFiles (svc: ServiceContext) (tool: Tool) (p: ToolParameters) : Api.FieldError list = [
-        for spec in tool.Descriptor.Parameters do
-            if spec.Type = ParameterType.File then
-                match p.Str spec.Name with
-                | Some v when v = CruiseTool.DefaultDbc -> ()
-                | Some v when (svc.Runs.GetUpload v).IsSome -> ()
-                | Some v ->
-                    match InputPaths.resolve svc.Config.InputRoots v with
-                    | Ok _ -> ()
-                    | Error e -> {
-                        Pointer = $"/params/{spec.Name}"
-                        Detail = e
-                      }
-                | None -> ()
-    ]
-
-    /// `POST /v1/runs`.
+    /// `POST /v1/runs`: the run-creation use case (`RunCreation.create`) answered in HTTP.
     let create: HttpHandler =
         bindJson<Api.RunRequest>(fun request ->
             fun (next: HttpFunc) (ctx: HttpContext) ->
                 let svc = service ctx
 
-                match Option.ofObj request.ToolId |> Option.bind Catalog.tryFind with
-                | None when isNull request.ToolId ->
-                    unprocessable
-                        [
-                            {
-                                Pointer = "/tool_id"
-                                Detail = "is required"
-                            }
-                        ]
-                        next
-                        ctx
-                | None ->
-                    let known = String.Join(", ", Catalog.descriptors |> List.map _.Id)
-                    Problem.notFound $"no tool '{request.ToolId}' (tools: {known})" next ctx
-                | Some tool ->
-                    let given =
-                        match request.Params with
-                        | Some p when p.ValueKind = JsonValueKind.Object -> Ok(RunParameters.ofObject p)
-                        | Some p when p.ValueKind = JsonValueKind.Null -> Ok []
-                        | None -> Ok []
-                        | Some _ ->
-                            Error [
-                                ({
-                                    Pointer = "/params"
-                                    Detail = "must be an object"
-                                }
-                                : Api.FieldError)
-                            ]
+                let key =
+                    match ctx.Request.Headers["Idempotency-Key"].ToString() with
+                    | "" -> None
+                    | key -> Some key
 
-                    let validated =
-                        given
-                        |> Result.bind (fun given ->
-                            Parameters.validateFor tool given
-                            |> Result.mapError (
-                                List.map (fun e ->
-                                    ({
-                                        Pointer = $"/params/{e.Parameter}"
-                                        Detail = e.Detail
-                                    }
-                                    : Api.FieldError))
-                            ))
+                let accepted (run: RunRecord) =
+                    ctx.Response.Headers.Location <- $"/v1/runs/{run.RunId}"
+                    setStatusCode StatusCodes.Status202Accepted >=> json (response svc run)
 
-                    let input =
-                        match request.Input with
-                        | None ->
-                            Error [
-                                ({
-                                    Pointer = "/input"
-                                    Detail = "is required ({type: path|upload, value})"
-                                }
-                                : Api.FieldError)
-                            ]
-                        | Some i when i.Type = "path" -> Ok i
-                        | Some i when i.Type = "upload" -> Ok i
-                        | Some i ->
-                            Error [
-                                {
-                                    Pointer = "/input/type"
-                                    Detail = $"must be path or upload, not '{i.Type}'"
-                                }
-                            ]
+                let answer =
+                    match RunCreation.create svc (engine ctx) request key with
+                    | Ok(CreateRunOutcome.Created run)
+                    | Ok(CreateRunOutcome.Existing run) -> accepted run
+                    | Error(CreateRunError.Invalid errors) -> unprocessable errors
+                    | Error(CreateRunError.UnknownTool detail) -> Problem.notFound detail
+                    | Error(CreateRunError.BadInput detail) -> Problem.badRequest detail
+                    | Error(CreateRunError.QueueFull limit) ->
+                        setHttpHeader "Retry-After" "10"
+                        >=> Problem.write
+                            StatusCodes.Status429TooManyRequests
+                            $"the run queue is full ({limit} runs waiting, max_queued_runs); retry later"
+                            []
+                    | Error CreateRunError.IdempotencyConflict ->
+                        Problem.write
+                            StatusCodes.Status409Conflict
+                            "this Idempotency-Key was used with a different request body"
+                            []
 
-                    match validated, input with
-                    | Error e1, Error e2 -> unprocessable (e1 @ e2) next ctx
-                    | Error e, _
-                    | _, Error e -> unprocessable e next ctx
-                    | Ok parameters, Ok input ->
-                        let inputCheck =
-                            if input.Type = "upload" then
-                                match svc.Runs.GetUpload input.Value with
-                                | Some _ -> Ok input.Value
-                                | None -> Error $"no upload '{input.Value}'"
-                            else
-                                InputPaths.resolve svc.Config.InputRoots input.Value
-
-                        match checkFiles svc tool parameters, inputCheck with
-                        | _, Error reason -> Problem.badRequest $"input: {reason}" next ctx
-                        | (_ :: _) as errors, _ ->
-                            Problem.write
-                                400
-                                (String.Join("; ", errors |> List.map (fun e -> $"{e.Pointer}: {e.Detail}")))
-                                [ "errors", box errors ]
-                                next
-                                ctx
-                        | [], Ok _ ->
-                            let now = svc.Time.GetUtcNow()
-
-                            let run: RunRecord = {
-                                RunId = Guid.NewGuid().ToString()
-                                ToolId = tool.Descriptor.Id
-                                Name = request.Name
-                                Status = RunStatus.Queued
-                                ParamsJson = paramsJson parameters
-                                Input = {
-                                    Type = input.Type
-                                    Value = input.Value
-                                }
-                                CreatedAt = now
-                                StartedAt = None
-                                CompletedAt = None
-                                Progress = 0.0
-                                Error = None
-                                CancelRequested = false
-                            }
-
-                            let idempotency =
-                                match ctx.Request.Headers["Idempotency-Key"].ToString() with
-                                | "" -> None
-                                | key ->
-                                    let canonical =
-                                        JsonSerializer.Serialize(
-                                            {|
-                                                tool_id = run.ToolId
-                                                parameters = run.ParamsJson
-                                                input = input
-                                                name = request.Name
-                                            |}
-                                        )
-
-                                    Some(key, Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes canonical)))
-
-                            match svc.Runs.CreateRun(run, idempotency, svc.Config.MaxQueuedRuns) with
-                            | CreateOutcome.QueueFull ->
-                                (setHttpHeader "Retry-After" "10"
-                                 >=> Problem.write
-                                     StatusCodes.Status429TooManyRequests
-                                     $"the run queue is full ({svc.Config.MaxQueuedRuns} runs waiting, max_queued_runs); retry later"
-                                     [])
-                                    next
-                                    ctx
-                            | CreateOutcome.Conflict ->
-                                Problem.write
-                                    StatusCodes.Status409Conflict
-                                    "this Idempotency-Key was used with a different request body"
-                                    []
-                                    next
-                                    ctx
-                            | CreateOutcome.Existing existing ->
-                                ctx.Response.Headers.Location <- $"/v1/runs/{existing.RunId}"
-                                (setStatusCode StatusCodes.Status202Accepted >=> json (response svc existing)) next ctx
-                            | CreateOutcome.Created created ->
-                                // Retention counts an upload's age from its last use.
-                                let used = [
-                                    if input.Type = "upload" then
-                                        input.Value
-                                    for spec in tool.Descriptor.Parameters do
-                                        if spec.Type = ParameterType.File then
-                                            match parameters.Str spec.Name with
-                                            | Some v when (svc.Runs.GetUpload v).IsSome -> v
-                                            | _ -> ()
-                                ]
-
-                                for id in used do
-                                    svc.Runs.TouchUpload(id, now)
-
-                                (engine ctx).Notify()
-                                ctx.Response.Headers.Location <- $"/v1/runs/{created.RunId}"
-                                (setStatusCode StatusCodes.Status202Accepted >=> json (response svc created)) next ctx)
+                answer next ctx)
 
     let private withRun: RouteArgs -> (ServiceContext -> RunRecord -> HttpHandler) -> HttpHandler =
         Handlers.withRecord "run_id" "run" (fun svc id -> svc.Runs.GetRun id)

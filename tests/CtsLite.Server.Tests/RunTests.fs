@@ -130,26 +130,18 @@ let private readSse (client: HttpClient) (url: string) (lastEventId: string opti
     return List.ofSeq events
 }
 
-/// A local run of a tool, for comparison with the service: its output folder and output.
+/// A local run of a tool through the one run path, for comparison with the service: its output
+/// folder and output.
 let localRunWith (toolId: string) (input: string) (given: (string * ParameterInput) list) =
-    let tool = (Catalog.tryFind toolId).Value
     let dir = TestEnv.tempDir "local"
 
-    let parameters =
-        Parameters.validateFor tool given |> Result.defaultWith (failwithf "%A")
-
     match
-        tool.Run {
-            Input = input
-            Parameters = parameters
-            OutputDir = dir
-            Progress = ignore
-            Log = fun _ _ -> ()
-            Cancellation = CancellationToken.None
-            ResolveFile = Ok
+        ToolRunner.run {
+            ToolRunner.request toolId input given dir with
+                ResolveFile = Ok
         }
     with
-    | Ok output -> dir, output
+    | Ok run -> dir, run.Output
     | Error e -> failtestf "local run of %s: %A" toolId e
 
 /// `localRunWith` with text parameters; the output folder.
@@ -460,7 +452,7 @@ let all =
                         (runBody "cruise-control-analyzer" """{"dbc":"/etc/hostname"}""" "synthetic/default.rlog.zst")
                         None
 
-                let! p = EndpointTests.expectProblem dbcOutside 400
+                let! p = EndpointTests.expectProblem dbcOutside 422
 
                 Expect.equal
                     (p.GetProperty("errors").Item(0).GetProperty("pointer").GetString())

@@ -1,0 +1,148 @@
+namespace CtsLite.Server
+
+open System
+open System.Security.Cryptography
+open System.Text
+open System.Text.Json
+open CtsLite.Tools
+
+/// Why a run was not created.
+[<RequireQualifiedAccess>]
+type CreateRunError =
+    /// The request does not fit (422): each error names a JSON pointer into the request.
+    | Invalid of Api.FieldError list
+    /// No tool with this id (404).
+    | UnknownTool of detail: string
+    /// The input names nothing usable here (400).
+    | BadInput of detail: string
+    /// `max_queued_runs` runs are waiting (429).
+    | QueueFull of limit: int
+    /// The Idempotency-Key came before with another body (409).
+    | IdempotencyConflict
+
+/// What a successful request gives: a new run, or the run an idempotent replay created.
+[<RequireQualifiedAccess>]
+type CreateRunOutcome =
+    | Created of RunRecord
+    | Existing of RunRecord
+
+/// The run-creation use case, apart from HTTP: validate the request, check its input and file
+/// parameters, queue the run (idempotently), mark its uploads as used and wake the engine.
+[<RequireQualifiedAccess>]
+module RunCreation =
+
+    let private field (pointer: string) (detail: string) : Api.FieldError = { Pointer = pointer; Detail = detail }
+
+    let private given (request: Api.RunRequest) : Result<(string * ParameterInput) list, Api.FieldError list> =
+        match request.Params with
+        | Some p when p.ValueKind = JsonValueKind.Object -> Ok(RunParameters.ofObject p)
+        | Some p when p.ValueKind = JsonValueKind.Null -> Ok []
+        | None -> Ok []
+        | Some _ -> Error [ field "/params" "must be an object" ]
+
+    let private inputOf (request: Api.RunRequest) : Result<RunInput, Api.FieldError list> =
+        match request.Input with
+        | None -> Error [ field "/input" "is required ({type: path|upload, value})" ]
+        | Some i when i.Type = "path" || i.Type = "upload" -> Ok { Type = i.Type; Value = i.Value }
+        | Some i -> Error [ field "/input/type" $"must be path or upload, not '{i.Type}'" ]
+
+    let private parameterErrors (errors: ParameterError list) : Api.FieldError list =
+        errors |> List.map (fun e -> field $"/params/{e.Parameter}" e.Detail)
+
+    /// The tool and its parameters, or every problem of the request with its pointer.
+    let private validate (request: Api.RunRequest) : Result<PreparedRun * RunInput, CreateRunError> =
+        match Option.ofObj request.ToolId with
+        | None -> Error(CreateRunError.Invalid [ field "/tool_id" "is required" ])
+        | Some toolId ->
+            let prepared =
+                given request
+                |> Result.bind (fun given ->
+                    match ToolRunner.prepare toolId given with
+                    | Ok p -> Ok p
+                    | Error(ToolError.InvalidParameters errors) -> Error(parameterErrors errors)
+                    | Error e -> Error [ field "/tool_id" (ToolError.describe e) ])
+
+            match ToolRunner.find toolId, prepared, inputOf request with
+            | Error e, _, _ -> Error(CreateRunError.UnknownTool(ToolError.describe e))
+            | _, Error e1, Error e2 -> Error(CreateRunError.Invalid(e1 @ e2))
+            | _, Error e, _
+            | _, _, Error e -> Error(CreateRunError.Invalid e)
+            | _, Ok prepared, Ok input -> Ok(prepared, input)
+
+    /// The hash an Idempotency-Key is bound to: the request as it will be stored.
+    let private fingerprint (run: RunRecord) (input: RunInput) : string =
+        let canonical =
+            JsonSerializer.Serialize(
+                {|
+                    tool_id = run.ToolId
+                    parameters = run.ParamsJson
+                    input = {|
+                        Type = input.Type
+                        Value = input.Value
+                    |}
+                    name = run.Name
+                |}
+            )
+
+        Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes canonical))
+
+    /// Creates (or, for a replayed Idempotency-Key, finds) the run `request` asks for.
+    let create
+        (svc: ServiceContext)
+        (engine: IRunEngine)
+        (request: Api.RunRequest)
+        (idempotencyKey: string option)
+        : Result<CreateRunOutcome, CreateRunError> =
+        let roots = svc.Config.InputRoots
+
+        validate request
+        |> Result.bind (fun (prepared, input) ->
+            match RunInputs.resolve svc.Runs roots input with
+            | Error reason -> Error(CreateRunError.BadInput $"input: {reason}")
+            | Ok _ ->
+                match
+                    ToolRunner.checkFiles (RunInputs.resolveFile svc.Runs roots) prepared.Tool prepared.Parameters
+                with
+                | _ :: _ as errors -> Error(CreateRunError.Invalid(parameterErrors errors))
+                | [] ->
+                    let now = svc.Time.GetUtcNow()
+
+                    let run: RunRecord = {
+                        RunId = Guid.NewGuid().ToString()
+                        ToolId = prepared.Tool.Descriptor.Id
+                        Name = request.Name
+                        Status = RunStatus.Queued
+                        ParamsJson = Artifacts.jsonCompact (Artifacts.parameters prepared.Parameters)
+                        Input = input
+                        CreatedAt = now
+                        StartedAt = None
+                        CompletedAt = None
+                        Progress = 0.0
+                        Error = None
+                        CancelRequested = false
+                    }
+
+                    let idempotency =
+                        idempotencyKey |> Option.map (fun key -> key, fingerprint run input)
+
+                    match svc.Runs.CreateRun(run, idempotency, svc.Config.MaxQueuedRuns) with
+                    | CreateOutcome.QueueFull -> Error(CreateRunError.QueueFull svc.Config.MaxQueuedRuns)
+                    | CreateOutcome.Conflict -> Error CreateRunError.IdempotencyConflict
+                    | CreateOutcome.Existing existing -> Ok(CreateRunOutcome.Existing existing)
+                    | CreateOutcome.Created created ->
+                        // Retention counts an upload's age from its last use.
+                        let used = [
+                            if input.Type = "upload" then
+                                input.Value
+                            for spec in prepared.Tool.Descriptor.Parameters do
+                                if spec.Type = ParameterType.File then
+                                    match prepared.Parameters.Str spec.Name with
+                                    | Some v when (svc.Runs.GetUpload v).IsSome -> v
+                                    | _ -> ()
+                        ]
+
+                        for id in used do
+                            svc.Runs.TouchUpload(id, now)
+
+                        engine.Notify()
+                        Ok(CreateRunOutcome.Created created))
