@@ -61,12 +61,20 @@ type RunEngine
 
     member val PollInterval = TimeSpan.FromSeconds 1.0 with get, set
 
+    /// How often a running run's lease is renewed and its cancel flag read.
+    member val RenewInterval = TimeSpan.FromSeconds 1.0 with get, set
+
     interface IRunEngine with
         member _.Notify() = wake.Release() |> ignore
 
         member _.Cancel(runId: string) =
             match active.TryGetValue runId with
-            | true, cts -> cts.Cancel()
+            | true, cts ->
+                // The run may finish (and dispose its source) between the lookup and the cancel.
+                try
+                    cts.Cancel()
+                with :? ObjectDisposedException ->
+                    ()
             | false, _ -> ()
 
     member private _.Log (runId: string) (level: string) (source: string) (message: string) =
@@ -102,8 +110,9 @@ type RunEngine
 
             let input = RunInputs.resolve runs config.InputRoots run.Input
 
-            // Renews the lease and watches the store's cancel flag (set by any process).
-            use renew =
+            // Renews the lease and watches the store's cancel flag (set by any process). Disposed
+            // below only once no callback is running, so none can touch the disposed source.
+            let renew =
                 new Timer(
                     (fun _ ->
                         try
@@ -114,8 +123,8 @@ type RunEngine
                         with e ->
                             logger.LogWarning(e, "lease renewal of run {RunId} failed", run.RunId)),
                     null,
-                    TimeSpan.FromSeconds 1.0,
-                    TimeSpan.FromSeconds 1.0
+                    this.RenewInterval,
+                    this.RenewInterval
                 )
 
             try
@@ -185,6 +194,10 @@ type RunEngine
                         finish RunStatus.Failed (Some reason)
             finally
                 active.TryRemove run.RunId |> ignore
+                use stopped = new ManualResetEvent false
+
+                if renew.Dispose stopped then
+                    stopped.WaitOne() |> ignore
 
     member private this.Worker(stopping: CancellationToken) : Task = task {
         while not stopping.IsCancellationRequested do

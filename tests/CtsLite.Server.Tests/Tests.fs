@@ -9,6 +9,7 @@ let all =
         StoreTests.all
         EndpointTests.all
         RunTests.all
+        EngineTests.all
         RunTests.authTests
         RunTests.openApiTests
         LimitsTests.all
