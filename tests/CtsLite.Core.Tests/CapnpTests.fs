@@ -208,11 +208,32 @@ let private decodeError (f: unit -> unit) : DecodeReason option =
     try
         f ()
         None
-    with DecodeException(_, reason) ->
-        Some reason
+    with :? DecodeException as e ->
+        Some e.Error.Reason
 
 let hostile =
     testList "hostile messages" [
+        test "a reader used directly throws the public DecodeException, which says where and why" {
+            Expect.isTrue typeof<DecodeException>.IsPublic "library callers can catch it by type"
+            let bytes = Array.zeroCreate<byte> 16
+            // One segment of one word whose root pointer claims 200 data words.
+            Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(4), 1u)
+            Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan(8), (200UL <<< 32))
+
+            match Framing.readMessage "" ReaderOptions.Default bytes with
+            | Ok m ->
+                match
+                    (try
+                        Ok m.Root
+                     with :? DecodeException as e ->
+                         Error e)
+                with
+                | Error e ->
+                    Expect.equal e.Error.Reason DecodeReason.PointerOutOfBounds "why"
+                    Expect.equal e.Message "byte 8: pointer out of bounds" "the message says where and why"
+                | Ok _ -> failtest "read a pointer out of bounds"
+            | Error e -> failtest (DecodeError.describe e)
+        }
         test "a struct pointing at itself hits the nesting limit" {
             // Root struct with one pointer whose offset -1 lands on the struct itself.
             let bytes = encode 1 (Struct([||], [| None |])) Near
@@ -310,8 +331,8 @@ let hostile =
                 match
                     (try
                         Ok m.Root
-                     with DecodeException(offset, reason) ->
-                         Error(offset, reason))
+                     with :? DecodeException as e ->
+                         Error(e.Error.Offset, e.Error.Reason))
                 with
                 | Error(offset, DecodeReason.PointerOutOfBounds) -> Expect.equal offset 8L "offset of the root pointer"
                 | other -> failtestf "expected PointerOutOfBounds, got %A" other

@@ -84,15 +84,42 @@ module DecodeError =
         | DecodeReason.Schema detail -> $"schema: {detail}"
         | DecodeReason.Unreadable detail -> $"cannot read: {detail}"
 
-    /// `source: byte N: reason`.
+    /// `source: byte N: reason` (`byte N: reason` for bytes without a name).
     let describe (e: DecodeError) : string =
-        $"{e.Source}: byte {e.Offset}: {reason e.Reason}"
+        if String.IsNullOrEmpty e.Source then
+            $"byte {e.Offset}: {reason e.Reason}"
+        else
+            $"{e.Source}: byte {e.Offset}: {reason e.Reason}"
 
-/// Raised inside the readers and turned into `DecodeError` at the API boundary; never escapes it.
-exception internal DecodeException of offset: int64 * reason: DecodeReason
+/// Thrown where bytes cannot be decoded and no `Result` can be returned: the allocation-free
+/// readers (`StructRef`, `ListRef`, `CanCursor`, `Event.*`) used directly over a message. The
+/// entry points that name a file (`LogReader`, `Log`, `Framing`, `Json`) catch it and report a
+/// `DecodeError` instead, with the file as `Source`; here `Source` is empty.
+type DecodeException(error: DecodeError) =
+    inherit Exception(DecodeError.describe error)
+
+    /// Where (byte offset in the decompressed stream) and why.
+    member _.Error: DecodeError = error
+
+/// Matching `DecodeException` at the boundaries that turn it into a `DecodeError`.
+[<AutoOpen>]
+module internal DecodeExceptionPattern =
+
+    /// The offset and reason of a `DecodeException`.
+    let (|Decode|_|) (e: exn) : (int64 * DecodeReason) option =
+        match e with
+        | :? DecodeException as d -> Some(d.Error.Offset, d.Error.Reason)
+        | _ -> None
 
 /// The one cold path for throwing, so the hot readers stay small.
 module internal Throw =
 
     [<MethodImpl(MethodImplOptions.NoInlining)>]
-    let decode (offset: int64) (reason: DecodeReason) : 'a = raise (DecodeException(offset, reason))
+    let decode (offset: int64) (reason: DecodeReason) : 'a =
+        raise (
+            DecodeException {
+                Source = ""
+                Offset = offset
+                Reason = reason
+            }
+        )

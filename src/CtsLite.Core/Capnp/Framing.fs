@@ -124,7 +124,7 @@ type FrameReader(stream: Stream, source: string, options: ReaderOptions) =
 
                                 start <- start + total
                                 FrameOutcome.Message
-        with DecodeException(offset, reason) ->
+        with Decode(offset, reason) ->
             FrameOutcome.Damaged {
                 Source = source
                 Offset = offset

@@ -334,7 +334,7 @@ module Json =
         try
             writeStruct schema m node m.Root w
             Ok()
-        with DecodeException(offset, reason) ->
+        with Decode(offset, reason) ->
             Error {
                 Source = source
                 Offset = offset

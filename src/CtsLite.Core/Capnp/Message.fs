@@ -57,7 +57,7 @@ type ListRef = {
 
 /// One Cap'n Proto message: its segments laid out back to back in one reusable buffer. Readers
 /// resolve pointers through it, counting traversed words and nesting against the options' limits;
-/// a violation raises the internal `DecodeException` carrying the stream offset.
+/// a violation raises `DecodeException` carrying the stream offset.
 [<Sealed; AllowNullLiteral>]
 type Message(options: ReaderOptions) =
     let mutable buffer: byte array = Array.Empty<byte>()

@@ -362,7 +362,7 @@ module Schema =
         | Ok m ->
             try
                 Ok(build m)
-            with DecodeException(offset, reason) ->
+            with Decode(offset, reason) ->
                 Error {
                     Source = source
                     Offset = offset

@@ -513,7 +513,7 @@ module FieldPath =
         | Some steps ->
             try
                 Ok(walk node s steps)
-            with DecodeException(offset, reason) ->
+            with Decode(offset, reason) ->
                 Error {
                     Source = path
                     Offset = offset

@@ -58,7 +58,7 @@ type LogReader private (stream: Stream, source: string, options: ReaderOptions, 
                 try
                     root <- frames.Message.Root
                     true
-                with DecodeException(offset, reason) ->
+                with Decode(offset, reason) ->
                     damage <-
                         Some {
                             Source = source
@@ -101,7 +101,7 @@ module internal FileReading =
     let guard (reader: LogReader) (f: unit -> unit) : unit =
         try
             f ()
-        with DecodeException(offset, reason) ->
+        with Decode(offset, reason) ->
             reader.MarkDamaged {
                 Source = reader.Source
                 Offset = offset
