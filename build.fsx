@@ -111,28 +111,12 @@ match target with
     runOrExit "dotnet" [ "tool"; "restore" ]
     runOrExit "dotnet" ("fantomas" :: "--check" :: formatTargets)
 | "pack" ->
+    // Every packable project of the solution (CtsLite.Core, CtsLite, the cts tool): what is a
+    // package is said once, by IsPackable in the projects, so no dependency is left unpacked.
     restore ()
     let out = Path.Combine(root, "artifacts", "packages")
-
-    runOrExit "dotnet" [
-        "pack"
-        "src/CtsLite/CtsLite.csproj"
-        "-c"
-        configuration
-        "-o"
-        out
-        "--nologo"
-    ]
-
-    runOrExit "dotnet" [
-        "pack"
-        "src/CtsLite.Cli/CtsLite.Cli.fsproj"
-        "-c"
-        configuration
-        "-o"
-        out
-        "--nologo"
-    ]
+    runOrExit "dotnet" ([ "pack"; "CtsLite.sln"; "-c"; configuration; "-o"; out; "--nologo" ] @ rest)
+    log $"packages in {out}"
 | "bench" ->
     build ()
     exit (run "dotnet" (output "bench/CtsLite.Bench" "CtsLite.Bench.dll" :: rest))

@@ -2,4 +2,5 @@ module CtsLite.Cli.Tests.All
 
 open Expecto
 
-let all = testList "Cli" (Tests.cliTests @ [ LogTests.all; RunTests.all ])
+let all =
+    testList "Cli" (Tests.cliTests @ [ LogTests.all; RunTests.all; PackageTests.all ])
