@@ -1,5 +1,5 @@
 // CtsLite build script: `dotnet fsi build.fsx <target> [-- args]`. No FAKE: plain processes.
-// Targets: restore, build, test, format, format-check, pack, bench, serve, schema <folder>.
+// Targets: restore, build, test, format, format-check, pack, openapi, bench, serve, schema <folder>.
 // Every target does its own set-up (tool restore, packages), so each works on a fresh clone.
 
 open System
@@ -117,6 +117,24 @@ match target with
     let out = Path.Combine(root, "artifacts", "packages")
     runOrExit "dotnet" ([ "pack"; "CtsLite.sln"; "-c"; configuration; "-o"; out; "--nologo" ] @ rest)
     log $"packages in {out}"
+| "openapi" ->
+    // Regenerates docs/openapi.json from the route table (a test fails while it is out of date).
+    restore ()
+
+    runOrExit "dotnet" [
+        "build"
+        "src/CtsLite.Server/CtsLite.Server.fsproj"
+        "-c"
+        configuration
+        "--nologo"
+        "-clp:ErrorsOnly"
+    ]
+
+    runOrExit "dotnet" [
+        output "src/CtsLite.Server" "CtsLite.Server.dll"
+        "--write-openapi"
+        Path.Combine(root, "docs", "openapi.json")
+    ]
 | "bench" ->
     build ()
     exit (run "dotnet" (output "bench/CtsLite.Bench" "CtsLite.Bench.dll" :: rest))
@@ -162,5 +180,7 @@ match target with
 
     exit (run "dotnet" (output "src/CtsLite.Server" "CtsLite.Server.dll" :: rest))
 | other ->
-    log $"unknown target '{other}'; targets: restore, build, test, format, format-check, pack, bench, serve, schema"
+    log
+        $"unknown target '{other}'; targets: restore, build, test, format, format-check, pack, openapi, bench, serve, schema"
+
     exit 2

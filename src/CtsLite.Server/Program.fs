@@ -11,11 +11,14 @@ open CtsLite
 /// Command-line arguments of the service.
 type ServerArgs =
     | [<AltCommandLine("-c")>] Config of path: string
+    | Write_OpenApi of path: string
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
             | Config _ -> "TOML configuration file (also CTS_CONFIG); CTS_<KEY> variables override it."
+            | Write_OpenApi _ ->
+                "Write the OpenAPI document of this build to the file and exit (docs/openapi.json is one)."
 
 let private fail (message: string) =
     eprintfn "cts-lite: %s" message
@@ -57,31 +60,38 @@ let main argv =
     try
         let args = parser.ParseCommandLine(argv)
 
-        match Config.load (args.TryGetResult Config) (Config.processEnvironment ()) Config.readFile with
-        | Error errors ->
-            for e in errors do
-                eprintfn "cts-lite: configuration error: %s" (Config.describe e)
+        match args.TryGetResult Write_OpenApi with
+        | Some path ->
+            File.WriteAllText(path, (ApiDocument.ofEndpoints Routes.endpoints).Text)
+            eprintfn "cts-lite: wrote %s" path
+            0
+        | None ->
 
-            2
-        | Ok loaded ->
-            let dataDir = loaded.Config.DataDir
+            match Config.load (args.TryGetResult Config) (Config.processEnvironment ()) Config.readFile with
+            | Error errors ->
+                for e in errors do
+                    eprintfn "cts-lite: configuration error: %s" (Config.describe e)
 
-            let created =
-                try
-                    Directory.CreateDirectory dataDir |> ignore
-                    Ok()
-                with
-                | :? UnauthorizedAccessException -> Error "permission denied"
-                | :? IOException as e -> Error e.Message
+                2
+            | Ok loaded ->
+                let dataDir = loaded.Config.DataDir
 
-            match created with
-            | Error reason -> fail $"data_dir {dataDir} cannot be created: {reason}"
-            | Ok() ->
-                match SqliteStore.open' dataDir with
-                | Error e -> fail (StoreError.describe e)
-                | Ok store ->
-                    use store = store
-                    serve loaded store
+                let created =
+                    try
+                        Directory.CreateDirectory dataDir |> ignore
+                        Ok()
+                    with
+                    | :? UnauthorizedAccessException -> Error "permission denied"
+                    | :? IOException as e -> Error e.Message
+
+                match created with
+                | Error reason -> fail $"data_dir {dataDir} cannot be created: {reason}"
+                | Ok() ->
+                    match SqliteStore.open' dataDir with
+                    | Error e -> fail (StoreError.describe e)
+                    | Ok store ->
+                        use store = store
+                        serve loaded store
     with :? ArguParseException as e ->
         match e.ErrorCode with
         | ErrorCode.HelpText ->

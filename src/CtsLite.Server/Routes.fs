@@ -2,6 +2,7 @@ namespace CtsLite.Server
 
 open System
 open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.DependencyInjection
 open CtsLite.Server.Http
 
 /// Who may call an endpoint.
@@ -240,13 +241,48 @@ module OpenApi =
         add "</body></html>"
         sb.ToString()
 
+/// The OpenAPI document and the `/docs` page, built once from the route table when the service
+/// starts and served from DI (the table's own endpoints for them read it there: the document
+/// describes the whole table, themselves included).
+type ApiDocument = {
+    /// `/v1/openapi.json` as served (compact UTF-8 JSON).
+    Json: byte array
+    /// The `/docs` page.
+    Page: byte array
+    /// The document as committed in `docs/openapi.json` (indented, ending in a newline).
+    Text: string
+}
+
+/// Building the API document.
+[<RequireQualifiedAccess>]
+module ApiDocument =
+
+    /// The document of `endpoints`.
+    let ofEndpoints (endpoints: Endpoint list) : ApiDocument =
+        let document = OpenApi.build endpoints
+
+        {
+            Json = Text.Encoding.UTF8.GetBytes(document.ToJsonString())
+            Page = Text.Encoding.UTF8.GetBytes(OpenApi.page document)
+            Text =
+                document.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true))
+                + "\n"
+        }
+
+    let private served (pick: ApiDocument -> byte array) (contentType: string) : HttpHandler =
+        fun (next: HttpFunc) (ctx: HttpContext) ->
+            let document = ctx.RequestServices.GetRequiredService<ApiDocument>()
+            setBody contentType (pick document) next ctx
+
+    /// `GET /v1/openapi.json`.
+    let json: HttpHandler = served _.Json "application/json; charset=utf-8"
+
+    /// `GET /docs`.
+    let page: HttpHandler = served _.Page "text/html; charset=utf-8"
+
 /// The route table and the pipeline built from it.
 [<RequireQualifiedAccess>]
 module Routes =
-
-    // Filled once the table below exists: the document describes the whole table, itself included.
-    let private documentBytes = ref Array.empty<byte>
-    let private docsBytes = ref Array.empty<byte>
 
     /// Every `/v1` endpoint.
     let endpoints: Endpoint list = [
@@ -401,7 +437,7 @@ module Routes =
             Auth = AuthRequirement.Anonymous
             Request = None
             Response = typeof<obj>
-            Handler = fun _ -> warbler (fun _ -> setBody "application/json; charset=utf-8" documentBytes.Value)
+            Handler = fun _ -> ApiDocument.json
         }
         {
             Method = HttpMethods.Get
@@ -410,14 +446,9 @@ module Routes =
             Auth = AuthRequirement.Anonymous
             Request = None
             Response = typeof<string>
-            Handler = fun _ -> warbler (fun _ -> setBody "text/html; charset=utf-8" docsBytes.Value)
+            Handler = fun _ -> ApiDocument.page
         }
     ]
-
-    do
-        let document = OpenApi.build endpoints
-        documentBytes.Value <- Text.Encoding.UTF8.GetBytes(document.ToJsonString())
-        docsBytes.Value <- Text.Encoding.UTF8.GetBytes(OpenApi.page document)
 
     /// The methods a path answers; GET implies HEAD.
     let private allowed (group: Endpoint list) =

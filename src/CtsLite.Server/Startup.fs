@@ -79,6 +79,7 @@ module Startup =
     let configureServices (context: ServiceContext) (services: IServiceCollection) : unit =
         services
             .AddSingleton<ServiceContext>(context)
+            .AddSingleton<ApiDocument>(ApiDocument.ofEndpoints Routes.endpoints)
             .AddSingleton<Text.Json.JsonSerializerOptions>(Json.createOptions ())
             .AddSingleton<RequestLimits>(
                 {

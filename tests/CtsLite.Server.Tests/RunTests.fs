@@ -744,6 +744,17 @@ let authTests =
 
 let openApiTests =
     testList "OpenAPI" [
+        test "docs/openapi.json is the document the route table generates" {
+            let committed = Path.Combine(TestEnv.repoRoot, "docs", "openapi.json")
+            let generated = (ApiDocument.ofEndpoints Routes.endpoints).Text
+
+            Expect.isTrue (File.Exists committed) "docs/openapi.json exists (dotnet fsi build.fsx openapi writes it)"
+
+            Expect.equal
+                (File.ReadAllText committed)
+                generated
+                "docs/openapi.json is out of date: run `dotnet fsi build.fsx openapi` and commit it"
+        }
         testCaseTask "the document lists exactly the route table, with security and schemas" (fun () ->
             withRuns [] 1 (fun _ client -> task {
                 let! doc = getJson client "/v1/openapi.json"
