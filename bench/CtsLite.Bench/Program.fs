@@ -305,7 +305,7 @@ let private toolLoop (shared: string) (toolId: string) (n: int) =
     for i in 1..n do
         match
             tool.Run {
-                Input = log
+                Input = CtsLite.Tools.ToolInput.Path log
                 Parameters = parameters
                 // A fresh folder each time, as in the service and the CLI.
                 OutputDir = Path.Combine(out, string i)
@@ -351,7 +351,7 @@ let private toolBenchmarks (shared: string) (repeats: int) =
         let out = Path.Combine(root, Guid.NewGuid().ToString("N"))
 
         let ctx: CtsLite.Tools.ToolContext = {
-            Input = log
+            Input = CtsLite.Tools.ToolInput.Path log
             Parameters = parameters
             OutputDir = out
             Progress = ignore

@@ -14,8 +14,10 @@ module RunCommands =
     /// `cts tools`: every tool with its parameters (`--json`: the capability objects).
     let tools (ctx: CommandContext) : int =
         if ctx.Json then
-            let all = Artifacts.arr (Catalog.descriptors |> List.map Catalog.capabilityJson)
-            ctx.Out.WriteLine(Artifacts.jsonText all)
+            let all = Catalog.descriptors |> List.map Api.toolCapability
+            let options = ApiJson.createOptions ()
+            options.WriteIndented <- true
+            ctx.Out.WriteLine(Text.Json.JsonSerializer.Serialize(all, options))
         else
             for d in Catalog.descriptors do
                 ctx.Out.WriteLine $"{d.Id} ({ToolCategory.name d.Category}): {d.Name}"
@@ -155,14 +157,23 @@ module RunCommands =
                 | Some e, _ -> return fail ctx e
                 | _, None -> return ExitCode.ClientError
                 | None, Some(kind, value) ->
-                    let body =
-                        Text.Json.JsonSerializer.Serialize(
-                            dict [
-                                "tool_id", box toolId
-                                "params", box parameters
-                                "input", box (dict [ ("type", kind); ("value", value) ])
-                            ]
-                        )
+                    let request: Api.RunRequest = {
+                        ToolId = toolId
+                        Params = Some(Text.Json.JsonSerializer.SerializeToElement parameters)
+                        Input =
+                            Some(
+                                InputRef.toDto (
+                                    if kind = "upload" then
+                                        InputRef.Upload value
+                                    else
+                                        InputRef.Path value
+                                )
+                            )
+                        Inputs = None
+                        Name = None
+                    }
+
+                    let body = Text.Json.JsonSerializer.Serialize(request, ApiJson.options)
 
                     use content =
                         new Net.Http.StringContent(body, Text.Encoding.UTF8, "application/json")
@@ -314,7 +325,7 @@ module RunCommands =
                 let bar = ProgressBar(ctx.Err, not Console.IsErrorRedirected && not ctx.Json)
 
                 let request = {
-                    ToolRunner.request toolId input given outDir with
+                    ToolRunner.request toolId (ToolInput.Path input) given outDir with
                         Progress = bar.Report
                         Log =
                             fun level line ->

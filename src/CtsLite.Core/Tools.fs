@@ -145,10 +145,28 @@ type ToolLogLevel =
     | Warning
     | Error
 
+/// What a tool reads, as paths on this machine.
+[<RequireQualifiedAccess>]
+type ToolInput =
+    /// A log file, a segment folder or a route address (or a CSV for can-bitwatch).
+    | Path of path: string
+    /// Log files read in order as one time line (a route's segments uploaded one by one).
+    | Files of paths: string list
+
+/// Naming inputs.
+[<RequireQualifiedAccess>]
+module ToolInput =
+
+    /// The path, or the files joined by ` + `.
+    let describe (input: ToolInput) : string =
+        match input with
+        | ToolInput.Path p -> p
+        | ToolInput.Files files -> String.Join(" + ", files)
+
 /// Everything a tool run gets from the edge that runs it (CLI, service, C# library).
 type ToolContext = {
-    /// The input: a log file, segment folder, route address, or CSV/DBC path (already checked by the edge).
-    Input: string
+    /// What to read (already checked by the edge).
+    Input: ToolInput
     Parameters: ToolParameters
     /// An existing directory the tool writes its artifacts into.
     OutputDir: string

@@ -132,12 +132,12 @@ type RunEngine
                 | Error reason ->
                     log "error" "engine" $"input: {reason}"
                     finish RunStatus.Failed (Some $"input: {reason}")
-                | Ok inputPath ->
+                | Ok input ->
                     log "info" "engine" $"started {run.ToolId} (worker {owner})"
 
                     let request: ToolRunRequest = {
                         ToolId = run.ToolId
-                        Input = inputPath
+                        Input = input
                         Parameters = given
                         OutputDir = outDir
                         Progress =

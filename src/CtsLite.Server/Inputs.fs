@@ -2,7 +2,9 @@ namespace CtsLite.Server
 
 open System
 open System.IO
+open CtsLite
 open CtsLite.Logs
+open CtsLite.Tools
 
 /// Paths that requests name (run inputs, file parameters), confined to the configured input roots.
 [<RequireQualifiedAccess>]
@@ -108,13 +110,35 @@ module RunInputs =
         | Some upload -> Ok upload.Path
         | None -> InputPaths.resolve roots value
 
-    /// A run's input: a path under the input roots, or an upload whose file is still there.
-    let resolve (runs: IRunStore) (roots: string list) (input: RunInput) : Result<string, string> =
-        match input.Type with
-        | "path" -> InputPaths.resolve roots input.Value
-        | "upload" ->
-            match runs.GetUpload input.Value with
+    /// A run's input as files here: a path under the input roots, or uploads whose files are
+    /// still there (several read in order as one time line).
+    let resolve (runs: IRunStore) (roots: string list) (input: InputRef) : Result<ToolInput, string> =
+        let upload (id: string) =
+            match runs.GetUpload id with
             | Some upload when File.Exists upload.Path -> Ok upload.Path
-            | Some _ -> Error $"upload {input.Value} is gone"
-            | None -> Error $"no upload '{input.Value}'"
-        | other -> Error $"input type '{other}' is not readable by this build"
+            | Some _ -> Error $"upload {id} is gone"
+            | None -> Error $"no upload '{id}'"
+
+        match input with
+        | InputRef.Path path -> InputPaths.resolve roots path |> Result.map ToolInput.Path
+        | InputRef.Upload id -> upload id |> Result.map ToolInput.Path
+        | InputRef.Uploads [] -> Error "no uploads given"
+        | InputRef.Uploads ids ->
+            let resolved = ids |> List.map upload
+
+            match
+                resolved
+                |> List.tryPick (fun r ->
+                    match r with
+                    | Error e -> Some e
+                    | Ok _ -> None)
+            with
+            | Some e -> Error e
+            | None -> Ok(ToolInput.Files(resolved |> List.collect Result.toList))
+
+    /// The upload ids a run's input names.
+    let uploadIds (input: InputRef) : string list =
+        match input with
+        | InputRef.Path _ -> []
+        | InputRef.Upload id -> [ id ]
+        | InputRef.Uploads ids -> ids

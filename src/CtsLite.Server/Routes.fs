@@ -1,6 +1,7 @@
 namespace CtsLite.Server
 
 open System
+open CtsLite
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.DependencyInjection
 open CtsLite.Server.Http

@@ -4,6 +4,7 @@ open System
 open System.Security.Cryptography
 open System.Text
 open System.Text.Json
+open CtsLite
 open CtsLite.Tools
 
 /// Why a run was not created.
@@ -40,17 +41,20 @@ module RunCreation =
         | None -> Ok []
         | Some _ -> Error [ field "/params" "must be an object" ]
 
-    let private inputOf (request: Api.RunRequest) : Result<RunInput, Api.FieldError list> =
-        match request.Input with
-        | None -> Error [ field "/input" "is required ({type: path|upload, value})" ]
-        | Some i when i.Type = "path" || i.Type = "upload" -> Ok { Type = i.Type; Value = i.Value }
-        | Some i -> Error [ field "/input/type" $"must be path or upload, not '{i.Type}'" ]
+    /// The one input of the run. `inputs` (several drives compared) is part of the contract, but
+    /// no tool of this build takes more than one input yet.
+    let private inputOf (toolId: string) (request: Api.RunRequest) : Result<InputRef, Api.FieldError list> =
+        match request.Input, request.Inputs with
+        | Some _, Some _ -> Error [ field "/inputs" "give either input or inputs, not both" ]
+        | None, Some _ -> Error [ field "/inputs" $"{toolId} reads one input: give it as input" ]
+        | None, None -> Error [ field "/input" "is required ({type: path|upload|uploads, value})" ]
+        | Some i, None -> InputRef.ofDto "/input" i
 
     let private parameterErrors (errors: ParameterError list) : Api.FieldError list =
         errors |> List.map (fun e -> field $"/params/{e.Parameter}" e.Detail)
 
     /// The tool and its parameters, or every problem of the request with its pointer.
-    let private validate (request: Api.RunRequest) : Result<PreparedRun * RunInput, CreateRunError> =
+    let private validate (request: Api.RunRequest) : Result<PreparedRun * InputRef, CreateRunError> =
         match Option.ofObj request.ToolId with
         | None -> Error(CreateRunError.Invalid [ field "/tool_id" "is required" ])
         | Some toolId ->
@@ -62,7 +66,7 @@ module RunCreation =
                     | Error(ToolError.InvalidParameters errors) -> Error(parameterErrors errors)
                     | Error e -> Error [ field "/tool_id" (ToolError.describe e) ])
 
-            match ToolRunner.find toolId, prepared, inputOf request with
+            match ToolRunner.find toolId, prepared, inputOf toolId request with
             | Error e, _, _ -> Error(CreateRunError.UnknownTool(ToolError.describe e))
             | _, Error e1, Error e2 -> Error(CreateRunError.Invalid(e1 @ e2))
             | _, Error e, _
@@ -70,15 +74,22 @@ module RunCreation =
             | _, Ok prepared, Ok input -> Ok(prepared, input)
 
     /// The hash an Idempotency-Key is bound to: the request as it will be stored.
-    let private fingerprint (run: RunRecord) (input: RunInput) : string =
+    let private fingerprint (run: RunRecord) : string =
+        // The same JSON as before uploads lists existed, so keys stored then still match.
+        let value: obj =
+            match run.Input with
+            | InputRef.Path v
+            | InputRef.Upload v -> box v
+            | InputRef.Uploads ids -> box (Array.ofList ids)
+
         let canonical =
             JsonSerializer.Serialize(
                 {|
                     tool_id = run.ToolId
                     parameters = run.ParamsJson
                     input = {|
-                        Type = input.Type
-                        Value = input.Value
+                        Type = InputRef.typeName run.Input
+                        Value = value
                     |}
                     name = run.Name
                 |}
@@ -122,8 +133,7 @@ module RunCreation =
                         CancelRequested = false
                     }
 
-                    let idempotency =
-                        idempotencyKey |> Option.map (fun key -> key, fingerprint run input)
+                    let idempotency = idempotencyKey |> Option.map (fun key -> key, fingerprint run)
 
                     match svc.Runs.CreateRun(run, idempotency, svc.Config.MaxQueuedRuns) with
                     | CreateOutcome.QueueFull -> Error(CreateRunError.QueueFull svc.Config.MaxQueuedRuns)
@@ -132,8 +142,7 @@ module RunCreation =
                     | CreateOutcome.Created created ->
                         // Retention counts an upload's age from its last use.
                         let used = [
-                            if input.Type = "upload" then
-                                input.Value
+                            yield! RunInputs.uploadIds input
                             for spec in prepared.Tool.Descriptor.Parameters do
                                 if spec.Type = ParameterType.File then
                                     match prepared.Parameters.Str spec.Name with

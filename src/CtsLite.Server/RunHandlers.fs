@@ -1,6 +1,7 @@
 namespace CtsLite.Server
 
 open System
+open CtsLite
 open System.IO
 open System.Security.Cryptography
 open System.Text
@@ -28,7 +29,7 @@ module RunHandlers =
             else
                 []
 
-        Api.runResponse run artifacts
+        ApiRecords.run run artifacts
 
     let private unprocessable (errors: Api.FieldError list) : HttpHandler =
         let detail =
@@ -152,7 +153,7 @@ module RunHandlers =
         withRun args (fun svc run ->
             json (
                 {
-                    Artifacts = svc.Runs.ListArtifacts(Some run.RunId) |> List.map Api.artifact
+                    Artifacts = svc.Runs.ListArtifacts(Some run.RunId) |> List.map ApiRecords.artifact
                 }
                 : Api.ArtifactList
             ))
@@ -169,7 +170,7 @@ module RunHandlers =
 
             json
                 ({
-                    Artifacts = svc.Runs.ListArtifacts runId |> List.map Api.artifact
+                    Artifacts = svc.Runs.ListArtifacts runId |> List.map ApiRecords.artifact
                 }
                 : Api.ArtifactList)
                 next
@@ -180,7 +181,7 @@ module RunHandlers =
 
     /// `GET /v1/artifacts/{artifact_id}`.
     let artifact (args: RouteArgs) : HttpHandler =
-        withArtifact args (fun a -> json (Api.artifact a))
+        withArtifact args (fun a -> json (ApiRecords.artifact a))
 
     /// `GET /v1/artifacts/{artifact_id}/download`: the file, with `Content-Disposition`, a strong
     /// `ETag` (its sha256), conditional requests and byte ranges (206).

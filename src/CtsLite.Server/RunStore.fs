@@ -2,7 +2,9 @@ namespace CtsLite.Server
 
 open System
 open System.Globalization
+open System.Text.Json
 open Microsoft.Data.Sqlite
+open CtsLite
 
 /// Where a run is in its life.
 [<RequireQualifiedAccess>]
@@ -45,9 +47,6 @@ module RunStatus =
         | RunStatus.Queued
         | RunStatus.Running -> false
 
-/// A run's input: `path` (under an input root) or `upload` (an upload id).
-type RunInput = { Type: string; Value: string }
-
 /// One run as stored.
 type RunRecord = {
     RunId: string
@@ -56,7 +55,8 @@ type RunRecord = {
     Status: RunStatus
     /// The parameters after validation and coercion, as a JSON object.
     ParamsJson: string
-    Input: RunInput
+    /// What the run reads, as the request named it.
+    Input: InputRef
     CreatedAt: DateTimeOffset
     StartedAt: DateTimeOffset option
     CompletedAt: DateTimeOffset option
@@ -196,16 +196,18 @@ module SqliteRunStore =
         "run_id, tool_id, name, status, params_json, input_json, created_at, started_at, completed_at, progress, error, cancel_requested"
 
     let private readRun (r: SqliteDataReader) : RunRecord =
+        // Stored as the wire's input object; a row this build cannot read names nothing, so
+        // the engine fails the run with that reason instead of guessing.
         let input =
-            match optText r 5 with
-            | Some json ->
-                let doc = Text.Json.JsonDocument.Parse json
-
-                {
-                    Type = doc.RootElement.GetProperty("type").GetString()
-                    Value = doc.RootElement.GetProperty("value").GetString()
-                }
-            | None -> { Type = ""; Value = "" }
+            optText r 5
+            |> Option.bind (fun json ->
+                try
+                    JsonSerializer.Deserialize<Api.RunInputDto>(json, ApiJson.options)
+                    |> InputRef.ofDto "/input"
+                    |> Result.toOption
+                with :? JsonException ->
+                    None)
+            |> Option.defaultValue (InputRef.Uploads [])
 
         {
             RunId = r.GetString 0
@@ -341,10 +343,7 @@ module SqliteRunStore =
                         tx.Commit()
                         CreateOutcome.QueueFull
                     else
-                        let inputJson =
-                            Text.Json.JsonSerializer.Serialize(
-                                dict [ "type", run.Input.Type; "value", run.Input.Value ]
-                            )
+                        let inputJson = JsonSerializer.Serialize(InputRef.toDto run.Input, ApiJson.options)
 
                         use cmd =
                             command

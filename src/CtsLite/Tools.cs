@@ -198,7 +198,7 @@ namespace CtsLite
 
             var request = new CoreTools.ToolRunRequest(
                 toolId,
-                input,
+                CoreTools.ToolInput.NewPath(input),
                 given,
                 outputDirectory,
                 FuncConvert.FromAction<double>(p => progress?.Report(p)),

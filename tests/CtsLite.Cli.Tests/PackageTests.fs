@@ -84,6 +84,7 @@ let all =
             Expect.equal
                 packages
                 ([|
+                    $"CtsLite.Api.{version}.nupkg"
                     $"CtsLite.Cli.{version}.nupkg"
                     $"CtsLite.Core.{version}.nupkg"
                     $"CtsLite.{version}.nupkg"

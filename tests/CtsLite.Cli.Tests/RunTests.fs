@@ -82,6 +82,19 @@ let all =
             Expect.equal (speedMin.GetProperty("type").GetString()) "float" "type"
             Expect.equal (speedMin.GetProperty("default").GetDouble()) 55.0 "default"
         }
+        test "cts tools --json prints exactly the documents /v1/capabilities serves" {
+            Tests.withService (fun url ->
+                use http = new Net.Http.HttpClient()
+                let served = http.GetStringAsync($"{url}/v1/capabilities").Result
+                let tools = Text.Json.Nodes.JsonNode.Parse(served)["tools"]
+                let code, out, err = cts [ "tools"; "--json" ]
+                Expect.equal code 0 err
+                let printed = Text.Json.Nodes.JsonNode.Parse out
+
+                Expect.isTrue
+                    (Text.Json.Nodes.JsonNode.DeepEquals(tools, printed))
+                    $"service and CLI documents differ:\n{tools.ToJsonString()}\n{printed.ToJsonString()}")
+        }
         test "cts tools prints every tool and parameter for people" {
             let code, out, _ = cts [ "tools" ]
             Expect.equal code 0 "exit"

@@ -17,7 +17,11 @@ let private defaultLog () =
 let private requestFor (toolId: string) (given: (string * string) list) =
     let dir = Path.Combine(TestEnv.tempDir "runner", "out")
 
-    ToolRunner.request toolId (defaultLog ()) (given |> List.map (fun (k, v) -> k, ParameterInput.Text v)) dir
+    ToolRunner.request
+        toolId
+        (ToolInput.Path(defaultLog ()))
+        (given |> List.map (fun (k, v) -> k, ParameterInput.Text v))
+        dir
 
 let all =
     testList "tool runner" [
@@ -121,11 +125,49 @@ let all =
                 Expect.stringContains (ToolError.describe e) "timed out" "in words"
             | other -> failtestf "time limit: %A" other
         }
+        test "files read as one time line give the findings of the route they make up" {
+            let route =
+                Path.Combine(TestEnv.sharedDir (), "data", "rlogs", "synthetic", "route")
+
+            let name = "5ca1ab1e5ca1ab1e|2025-01-16--07-45-12"
+            let segments = [ for n in 0..2 -> Path.Combine(route, $"{name}--{n}", "rlog.zst") ]
+
+            let summary (input: ToolInput) =
+                match
+                    ToolRunner.run {
+                        requestFor "cruise-control-analyzer" [] with
+                            Input = input
+                    }
+                with
+                | Ok run ->
+                    let doc =
+                        Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(run.OutputDir, "summary.json")))
+
+                    [
+                        for key in [ "set_presses"; "resume_presses"; "main_presses" ] ->
+                            doc.RootElement.GetProperty(key).GetRawText()
+                    ]
+                | Error e -> failtestf "%A" e
+
+            let files = summary (ToolInput.Files segments)
+            Expect.equal files (summary (ToolInput.Path(Path.Combine(route, name)))) "as the route address"
+            Expect.notEqual files (summary (ToolInput.Files [ segments[0] ])) "more than the first segment"
+
+            match
+                ToolRunner.run {
+                    requestFor "log-summary" [] with
+                        Input = ToolInput.Files [ segments[0]; "/nonexistent.zst" ]
+                }
+            with
+            | Error(ToolError.InputUnavailable reason) ->
+                Expect.stringContains reason "/nonexistent.zst" "names the missing file"
+            | other -> failtestf "%A" other
+        }
         test "a missing input is InputUnavailable, a non-log InputDamaged naming the file" {
             match
                 ToolRunner.run {
                     requestFor "log-summary" [] with
-                        Input = "/nonexistent/rlog.zst"
+                        Input = ToolInput.Path "/nonexistent/rlog.zst"
                 }
             with
             | Error(ToolError.InputUnavailable reason) -> Expect.stringContains reason "/nonexistent" "names it"
@@ -137,7 +179,7 @@ let all =
             match
                 ToolRunner.run {
                     requestFor "log-summary" [] with
-                        Input = bad
+                        Input = ToolInput.Path bad
                 }
             with
             | Error(ToolError.InputDamaged e) -> Expect.equal e.Source bad "the file"

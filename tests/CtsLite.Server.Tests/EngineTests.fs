@@ -30,7 +30,7 @@ let private queued (toolId: string) (input: string) : RunRecord = {
     Name = None
     Status = RunStatus.Queued
     ParamsJson = "{}"
-    Input = { Type = "path"; Value = input }
+    Input = CtsLite.InputRef.Path input
     CreatedAt = DateTimeOffset.UtcNow
     StartedAt = None
     CompletedAt = None

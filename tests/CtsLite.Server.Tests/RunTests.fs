@@ -137,7 +137,7 @@ let localRunWith (toolId: string) (input: string) (given: (string * ParameterInp
 
     match
         ToolRunner.run {
-            ToolRunner.request toolId input given dir with
+            ToolRunner.request toolId (ToolInput.Path input) given dir with
                 ResolveFile = Ok
         }
     with
@@ -211,6 +211,91 @@ let uploads =
                 let leftovers = Directory.GetFiles(Path.Combine(svc.Config.DataDir, "uploads"))
                 Expect.isEmpty leftovers "no file left behind"
             }))
+        testCaseTask
+            "several uploads are one time line: a route's segments uploaded one by one give the route's findings"
+            (fun () ->
+                withRuns [] 1 (fun _ client -> task {
+                    let route = Path.Combine(rlogs (), "synthetic", "route")
+
+                    let ids = ResizeArray<string>()
+
+                    for n in 0..2 do
+                        let path = Path.Combine(route, $"{routeName}--{n}", "rlog.zst")
+                        let! response = upload client (File.ReadAllBytes path) "rlog.zst"
+                        let! u = EndpointTests.parse response
+                        ids.Add(u.GetProperty("upload_id").GetString())
+
+                    let value = JsonSerializer.Serialize ids
+
+                    let body =
+                        $"""{{"tool_id":"cruise-control-analyzer","params":{{}},"input":{{"type":"uploads","value":{value}}}}}"""
+
+                    let! response = post client body None
+                    Expect.equal response.StatusCode HttpStatusCode.Accepted "202"
+                    let! run = EndpointTests.parse response
+                    let runId = run.GetProperty("run_id").GetString()
+                    let! final = waitTerminal client runId
+                    Expect.equal (final.GetProperty("status").GetString()) "completed" "completed"
+                    let! artifacts = getJson client $"/v1/runs/{runId}/artifacts"
+
+                    let summary =
+                        artifacts.GetProperty("artifacts").EnumerateArray()
+                        |> Seq.find (fun a -> a.GetProperty("filename").GetString() = "summary.json")
+
+                    let! served = client.GetStringAsync(summary.GetProperty("download_url").GetString())
+                    let local = localRun "cruise-control-analyzer" (Path.Combine(route, routeName)) []
+
+                    let expected =
+                        JsonDocument.Parse(File.ReadAllText(Path.Combine(local, "summary.json"))).RootElement
+
+                    let actual = JsonDocument.Parse(served).RootElement
+
+                    for key in [ "set_presses"; "resume_presses"; "main_presses"; "target_speed_events" ] do
+                        Expect.equal
+                            (actual.GetProperty(key).GetRawText())
+                            (expected.GetProperty(key).GetRawText())
+                            $"{key} as for the route"
+
+                    // Every upload of the list counts as used; a bad list is refused with a pointer.
+                    let bad (input: string) =
+                        $"""{{"tool_id":"log-summary","input":{input}}}"""
+
+                    for input, status, pointer in
+                        [
+                            """{"type":"uploads","value":[]}""", 422, "/input/value"
+                            """{"type":"uploads","value":["ok",1]}""", 422, "/input/value/1"
+                            """{"type":"upload","value":["x"]}""", 422, "/input/value"
+                            """{"type":"folder","value":"x"}""", 422, "/input/type"
+                        ] do
+                        let! response = post client (bad input) None
+                        let! p = EndpointTests.expectProblem response status
+
+                        Expect.equal
+                            (p.GetProperty("errors").Item(0).GetProperty("pointer").GetString())
+                            pointer
+                            input
+
+                    let! unknown =
+                        post client (bad $"""{{"type":"uploads","value":["{ids[0]}","nope"]}}""") None
+
+                    let! p = EndpointTests.expectProblem unknown 400
+
+                    Expect.stringContains
+                        (p.GetProperty("detail").GetString())
+                        "no upload 'nope'"
+                        "names the missing one"
+
+                    let severalBody =
+                        $"""{{"tool_id":"log-summary","inputs":[{{"type":"upload","value":"{ids[0]}"}}]}}"""
+
+                    let! several = post client severalBody None
+                    let! p = EndpointTests.expectProblem several 422
+
+                    Expect.equal
+                        (p.GetProperty("errors").Item(0).GetProperty("pointer").GetString())
+                        "/inputs"
+                        "one-input tools refuse inputs"
+                }))
         testCaseTask "multipart: a DBC upload used as the analyzer's dbc parameter" (fun () ->
             withRuns [] 1 (fun _ client -> task {
                 let dbc =
@@ -616,10 +701,7 @@ let all =
                 Name = None
                 Status = RunStatus.Queued
                 ParamsJson = Artifacts.jsonCompact (Artifacts.parameters parameters)
-                Input = {
-                    Type = "path"
-                    Value = "synthetic/default.rlog.zst"
-                }
+                Input = CtsLite.InputRef.Path "synthetic/default.rlog.zst"
                 CreatedAt = now
                 StartedAt = None
                 CompletedAt = None

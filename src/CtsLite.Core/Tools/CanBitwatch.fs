@@ -123,28 +123,31 @@ module CanBitwatch =
             | Some s, Some d -> Some(s, d)
             | _ -> None
 
+        // A single file may be the rlog-to-csv CSV; anything else is read as a log.
+        let single =
+            match ctx.Input with
+            | ToolInput.Path file
+            | ToolInput.Files [ file ] when File.Exists file -> Some file
+            | _ -> None
+
         match
-            (if File.Exists ctx.Input then
-                 CanText.sniff ctx.Input
-             else
-                 None)
+            single
+            |> Option.bind (fun path -> CanText.sniff path |> Option.map (fun kind -> kind, path))
         with
-        | Some "csv" ->
+        | Some("csv", path) ->
             let lines =
                 try
-                    Ok(File.ReadLines ctx.Input |> List.ofSeq)
+                    Ok(File.ReadLines path |> List.ofSeq)
                 with :? IOException as e ->
-                    Error(ToolError.InputUnavailable $"{ctx.Input}: {e.Message}")
+                    Error(ToolError.InputUnavailable $"{path}: {e.Message}")
 
             lines
             |> Result.bind (fun lines ->
-                match CanText.readCsv (Path.GetFileName ctx.Input) lines with
+                match CanText.readCsv (Path.GetFileName path) lines with
                 | Error es -> Error(ToolError.InputInvalid(String.Join("; ", es |> List.truncate 5)))
                 | Ok frames -> Ok(frames, p.Float "window_start"))
-        | Some other ->
-            Error(
-                ToolError.InputInvalid $"{ctx.Input}: a {other} file; can-bitwatch reads the rlog-to-csv CSV or a log"
-            )
+        | Some(other, path) ->
+            Error(ToolError.InputInvalid $"{path}: a {other} file; can-bitwatch reads the rlog-to-csv CSV or a log")
         | None ->
             match window with
             | None ->

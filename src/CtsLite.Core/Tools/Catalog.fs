@@ -23,34 +23,3 @@ module Catalog =
     /// The tool with this id.
     let tryFind (id: string) : Tool option =
         tools |> List.tryFind (fun t -> t.Descriptor.Id = id)
-
-    /// The seed's Tool Capability JSON of a descriptor (parameters keyed by name, in order).
-    let capabilityJson (d: ToolDescriptor) : System.Text.Json.Nodes.JsonNode =
-        Artifacts.obj [
-            "id", Artifacts.str d.Id
-            "name", Artifacts.str d.Name
-            "description", Artifacts.str d.Description
-            "category", Artifacts.str (ToolCategory.name d.Category)
-            "parameters",
-            Artifacts.obj [
-                for p in d.Parameters ->
-                    p.Name,
-                    Artifacts.obj [
-                        "type", Artifacts.str (ParameterType.name p.Type)
-                        "default", (p.Default |> Option.map Artifacts.parameter |> Option.toObj)
-                        "description", Artifacts.str p.Description
-                        // Every member always present (null when it does not apply), exactly as
-                        // `/v1/capabilities` serves it: one document for the CLI and the service.
-                        "choices",
-                        (if p.Choices.IsEmpty then
-                             null
-                         else
-                             Artifacts.strings p.Choices)
-                        "required", Artifacts.bool p.Required
-                        "min", (p.Min |> Option.map Artifacts.num |> Option.toObj)
-                        "max", (p.Max |> Option.map Artifacts.num |> Option.toObj)
-                    ]
-            ]
-            "input_types", Artifacts.strings d.InputTypes
-            "output_types", Artifacts.strings d.OutputTypes
-        ]

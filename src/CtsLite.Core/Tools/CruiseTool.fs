@@ -344,7 +344,7 @@ module CruiseTool =
                             "analysis_id", Artifacts.str analysisId
                             "tool_id", Artifacts.str descriptor.Id
                             "tool_version", Artifacts.str Product.version
-                            "input", Artifacts.str ctx.Input
+                            "input", Artifacts.str (ToolInput.describe ctx.Input)
                             "input_files",
                             Artifacts.arr [
                                 for file, hash in List.zip a.Files hashing.Result ->
@@ -371,7 +371,14 @@ module CruiseTool =
                 let writes: (unit -> unit) list = [
                     fun () ->
                         let html =
-                            CruiseHtml.report s a ctx.Input paramPairs dataFiles warnings config.Value
+                            CruiseHtml.report
+                                s
+                                a
+                                (ToolInput.describe ctx.Input)
+                                paramPairs
+                                dataFiles
+                                warnings
+                                config.Value
 
                         Artifacts.writeWith ctx.OutputDir "analysis_report.html" (fun w -> w.Write html)
                     fun () -> Artifacts.writeWith ctx.OutputDir "config_snapshot.json" (fun w -> w.Write config.Value)

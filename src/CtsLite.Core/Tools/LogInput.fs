@@ -14,7 +14,13 @@ module internal LogInput =
 
     /// The files of the input (file, segment folder or route address).
     let files (ctx: ToolContext) : Result<string list, ToolError> =
-        Route.resolve ctx.Input |> Result.mapError ToolError.InputUnavailable
+        match ctx.Input with
+        | ToolInput.Path input -> Route.resolve input |> Result.mapError ToolError.InputUnavailable
+        | ToolInput.Files [] -> Error(ToolError.InputUnavailable "no files given")
+        | ToolInput.Files files ->
+            match files |> List.tryFind (fun f -> not (IO.File.Exists f)) with
+            | Some missing -> Error(ToolError.InputUnavailable $"{missing}: no such file")
+            | None -> Ok files
 
     /// The embedded schema's event layout.
     let layout () : EventLayout =

@@ -38,8 +38,8 @@ type ToolRunResult = {
 /// library and the tests.
 type ToolRunRequest = {
     ToolId: string
-    /// A log file, segment folder or route address, or a CSV for can-bitwatch, readable here.
-    Input: string
+    /// What to read, readable here.
+    Input: ToolInput
     /// The parameters as given (text from a command line, or JSON values).
     Parameters: (string * ParameterInput) list
     /// The folder the artifacts go into; created when missing.
@@ -73,7 +73,7 @@ module ToolRunner =
     /// A request with no progress, log, cancellation or time limit, resolving files locally.
     let request
         (toolId: string)
-        (input: string)
+        (input: ToolInput)
         (parameters: (string * ParameterInput) list)
         (outputDir: string)
         : ToolRunRequest = {

@@ -14,17 +14,8 @@ open Microsoft.Extensions.DependencyInjection
 [<RequireQualifiedAccess>]
 module Json =
 
-    /// Options for the API's JSON: `snake_case` property names, F# types via FSharp.SystemTextJson.
-    let createOptions () : JsonSerializerOptions =
-        let options =
-            JsonSerializerOptions(
-                PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-                DictionaryKeyPolicy = null,
-                WriteIndented = false
-            )
-
-        options.Converters.Add(JsonFSharpConverter(JsonUnionEncoding.Default ||| JsonUnionEncoding.UnwrapOption))
-        options
+    /// Options for the API's JSON (`CtsLite.ApiJson`, the same for every client).
+    let createOptions () : JsonSerializerOptions = CtsLite.ApiJson.createOptions ()
 
     let private fallback = lazy (createOptions ())
 
