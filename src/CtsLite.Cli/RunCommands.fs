@@ -6,6 +6,7 @@ open System.Threading
 open Argu
 open CtsLite
 open CtsLite.Tools
+open FsToolkit.ErrorHandling
 
 /// `cts tools` and `cts run --local`: the tool catalog in this process.
 [<RequireQualifiedAccess>]
@@ -99,25 +100,11 @@ module RunCommands =
     /// its end and every artifact is downloaded into `--out-dir`.
     let private remote (ctx: CommandContext) (args: ParseResults<RunArgs>) (toolId: string) (input: string) : int =
         let work = task {
-            let given = args.GetResults Param |> List.map parseParam
-
-            match
-                given
-                |> List.tryPick (fun r ->
-                    match r with
-                    | Error e -> Some e
-                    | Ok _ -> None)
-            with
-            | Some bad ->
+            match args.GetResults Param |> List.traverseResultM parseParam with
+            | Error bad ->
                 ctx.Err.WriteLine $"error: {bad}"
                 return ExitCode.ClientError
-            | None ->
-                let given =
-                    given
-                    |> List.choose (fun r ->
-                        match r with
-                        | Ok x -> Some x
-                        | Error _ -> None)
+            | Ok given ->
 
                 let fileParams =
                     Catalog.tryFind toolId
@@ -294,20 +281,11 @@ module RunCommands =
     let run (ctx: CommandContext) (args: ParseResults<RunArgs>) : int =
         match args.GetResult Target with
         | [ toolId; input ] when args.Contains Local ->
-            let given = args.GetResults Param |> List.map parseParam
-
-            match
-                given
-                |> List.tryPick (fun r ->
-                    match r with
-                    | Error e -> Some e
-                    | Ok _ -> None)
-            with
-            | Some bad ->
+            match args.GetResults Param |> List.traverseResultM parseParam with
+            | Error bad ->
                 ctx.Err.WriteLine $"error: {bad}"
                 ExitCode.ClientError
-            | None ->
-                let given = given |> List.collect Result.toList
+            | Ok given ->
 
                 let outDir =
                     args.TryGetResult Out_Dir

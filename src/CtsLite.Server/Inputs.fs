@@ -5,6 +5,7 @@ open System.IO
 open CtsLite
 open CtsLite.Logs
 open CtsLite.Tools
+open FsToolkit.ErrorHandling
 
 /// Paths that requests name (run inputs, file parameters), confined to the configured input roots.
 [<RequireQualifiedAccess>]
@@ -123,18 +124,7 @@ module RunInputs =
         | InputRef.Path path -> InputPaths.resolve roots path |> Result.map ToolInput.Path
         | InputRef.Upload id -> upload id |> Result.map ToolInput.Path
         | InputRef.Uploads [] -> Error "no uploads given"
-        | InputRef.Uploads ids ->
-            let resolved = ids |> List.map upload
-
-            match
-                resolved
-                |> List.tryPick (fun r ->
-                    match r with
-                    | Error e -> Some e
-                    | Ok _ -> None)
-            with
-            | Some e -> Error e
-            | None -> Ok(ToolInput.Files(resolved |> List.collect Result.toList))
+        | InputRef.Uploads ids -> ids |> List.traverseResultM upload |> Result.map ToolInput.Files
 
     /// The upload ids a run's input names.
     let uploadIds (input: InputRef) : string list =

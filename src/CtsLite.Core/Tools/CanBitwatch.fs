@@ -6,6 +6,7 @@ open System.IO
 open System.Text.RegularExpressions
 open CtsLite.Can
 open CtsLite.Logs
+open FsToolkit.ErrorHandling
 
 /// A pulse of a bit inside the window (rise to fall, or rise to the window end).
 type Pulse = { Rise: float; Fall: float }
@@ -209,24 +210,10 @@ module CanBitwatch =
                         |> Array.filter (fun (_, l) -> l <> "")
                         |> List.ofArray
 
-                    let parsed = specs |> List.map (fun (n, s) -> n, parseWatch s)
-
-                    match
-                        parsed
-                        |> List.tryPick (fun (n, r) ->
-                            match r with
-                            | Error e -> Some(n, e)
-                            | Ok _ -> None)
-                    with
-                    | Some(n, e) -> Error(ToolError.InvalidFile("watch_file", $"line {n}: {e}"))
-                    | None ->
-                        Ok(
-                            parsed
-                            |> List.map (fun (_, r) ->
-                                match r with
-                                | Ok x -> x
-                                | Error _ -> failwith "checked")
-                        )
+                    specs
+                    |> List.traverseResultM (fun (n, s) ->
+                        parseWatch s
+                        |> Result.mapError (fun e -> ToolError.InvalidFile("watch_file", $"line {n}: {e}")))
 
         let watched =
             watchFile

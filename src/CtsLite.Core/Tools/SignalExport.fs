@@ -7,6 +7,7 @@ open System.Text.Json.Nodes
 open CtsLite.Can
 open CtsLite.Capnp
 open CtsLite.Logs
+open FsToolkit.ErrorHandling
 
 /// `signal-export`: DBC signals and log fields in one time-aligned table (zero-order hold).
 [<RequireQualifiedAccess>]
@@ -169,25 +170,7 @@ module SignalExport =
             let signals =
                 match db with
                 | None -> Ok []
-                | Some db ->
-                    let resolved = signalNames |> List.map (resolveSignal db)
-
-                    match
-                        resolved
-                        |> List.tryPick (fun r ->
-                            match r with
-                            | Error e -> Some e
-                            | Ok _ -> None)
-                    with
-                    | Some e -> Error e
-                    | None ->
-                        Ok(
-                            resolved
-                            |> List.map (fun r ->
-                                match r with
-                                | Ok x -> x
-                                | Error _ -> failwith "checked")
-                        )
+                | Some db -> signalNames |> List.traverseResultM (resolveSignal db)
 
             match signals, LogInput.files ctx with
             | Error e, _ -> Error(ToolError.parameter "signals" e)
