@@ -64,6 +64,7 @@ let all =
         wireNames
         CapnpTests.all
         LogApiTests.all
+        LogSourceTests.all
         DbcTests.all
         BitAnalysisTests.all
         SubaruTests.all

@@ -89,30 +89,20 @@ type LogEvents
 
             let events = seq {
                 let view = EventView(schema, layout)
-                let mutable stop = false
+                use source = new LogSource(files, LogSourceOptions.Of options)
 
-                for file in files do
-                    if not stop then
-                        match LogReader.Open(file, options) with
-                        | Error reason ->
-                            error <- Some(FileReading.openFailure file reason)
-                            stop <- true
-                        | Ok reader ->
-                            use reader = reader
-                            view.Attach reader
+                while source.Next() do
+                    let reader = source.Reader
 
-                            while reader.Next() do
-                                if
-                                    services.IsEmpty
-                                    || services.Contains(Event.which reader.Message layout reader.Event)
-                                then
-                                    yield view
+                    if
+                        services.IsEmpty
+                        || services.Contains(Event.which reader.Message layout reader.Event)
+                    then
+                        view.Attach reader
+                        yield view
 
-                            match FileReading.settle options reader warnings with
-                            | Some e ->
-                                error <- Some e
-                                stop <- true
-                            | None -> ()
+                warnings.AddRange source.Warnings
+                error <- source.Error
             }
 
             events.GetEnumerator()

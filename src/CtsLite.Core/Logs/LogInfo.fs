@@ -25,32 +25,19 @@ type LogInfo = {
 [<RequireQualifiedAccess>]
 module Logs =
 
-    /// Calls `visit` for every event of `files` in order. Damage ends a file: in strict mode it is
-    /// the error; otherwise it becomes a warning and the next file is read.
+    /// Calls `visit` for every event of `files` in order, by `LogSource`'s damage rule; the
+    /// warnings of tolerated damage.
     let iter
         (options: ReaderOptions)
         (files: string list)
         (visit: LogReader -> unit)
         : Result<string list, DecodeError> =
-        let warnings = ResizeArray<string>()
-        let mutable failure = None
+        use source = new LogSource(files, LogSourceOptions.Of options)
 
-        for file in files do
-            if failure.IsNone then
-                match LogReader.Open(file, options) with
-                | Error reason -> failure <- Some(FileReading.openFailure file reason)
-                | Ok reader ->
-                    use reader = reader
-
-                    FileReading.guard reader (fun () ->
-                        while reader.Next() do
-                            visit reader)
-
-                    failure <- FileReading.settle options reader warnings
-
-        match failure with
-        | Some e -> Error e
-        | None -> Ok(List.ofSeq warnings)
+        source.Iter(fun reader ->
+            visit reader
+            true)
+        |> Result.map _.Warnings
 
 /// Builds a `LogInfo` one event at a time, for callers that drive the reading themselves.
 [<Sealed>]

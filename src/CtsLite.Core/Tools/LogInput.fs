@@ -8,10 +8,6 @@ open CtsLite.Logs
 [<RequireQualifiedAccess>]
 module internal LogInput =
 
-    /// How often (in events) a run looks at its cancellation token and reports progress.
-    [<Literal>]
-    let private CheckEvery = 4096
-
     /// The files of the input (file, segment folder or route address).
     let files (ctx: ToolContext) : Result<string list, ToolError> =
         match ctx.Input with
@@ -28,9 +24,9 @@ module internal LogInput =
         | Ok layout -> layout
         | Error e -> failwith $"the embedded schema has no event layout: {e}"
 
-    /// Calls `visit` for every event of `files` in order until it returns false, reporting progress between `fromPct`
-    /// and `toPct`. Damage ends a file with a warning (the events before it are kept); a file that
-    /// cannot be opened fails the run; cancellation stops it within a few thousand events.
+    /// Calls `visit` for every event of `files` in order until it returns false, reporting progress
+    /// between `fromPct` and `toPct`, by `LogSource`'s damage rule (tolerated damage is logged as a
+    /// warning and returned); cancellation stops it within a few thousand events.
     let iter
         (ctx: ToolContext)
         (files: string list)
@@ -38,51 +34,27 @@ module internal LogInput =
         (toPct: float)
         (visit: LogReader -> bool)
         : Result<string list, ToolError> =
-        let options = ReaderOptions.Default
-        let warnings = ResizeArray<string>()
-        let total = float (max 1 files.Length)
-        let mutable failure = None
-        let mutable index = 0
-        let mutable go = true
+        let options = {
+            Reader = ReaderOptions.Default
+            Progress = fun f -> ctx.Progress(fromPct + (toPct - fromPct) * f)
+            Cancellation = ctx.Cancellation
+        }
 
         try
-            for file in files do
-                if failure.IsNone && go then
-                    ctx.Cancellation.ThrowIfCancellationRequested()
+            use source = new LogSource(files, options)
 
-                    match LogReader.Open(file, options) with
-                    | Error reason -> failure <- Some(ToolError.InputUnavailable reason)
-                    | Ok reader ->
-                        use reader = reader
-                        let mutable n = 0
+            match source.Iter visit with
+            // Nothing to analyse: the input is not a log (a tool never reports an empty success).
+            | Ok { Events = 0L; FirstDamage = Some e } -> Error(ToolError.InputDamaged e)
+            | Ok reading ->
+                for w in reading.Warnings do
+                    ctx.Log ToolLogLevel.Warning w
 
-                        FileReading.guard reader (fun () ->
-                            while go && reader.Next() do
-                                go <- visit reader
-                                n <- n + 1
-
-                                if n % CheckEvery = 0 then
-                                    ctx.Cancellation.ThrowIfCancellationRequested()
-                                    let done' = (float index + reader.InputFraction) / total
-                                    ctx.Progress(fromPct + (toPct - fromPct) * done'))
-
-                        match reader.Damage with
-                        // Damage before the first event: not a log at all, so nothing to keep.
-                        | Some e when n = 0 -> failure <- Some(ToolError.InputDamaged e)
-                        | _ ->
-                            match FileReading.settle options reader warnings with
-                            | Some e -> failure <- Some(ToolError.InputDamaged e)
-                            | None -> ()
-
-                    index <- index + 1
-
-            for w in warnings do
-                ctx.Log ToolLogLevel.Warning w
-
-            match failure with
-            | Some f -> Error f
-            | None ->
                 ctx.Progress toPct
-                Ok(List.ofSeq warnings)
+                Ok reading.Warnings
+            | Error {
+                        Reason = DecodeReason.Unreadable reason
+                    } -> Error(ToolError.InputUnavailable reason)
+            | Error e -> Error(ToolError.InputDamaged e)
         with :? OperationCanceledException when ctx.Cancellation.IsCancellationRequested ->
             Error ToolError.Canceled

@@ -1,0 +1,202 @@
+namespace CtsLite.Logs
+
+open System
+open System.Collections.Generic
+open System.Threading
+open CtsLite.Capnp
+
+/// How a `LogSource` reads: the reader's limits and strictness, progress and cancellation.
+type LogSourceOptions = {
+    Reader: ReaderOptions
+    /// Called now and then (every few thousand events, and once at the end) with the part read,
+    /// 0–1 (files done plus the part of the current file's compressed bytes).
+    Progress: float -> unit
+    /// Looked at when a file opens and every few thousand events; once cancelled, the reading
+    /// ends with `OperationCanceledException`.
+    Cancellation: CancellationToken
+} with
+
+    /// `reader`'s limits, no progress, no cancellation.
+    static member Of(reader: ReaderOptions) : LogSourceOptions = {
+        Reader = reader
+        Progress = ignore
+        Cancellation = CancellationToken.None
+    }
+
+/// What reading a source to its end (or until the visitor stopped) gave.
+type LogReading = {
+    /// Events delivered.
+    Events: int64
+    /// Damage met and tolerated, one line each (`file: byte N: reason`).
+    Warnings: string list
+    /// The first damage met, tolerated or not (a reader that needs events can refuse an input
+    /// that gave none: `Events = 0` with this set is a file that is not a log).
+    FirstDamage: DecodeError option
+}
+
+/// Log files read in order as one stream of events: the one way CtsLite reads a file, a segment
+/// folder, a route or a list of uploaded segments, whoever reads it (`cts log`, the tools, the
+/// `Log` API). Its damage rule, the same for all of them:
+///
+/// 1. A file that cannot be opened ends the reading with an `Unreadable` error naming it.
+/// 2. Damage (truncation, corruption, garbage, also before the first event) ends its file; every
+///    event before it was delivered. With `Strict` the reading ends with that damage as the
+///    error; otherwise it becomes a warning and the next file is read.
+///
+/// A tool run, which needs events, also fails when the whole input gave none and was damaged
+/// (`LogReading.FirstDamage`).
+///
+/// Read it with `Iter` (a visitor; damage met while visiting ends the file like damage met by the
+/// reader) or pull events with `Next` and `Reader`.
+[<Sealed>]
+type LogSource(files: string list, options: LogSourceOptions) =
+    let all = Array.ofList files
+    let warnings = ResizeArray<string>()
+    let mutable firstDamage: DecodeError option = None
+    let mutable error: DecodeError option = None
+    let mutable reader: LogReader option = None
+    let mutable index = -1
+    let mutable events = 0L
+    let mutable finished = false
+
+    /// How often (in events) the cancellation token is looked at and progress reported.
+    static member CheckEvery = 4096
+
+    /// The files of a file, segment folder or route address.
+    static member Open(input: string, options: LogSourceOptions) : Result<LogSource, string> =
+        Route.resolve input |> Result.map (fun files -> new LogSource(files, options))
+
+    /// The files, in reading order.
+    member _.Files: string list = files
+
+    /// The reader of the current event (valid after `Next` returned true, until the next call).
+    member _.Reader: LogReader =
+        match reader with
+        | Some r -> r
+        | None -> invalidOp "no current event: call Next first"
+
+    /// Events delivered so far.
+    member _.Events = events
+
+    /// Damage met and tolerated so far, one line each.
+    member _.Warnings: IReadOnlyList<string> = warnings
+
+    /// What ended the reading early (rules 1 and 2), once `Next` returned false.
+    member _.Error: DecodeError option = error
+
+    /// The first damage met, tolerated or not.
+    member _.FirstDamage: DecodeError option = firstDamage
+
+    /// The part read, 0–1.
+    member _.Fraction: float =
+        let current =
+            match reader with
+            | Some r -> r.InputFraction
+            | None -> 0.0
+
+        if all.Length = 0 then
+            1.0
+        else
+            Math.Clamp((float (max index 0) + current) / float all.Length, 0.0, 1.0)
+
+    member private _.CloseCurrent() =
+        match reader with
+        | Some r ->
+            match r.Damage with
+            | Some e ->
+                if firstDamage.IsNone then
+                    firstDamage <- Some e
+
+                if options.Reader.Strict then
+                    error <- Some e
+                    finished <- true
+                else
+                    warnings.Add(DecodeError.describe e)
+            | None -> ()
+
+            (r :> IDisposable).Dispose()
+            reader <- None
+        | None -> ()
+
+    /// Closes the current file and opens the next; false when the reading is over.
+    member private this.NextFile() : bool =
+        this.CloseCurrent()
+
+        if finished then
+            false
+        elif index + 1 >= all.Length then
+            finished <- true
+            options.Progress 1.0
+            false
+        else
+            options.Cancellation.ThrowIfCancellationRequested()
+            index <- index + 1
+            let file = all[index]
+
+            match LogReader.Open(file, options.Reader) with
+            | Error reason ->
+                error <-
+                    Some {
+                        Source = file
+                        Offset = 0L
+                        Reason = DecodeReason.Unreadable reason
+                    }
+
+                finished <- true
+                false
+            | Ok r ->
+                reader <- Some r
+                true
+
+    member private this.Counted() =
+        events <- events + 1L
+
+        if events % int64 LogSource.CheckEvery = 0L then
+            options.Cancellation.ThrowIfCancellationRequested()
+            options.Progress this.Fraction
+
+    /// Moves to the next event, across files; false at the end (see `Error` and `Warnings`).
+    member this.Next() : bool =
+        let mutable found = false
+
+        while not found && not finished do
+            match reader with
+            | Some r when r.Next() ->
+                this.Counted()
+                found <- true
+            | _ -> this.NextFile() |> ignore
+
+        found
+
+    /// Calls `visit` for every event until it returns false or the reading ends. Damage met while
+    /// visiting (a corrupt pointer in the current event) ends the file as rule 2 says.
+    member this.Iter(visit: LogReader -> bool) : Result<LogReading, DecodeError> =
+        let mutable go = true
+
+        while go && this.NextFile() do
+            let r = this.Reader
+
+            FileReading.guard r (fun () ->
+                while go && r.Next() do
+                    this.Counted()
+                    go <- visit r)
+
+        if not go then
+            this.CloseCurrent()
+
+        match error with
+        | Some e -> Error e
+        | None ->
+            Ok {
+                Events = events
+                Warnings = List.ofSeq warnings
+                FirstDamage = firstDamage
+            }
+
+    interface IDisposable with
+        member _.Dispose() =
+            match reader with
+            | Some r -> (r :> IDisposable).Dispose()
+            | None -> ()
+
+            reader <- None

@@ -1,0 +1,136 @@
+/// `LogSource`: several files as one stream, with the one damage rule every reader shares.
+module CtsLite.Core.Tests.LogSourceTests
+
+open System
+open System.IO
+open System.Threading
+open Expecto
+open CtsLite.Capnp
+open CtsLite.Logs
+open CtsLite.Tests
+
+let private routeName = "5ca1ab1e5ca1ab1e|2025-01-16--07-45-12"
+
+let private segments () = [
+    for n in 0..2 ->
+        Path.Combine(TestEnv.sharedDir (), "data", "rlogs", "synthetic", "route", $"{routeName}--{n}", "rlog.zst")
+]
+
+/// Events of one file read alone.
+let private count (file: string) =
+    match LogReader.Open(file, ReaderOptions.Default) with
+    | Ok reader ->
+        use reader = reader
+        let mutable n = 0L
+
+        while reader.Next() do
+            n <- n + 1L
+
+        n
+    | Error e -> failtest e
+
+/// The first segment cut in half: its zstd stream ends early (damage in the middle of the file).
+let private cutSegment () =
+    let bytes = File.ReadAllBytes (segments ()).[0]
+    let file = Path.Combine(TestEnv.tempDir "source", "cut.rlog.zst")
+    File.WriteAllBytes(file, Array.sub bytes 0 (bytes.Length / 2))
+    file
+
+let private iterAll (options: LogSourceOptions) (files: string list) =
+    use source = new LogSource(files, options)
+    source.Iter(fun _ -> true)
+
+let all =
+    testList "log source" [
+        test "files are one stream: every event of each, in order, by Iter and by Next alike" {
+            let files = segments ()
+            let expected = files |> List.sumBy count
+
+            match iterAll (LogSourceOptions.Of ReaderOptions.Default) files with
+            | Ok reading ->
+                Expect.equal reading.Events expected "every event"
+                Expect.isEmpty reading.Warnings "no damage"
+            | Error e -> failtest (DecodeError.describe e)
+
+            use source = new LogSource(files, LogSourceOptions.Of ReaderOptions.Default)
+            let mutable pulled = 0L
+            let mutable sources = []
+
+            while source.Next() do
+                pulled <- pulled + 1L
+
+                if not (List.contains source.Reader.Source sources) then
+                    sources <- sources @ [ source.Reader.Source ]
+
+            Expect.equal pulled expected "Next gives the same events"
+            Expect.equal sources files "in file order"
+            Expect.isNone source.Error "no error"
+        }
+        test "damage ends its file with a warning and the next file is read; under Strict it is the error" {
+            let cut = cutSegment ()
+            let rest = segments () |> List.tail
+            let files = cut :: rest
+
+            match iterAll (LogSourceOptions.Of ReaderOptions.Default) files with
+            | Ok reading ->
+                Expect.equal reading.Warnings.Length 1 "one warning"
+                Expect.stringContains reading.Warnings.Head "cut.rlog.zst" "names the file"
+                Expect.isGreaterThan reading.Events (rest |> List.sumBy count) "events before the damage kept"
+                Expect.isSome reading.FirstDamage "the damage is known"
+            | Error e -> failtest (DecodeError.describe e)
+
+            match
+                iterAll
+                    (LogSourceOptions.Of {
+                        ReaderOptions.Default with
+                            Strict = true
+                    })
+                    files
+            with
+            | Error e -> Expect.equal e.Source cut "strict: the damage of the first file"
+            | Ok r -> failtestf "strict accepted damage: %A" r.Warnings
+        }
+        test "a file that cannot be opened ends the reading naming it" {
+            let missing = Path.Combine(TestEnv.tempDir "source", "missing.rlog.zst")
+
+            match iterAll (LogSourceOptions.Of ReaderOptions.Default) [ (segments ()).[0]; missing ] with
+            | Error {
+                        Source = source
+                        Reason = DecodeReason.Unreadable _
+                    } -> Expect.equal source missing "the file"
+            | other -> failtestf "%A" other
+        }
+        test "a visitor that returns false stops the reading" {
+            use source = new LogSource(segments (), LogSourceOptions.Of ReaderOptions.Default)
+
+            match source.Iter(fun _ -> source.Events < 10L) with
+            | Ok reading -> Expect.equal reading.Events 10L "ten events"
+            | Error e -> failtest (DecodeError.describe e)
+        }
+        test "progress rises to 1; a cancelled token ends the reading" {
+            let seen = ResizeArray<float>()
+
+            let options = {
+                LogSourceOptions.Of ReaderOptions.Default with
+                    Progress = seen.Add
+            }
+
+            iterAll options (segments ()) |> ignore
+            Expect.isNonEmpty seen "reported"
+            Expect.equal (Seq.last seen) 1.0 "ends at 1"
+            Expect.isTrue (Seq.pairwise seen |> Seq.forall (fun (a, b) -> b >= a)) "never goes back"
+            use cts = new CancellationTokenSource()
+            cts.Cancel()
+
+            Expect.throwsT<OperationCanceledException>
+                (fun () ->
+                    iterAll
+                        {
+                            LogSourceOptions.Of ReaderOptions.Default with
+                                Cancellation = cts.Token
+                        }
+                        (segments ())
+                    |> ignore)
+                "canceled"
+        }
+    ]
