@@ -139,19 +139,12 @@ module Handlers =
     }
 
     /// What the health checks found, and when.
-    type private HealthSnapshot = {
+    type internal HealthSnapshot = {
         Checks: Api.HealthCheck array
         DatabaseBytes: int64
         Totals: StorageTotals
         Taken: int64
     }
-
-    /// The last snapshot of a service (or the one being taken).
-    type private HealthState() =
-        member val Current: Task<HealthSnapshot> option = None with get, set
-
-    let private healthStates =
-        Runtime.CompilerServices.ConditionalWeakTable<ServiceContext, HealthState>()
 
     /// How long a health snapshot answers: probes and monitors polling at any rate cost the disk
     /// and the database at most one round of checks a second.
@@ -190,28 +183,36 @@ module Handlers =
         }
     }
 
-    let private snapshot (svc: ServiceContext) : Task<HealthSnapshot> =
-        let state = healthStates.GetValue(svc, (fun _ -> HealthState()))
+    /// The service's last health snapshot (or the one being taken), shared by every caller: one
+    /// per service, a DI singleton.
+    [<Sealed>]
+    type HealthMonitor(svc: ServiceContext) =
+        let gate = obj ()
+        let mutable current: Task<HealthSnapshot> option = None
 
-        lock state (fun () ->
-            match state.Current with
-            | Some t when
-                not t.IsCompleted
-                || (t.IsCompletedSuccessfully
-                    && Stopwatch.GetElapsedTime t.Result.Taken < healthMaxAge)
-                ->
-                t
-            | _ ->
-                let t = takeSnapshot svc
-                state.Current <- Some t
-                t)
+        member internal _.Snapshot() : Task<HealthSnapshot> =
+            lock gate (fun () ->
+                match current with
+                | Some t when
+                    not t.IsCompleted
+                    || (t.IsCompletedSuccessfully
+                        && Stopwatch.GetElapsedTime t.Result.Taken < healthMaxAge)
+                    ->
+                    t
+                | _ ->
+                    let t = takeSnapshot svc
+                    current <- Some t
+                    t)
+
+    let private snapshot (ctx: HttpContext) : Task<HealthSnapshot> =
+        ctx.RequestServices.GetRequiredService<HealthMonitor>().Snapshot()
 
     /// `GET /v1/health`: 200 when every check passes, 503 otherwise. The checks run at most once
     /// per `healthMaxAge`; callers in between share the last result.
     let health: HttpHandler =
         fun (next: HttpFunc) (ctx: HttpContext) -> task {
             let svc = service ctx
-            let! snap = snapshot svc
+            let! snap = snapshot ctx
             let healthy = snap.Checks |> Array.forall (fun c -> c.Status = "pass")
             let now = svc.Time.GetUtcNow()
             let uptime = now - svc.StartedAt
@@ -254,27 +255,27 @@ module Handlers =
 
         json body
 
-    let private capabilityBodies =
-        Runtime.CompilerServices.ConditionalWeakTable<ServiceContext, byte array>()
+    /// The `/v1/capabilities` body: it cannot change while the service runs, so it is serialized
+    /// once (a DI singleton).
+    type CapabilitiesDocument = {
+        Bytes: byte array
+    } with
 
-    /// `GET /v1/capabilities`: only tools and monitors that actually run. The document cannot
-    /// change while the service runs, so it is serialized once.
+        /// The document of `svc`, serialized with `options`.
+        static member Of (svc: ServiceContext) (options: Text.Json.JsonSerializerOptions) : CapabilitiesDocument =
+            let body: Api.CapabilitiesResponse = {
+                Tools = Catalog.descriptors |> List.map Api.toolCapability
+                Monitors = Catalog.monitors |> List.map Api.toolCapability
+                ApiVersion = Product.ApiVersion
+                Features = svc.Features
+            }
+
+            {
+                Bytes = Text.Json.JsonSerializer.SerializeToUtf8Bytes(body, options)
+            }
+
+    /// `GET /v1/capabilities`: only tools and monitors that actually run.
     let capabilities: HttpHandler =
         fun (next: HttpFunc) (ctx: HttpContext) ->
-            let svc = service ctx
-
-            let bytes =
-                capabilityBodies.GetValue(
-                    svc,
-                    fun svc ->
-                        let body: Api.CapabilitiesResponse = {
-                            Tools = Catalog.descriptors |> List.map Api.toolCapability
-                            Monitors = Catalog.monitors |> List.map Api.toolCapability
-                            ApiVersion = Product.ApiVersion
-                            Features = svc.Features
-                        }
-
-                        Text.Json.JsonSerializer.SerializeToUtf8Bytes(body, Json.optionsOf ctx)
-                )
-
-            setBody "application/json; charset=utf-8" bytes next ctx
+            let document = ctx.RequestServices.GetRequiredService<CapabilitiesDocument>()
+            setBody "application/json; charset=utf-8" document.Bytes next ctx

@@ -80,6 +80,9 @@ module Startup =
         services
             .AddSingleton<ServiceContext>(context)
             .AddSingleton<ApiDocument>(ApiDocument.ofEndpoints Routes.endpoints)
+            .AddSingleton<Handlers.HealthMonitor>(Handlers.HealthMonitor context)
+            .AddSingleton<Handlers.CapabilitiesDocument>(fun sp ->
+                Handlers.CapabilitiesDocument.Of context (sp.GetRequiredService<Text.Json.JsonSerializerOptions>()))
             .AddSingleton<Text.Json.JsonSerializerOptions>(Json.createOptions ())
             .AddSingleton<RequestLimits>(
                 {
