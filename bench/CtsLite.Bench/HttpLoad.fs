@@ -31,7 +31,7 @@ let run (shared: string) (clients: int) (duration: TimeSpan) : unit =
     Directory.CreateDirectory dataDir |> ignore
 
     use store =
-        match SqliteStore.open' dataDir with
+        match SqliteStore.openIn dataDir with
         | Ok s -> s
         | Error e -> failwith (StoreError.describe e)
 

@@ -50,7 +50,7 @@ let private pipelineBenchmarks (iterations: int) =
     Directory.CreateDirectory dataDir |> ignore
 
     use store =
-        match SqliteStore.open' dataDir with
+        match SqliteStore.openIn dataDir with
         | Ok s -> s
         | Error e -> failwith (StoreError.describe e)
 
@@ -456,7 +456,7 @@ let private signalBenchmark (shared: string) (quick: bool) =
         )
 
     let db =
-        match CtsLite.Can.Dbc.parseFile' dbc with
+        match CtsLite.Can.Dbc.loadFile dbc with
         | Ok db -> db
         | Error es -> failwithf "%A" es
 

@@ -87,7 +87,7 @@ let main argv =
                 match created with
                 | Error reason -> fail $"data_dir {dataDir} cannot be created: {reason}"
                 | Ok() ->
-                    match SqliteStore.open' dataDir with
+                    match SqliteStore.openIn dataDir with
                     | Error e -> fail (StoreError.describe e)
                     | Ok store ->
                         use store = store

@@ -180,7 +180,7 @@ module SqliteStore =
             .ToString()
 
     /// Opens (creating and migrating as needed) the store in `dataDir`.
-    let open' (dataDir: string) : Result<IStore, StoreError> =
+    let openIn (dataDir: string) : Result<IStore, StoreError> =
         let databasePath = Path.Combine(dataDir, FileName)
         let connectionString = connectionString dataDir
 

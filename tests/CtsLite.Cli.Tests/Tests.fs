@@ -31,7 +31,7 @@ let withServiceConfig (change: ServiceConfig -> ServiceConfig) (f: string -> uni
         }
 
     use store =
-        match SqliteStore.open' dataDir with
+        match SqliteStore.openIn dataDir with
         | Ok s -> s
         | Error e -> failwith (StoreError.describe e)
 

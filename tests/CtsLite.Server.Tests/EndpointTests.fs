@@ -26,7 +26,7 @@ let configFor (dataDir: string) : ServiceConfig = {
 }
 
 let openStore (dataDir: string) : IStore =
-    match SqliteStore.open' dataDir with
+    match SqliteStore.openIn dataDir with
     | Ok s -> s
     | Error e -> failwith (StoreError.describe e)
 

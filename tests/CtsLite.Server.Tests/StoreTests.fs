@@ -35,7 +35,7 @@ let all =
         test "opening an empty folder creates and migrates the store" {
             let dir = TestEnv.tempDir "store"
 
-            match SqliteStore.open' dir with
+            match SqliteStore.openIn dir with
             | Error e -> failtest (StoreError.describe e)
             | Ok store ->
                 use store = store
@@ -48,7 +48,7 @@ let all =
             let dir = TestEnv.tempDir "store"
 
             for _ in 1..3 do
-                match SqliteStore.open' dir with
+                match SqliteStore.openIn dir with
                 | Ok store -> store.Dispose()
                 | Error e -> failtest (StoreError.describe e)
 
@@ -56,11 +56,11 @@ let all =
         }
         test "a store from a newer build is refused, not downgraded" {
             let dir = TestEnv.tempDir "store"
-            (SqliteStore.open' dir |> Result.defaultWith (fun _ -> failwith "open")).Dispose()
+            (SqliteStore.openIn dir |> Result.defaultWith (fun _ -> failwith "open")).Dispose()
             SqliteConnection.ClearAllPools()
             setUserVersion dir (SqliteStore.supportedVersion + 1)
 
-            match SqliteStore.open' dir with
+            match SqliteStore.openIn dir with
             | Error(StoreError.SchemaTooNew(found, supported) as e) ->
                 Expect.equal found (SqliteStore.supportedVersion + 1) "found"
                 Expect.equal supported SqliteStore.supportedVersion "supported"
@@ -71,7 +71,7 @@ let all =
             let file = Path.Combine(TestEnv.tempDir "store", "plain-file")
             File.WriteAllText(file, "x")
 
-            match SqliteStore.open' file with
+            match SqliteStore.openIn file with
             | Error(StoreError.Unavailable reason) -> Expect.stringContains reason file "names the path"
             | other -> failtestf "expected Unavailable, got %A" other
         }

@@ -987,7 +987,7 @@ module Dbc =
     let readFile (path: string) : Result<string, string> = CtsLite.Io.readText path
 
     /// Parses a DBC file from disk.
-    let parseFile' (path: string) : Result<Database, DbcError list> = parseWith readFile path
+    let loadFile (path: string) : Result<Database, DbcError list> = parseWith readFile path
 
     /// Parses DBC text held in memory (imports are not available).
     let parseText (name: string) (text: string) : Result<Database, DbcError list> =

@@ -14,9 +14,9 @@ module Format =
 
     let private invariant = CultureInfo.InvariantCulture
 
-    /// A number with `decimals` digits after the point (invariant culture, `-0` printed as `0`).
-    let fixed' (decimals: int) (value: float) : string =
-        let text = value.ToString("F" + string decimals, invariant)
+    /// A number with `places` digits after the point (invariant culture, `-0` printed as `0`).
+    let decimals (places: int) (value: float) : string =
+        let text = value.ToString("F" + string places, invariant)
 
         if text.StartsWith '-' && text.TrimStart('-', '0', '.') = "" then
             text.Substring 1

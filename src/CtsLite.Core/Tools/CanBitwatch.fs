@@ -350,7 +350,7 @@ module CanBitwatch =
                                             string (7 - bit % 8)
                                             string (bit % 8)
                                             string bit
-                                            Format.fixed' 6 f.Time
+                                            Format.decimals 6 f.Time
                                             Format.mmss (max 0.0 (f.Time - origin))
                                             (if v then "0->1" else "1->0")
                                             segmentOf f

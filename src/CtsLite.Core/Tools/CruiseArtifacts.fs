@@ -29,7 +29,7 @@ module CruiseArtifacts =
     let text (c: Cell) =
         match c with
         | Cell.S s -> s
-        | Cell.N(v, d) -> Format.fixed' d v
+        | Cell.N(v, d) -> Format.decimals d v
         | Cell.I i -> string i
         | Cell.F v -> v.ToString("G15", Globalization.CultureInfo.InvariantCulture)
         | Cell.Empty -> ""

@@ -10,7 +10,7 @@ open CtsLite.Can
 module CruiseHtml =
 
     let private h = Artifacts.html
-    let private f (d: int) (v: float) = Format.fixed' d v
+    let private f (d: int) (v: float) = Format.decimals d v
 
     let private style =
         """

@@ -58,7 +58,7 @@ module LogSummary =
         let fingerprint = info.CarFingerprint |> Option.defaultValue "unknown"
 
         add
-            $"<ul><li>{info.Events} events over {Format.fixed' 1 duration} s</li><li>{info.CanFrames} CAN frames, {info.SendcanFrames} sendcan frames</li><li>car: {h fingerprint}</li></ul>"
+            $"<ul><li>{info.Events} events over {Format.decimals 1 duration} s</li><li>{info.CanFrames} CAN frames, {info.SendcanFrames} sendcan frames</li><li>car: {h fingerprint}</li></ul>"
 
         for w in info.Warnings do
             add $"<p style=\"color:#a15c00\">warning: {h w}</p>"
@@ -72,7 +72,7 @@ module LogSummary =
             "</table><h2>CAN addresses</h2><table><tr><th>Address</th><th>Bus</th><th>Frames</th><th>Rate (Hz)</th></tr>"
 
         for address, bus, n, hz in rates do
-            add $"<tr><td>{Format.address address}</td><td>{bus}</td><td>{n}</td><td>{Format.fixed' 1 hz}</td></tr>"
+            add $"<tr><td>{Format.address address}</td><td>{bus}</td><td>{n}</td><td>{Format.decimals 1 hz}</td></tr>"
 
         add "</table></body></html>"
         sb.ToString()
@@ -125,7 +125,7 @@ module LogSummary =
                 {
                     Artifacts = [ "log_summary.json"; "log_summary.html" ]
                     Summary =
-                        $"{info.Events} events, {info.CanFrames} CAN frames on {rates.Length} (address, bus) pairs over {Format.fixed' 1 duration} s"
+                        $"{info.Events} events, {info.CanFrames} CAN frames on {rates.Length} (address, bus) pairs over {Format.decimals 1 duration} s"
                     Warnings = warnings
                 })
 

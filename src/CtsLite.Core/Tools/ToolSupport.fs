@@ -49,7 +49,7 @@ module ToolSupport =
                             Message = e
                         }
                     ]
-                | Ok path -> Dbc.parseFile' path
+                | Ok path -> Dbc.loadFile path
 
         match parsed with
         | Ok db -> Ok db
