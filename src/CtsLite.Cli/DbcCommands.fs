@@ -16,7 +16,7 @@ module DbcCommands =
         let mutable clean = true
 
         for file in args.GetResult DbcCheckArgs.Files do
-            match Dbc.parseFile' file with
+            match Dbc.loadFile file with
             | Ok db ->
                 let signals = db.Messages |> List.sumBy (fun m -> m.Signals.Length)
                 ctx.Out.WriteLine($"{file}: {db.Messages.Length} messages, {signals} signals")
@@ -38,54 +38,31 @@ module DbcCommands =
     let decode (ctx: CommandContext) (args: ParseResults<DbcDecodeArgs>) : int =
         match args.GetResult DbcDecodeArgs.Inputs with
         | [ dbcPath; input ] ->
-            match Dbc.parseFile' dbcPath with
+            match Dbc.loadFile dbcPath with
             | Error errors ->
                 for e in errors do
                     ctx.Err.WriteLine(DbcError.describe e)
 
                 ExitCode.ClientError
             | Ok db ->
-                let wanted = args.GetResults DbcDecodeArgs.Signal
-
-                let resolve (name: string) =
-                    match name.Split '.' with
-                    | [| message; signal |] ->
-                        db.TryMessageNamed message
-                        |> Option.bind (fun m ->
-                            m.Signals
-                            |> List.tryFind (fun s -> s.Name = signal)
-                            |> Option.map (fun s -> m, s))
-                    | _ -> None
-
-                match wanted |> List.tryFind (fun w -> (resolve w).IsNone) with
-                | Some bad ->
-                    ctx.Err.WriteLine($"error: {bad}: no such MESSAGE.SIGNAL in {dbcPath}")
+                match DecodePlan.create db (args.GetResults DbcDecodeArgs.Signal) with
+                | Error bad ->
+                    ctx.Err.WriteLine($"error: {bad} (in {dbcPath})")
                     ExitCode.ClientError
-                | None ->
-                    // address -> (message, signals to decode)
-                    let plan =
-                        match wanted with
-                        | [] -> db.Messages |> List.map (fun m -> m.Id, (m, m.Signals))
-                        | _ ->
-                            wanted
-                            |> List.choose resolve
-                            |> List.groupBy (fun (m, _) -> m.Id)
-                            |> List.map (fun (id, pairs) -> id, (fst pairs.Head, pairs |> List.map snd))
-                        |> dict
-
+                | Ok plan ->
                     let buses = args.GetResults DbcDecodeArgs.Bus |> Set.ofList
                     let out = ctx.Out
                     let invariant = CultureInfo.InvariantCulture
 
                     let write (time: float) (bus: int) (address: uint32) (payload: byte array) =
                         if buses.IsEmpty || buses.Contains bus then
-                            match plan.TryGetValue address with
-                            | true, (message, signals) ->
+                            match plan.TryFind address with
+                            | Some(message, signals) ->
                                 let span = ReadOnlySpan payload
                                 let timeText = time.ToString("F9", invariant)
 
                                 for s in signals do
-                                    if Signal.fits s span.Length && Signal.isPresent message s span then
+                                    if DecodePlan.present message s span then
                                         let v = Signal.decode s span
                                         let label = Signal.label s v.Raw |> Option.defaultValue ""
                                         let value = v.Physical.ToString("R", invariant)
@@ -93,7 +70,7 @@ module DbcCommands =
                                         out.WriteLine(
                                             $"{timeText},{bus},0x{address:X3},{message.Name},{s.Name},{value},{csvField label}"
                                         )
-                            | false, _ -> ()
+                            | None -> ()
 
                     let fromText (frames: Result<AnalysisFrame list, string list>) =
                         match frames with

@@ -9,51 +9,8 @@ open Microsoft.AspNetCore.Http.Features
 open Microsoft.AspNetCore.WebUtilities
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Net.Http.Headers
+open CtsLite.Logs
 open CtsLite.Server.Http
-
-/// What an upload holds, judged by its first bytes (never by its name).
-[<RequireQualifiedAccess>]
-module UploadContent =
-
-    /// `rlog` (zstd, bzip2 or raw Cap'n Proto), `csv`, `dbc`, or None for anything else.
-    let classify (head: ReadOnlySpan<byte>) : string option =
-        let isText =
-            head.Length > 0
-            && (let mutable ok = true
-
-                for b in head do
-                    if not (b = 9uy || b = 10uy || b = 13uy || b >= 32uy) then
-                        ok <- false
-
-                ok)
-
-        // The log reader's own magic-byte detection (zstd frames, skippable frames, bzip2).
-        if CtsLite.Logs.Compression.detect head "" <> CtsLite.Logs.Compression.Raw then
-            Some "rlog"
-        elif isText then
-            let text = Text.Encoding.UTF8.GetString head
-
-            if
-                text.Contains "BO_ "
-                || text.TrimStart().StartsWith "VERSION"
-                || text.TrimStart().StartsWith "NS_"
-                || text.TrimStart().StartsWith "CM_"
-            then
-                Some "dbc"
-            else
-                let first = text.Split('\n')[0]
-
-                if first.Contains ',' then Some "csv" else None
-        elif
-            head.Length >= 8
-            && Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian head < 512u
-            && (let words = Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(head.Slice 4)
-                words > 0u && words < (1u <<< 24))
-        then
-            // Cap'n Proto stream framing: segment count − 1, then the first segment's size in words.
-            Some "rlog"
-        else
-            None
 
 /// `POST /v1/uploads` and friends.
 [<RequireQualifiedAccess>]
@@ -145,7 +102,7 @@ module UploadHandlers =
                 if tooLarge then
                     return TooLarge
                 else
-                    match UploadContent.classify (ReadOnlySpan(head, 0, headLength)) with
+                    match FileKind.classify (ReadOnlySpan(head, 0, headLength)) with
                     | None -> return Unaccepted
                     | Some kind ->
                         let sha = Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant()
@@ -156,7 +113,7 @@ module UploadHandlers =
                             Filename = filename
                             Size = total
                             Sha256 = sha
-                            ContentType = kind
+                            ContentType = FileKind.name kind
                             Path = path
                             CreatedAt = svc.Time.GetUtcNow()
                         }

@@ -15,7 +15,7 @@ let private opendbc () =
     Path.Combine(TestEnv.sharedDir (), "reference", "opendbc")
 
 let private parse path =
-    match Dbc.parseFile' path with
+    match Dbc.loadFile path with
     | Ok db -> db
     | Error es -> failtestf "%s" (String.Join("\n", es |> List.map DbcError.describe))
 
@@ -509,4 +509,52 @@ let realData =
         }
     ]
 
-let all = testList "CAN and DBC" [ opendbcFiles; fixtures; properties; realData ]
+let plans =
+    testList "signal names and decode plans" [
+        test "MESSAGE.SIGNAL by name or address; what is missing is named" {
+            let db =
+                parse (Path.Combine(opendbc (), "generated", "subaru_global_2017_generated.dbc"))
+
+            match SignalRef.resolve db "Cruise_Buttons.Set", SignalRef.resolve db "0x146.Set" with
+            | Ok(m1, s1), Ok(m2, s2) ->
+                Expect.equal (m1.Id, s1.Name) (0x146u, "Set") "by name"
+                Expect.equal (m2.Id, s2.Name) (m1.Id, s1.Name) "by address"
+            | other -> failtestf "%A" other
+
+            Expect.equal (SignalRef.resolve db "No_Such.X") (Error "the DBC has no message 'No_Such'") "message"
+
+            Expect.equal (SignalRef.resolve db "Cruise_Buttons.XX") (Error "Cruise_Buttons has no signal 'XX'") "signal"
+
+            Expect.isError (SignalRef.resolve db "Set") "no dot"
+        }
+        test "a plan lists the named signals by address, or every signal when none is named" {
+            let db =
+                parse (Path.Combine(opendbc (), "generated", "subaru_global_2017_generated.dbc"))
+
+            match DecodePlan.create db [ "Cruise_Buttons.Set"; "Cruise_Buttons.Resume"; "Wheel_Speeds.FL" ] with
+            | Ok plan ->
+                match plan.TryFind 0x146u with
+                | Some(m, signals) ->
+                    Expect.equal m.Name "Cruise_Buttons" "message"
+                    Expect.equal (signals |> List.map _.Name) [ "Set"; "Resume" ] "in the order named"
+                | None -> failtest "0x146 missing"
+
+                Expect.isSome (plan.TryFind (db.TryMessageNamed "Wheel_Speeds").Value.Id) "second message"
+                Expect.isNone (plan.TryFind 0x7FFu) "nothing else"
+            | Error e -> failtest e
+
+            match DecodePlan.create db [] with
+            | Ok plan ->
+                for m in db.Messages do
+                    Expect.equal (plan.TryFind m.Id |> Option.map (snd >> List.length)) (Some m.Signals.Length) m.Name
+            | Error e -> failtest e
+
+            Expect.equal
+                (DecodePlan.create db [ "Cruise_Buttons.Set"; "Nope.X" ] |> Result.map ignore)
+                (Error "Nope.X: the DBC has no message 'Nope'")
+                "the first bad name"
+        }
+    ]
+
+let all =
+    testList "CAN and DBC" [ opendbcFiles; fixtures; properties; realData; plans ]

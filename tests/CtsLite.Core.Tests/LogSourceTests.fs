@@ -107,6 +107,32 @@ let all =
             | Ok reading -> Expect.equal reading.Events 10L "ten events"
             | Error e -> failtest (DecodeError.describe e)
         }
+        test "files are classified by their first bytes, never by their name" {
+            let head (path: string) =
+                let bytes = File.ReadAllBytes path
+                ReadOnlySpan(bytes, 0, min 512 bytes.Length).ToArray()
+
+            let kind (bytes: byte array) = FileKind.classify (ReadOnlySpan bytes)
+            Expect.equal (kind (head (segments ()).[0])) (Some FileKind.Rlog) "zstd"
+            Expect.equal (kind (head (TestEnv.comma2k19 "bz2"))) (Some FileKind.Rlog) "bzip2"
+            Expect.equal (kind [| 0uy; 0uy; 0uy; 0uy; 5uy; 0uy; 0uy; 0uy |]) (Some FileKind.Rlog) "raw framing"
+
+            let dbc =
+                Path.Combine(
+                    TestEnv.sharedDir (),
+                    "reference",
+                    "opendbc",
+                    "generated",
+                    "subaru_global_2017_generated.dbc"
+                )
+
+            Expect.equal (kind (head dbc)) (Some FileKind.Dbc) "DBC"
+            Expect.equal (kind "time_s,address\n1.0,0x146\n"B) (Some FileKind.Csv) "CSV"
+            Expect.equal (kind "just some words\n"B) None "plain text"
+            Expect.equal (kind [| 0x89uy; 0x50uy; 0x4Euy; 0x47uy; 13uy; 10uy; 26uy; 10uy |]) None "a PNG"
+            Expect.equal (kind [||]) None "empty"
+            Expect.equal (FileKind.name FileKind.Rlog) "rlog" "wire name"
+        }
         test "progress rises to 1; a cancelled token ends the reading" {
             let seen = ResizeArray<float>()
 

@@ -1,6 +1,7 @@
 namespace CtsLite.Can
 
 open System
+open FsToolkit.ErrorHandling
 
 /// A decoded signal value.
 [<Struct>]
@@ -214,6 +215,77 @@ module Signal =
             | Some mux ->
                 let v = rawBits mux payload
                 ranges |> List.exists (fun (lo, hi) -> v >= lo && v <= hi)
+
+/// Signals as users name them: `MESSAGE.SIGNAL`, the message by name or by address (`0x146.Set`).
+[<RequireQualifiedAccess>]
+module SignalRef =
+
+    /// The message and signal `name` names in `db`, or what is missing.
+    let resolve (db: Database) (name: string) : Result<DbcMessage * Signal, string> =
+        let dot = name.LastIndexOf '.'
+
+        if dot <= 0 || dot = name.Length - 1 then
+            Error $"'{name}' is not MESSAGE.SIGNAL"
+        else
+            let messageName, signalName = name.Substring(0, dot), name.Substring(dot + 1)
+
+            let message =
+                if messageName.StartsWith("0x", StringComparison.OrdinalIgnoreCase) then
+                    match
+                        UInt32.TryParse(
+                            messageName.Substring 2,
+                            Globalization.NumberStyles.HexNumber,
+                            Globalization.CultureInfo.InvariantCulture
+                        )
+                    with
+                    | true, id -> db.TryMessage id
+                    | _ -> None
+                else
+                    db.TryMessageNamed messageName
+
+            match message with
+            | None -> Error $"the DBC has no message '{messageName}'"
+            | Some m ->
+                match m.Signals |> List.tryFind (fun s -> s.Name = signalName) with
+                | None -> Error $"{m.Name} has no signal '{signalName}'"
+                | Some s -> Ok(m, s)
+
+/// Which signals to decode for each address, and the rule that says whether a signal is in a
+/// frame (its bits fit the payload, and a multiplexed signal's multiplexor holds its value): one
+/// plan for `cts dbc decode` and `signal-export`.
+[<Sealed>]
+type DecodePlan internal (byAddress: Collections.Generic.IReadOnlyDictionary<uint32, DbcMessage * Signal list>) =
+
+    /// The message and the signals wanted at `address`, if any.
+    member _.TryFind(address: uint32) : (DbcMessage * Signal list) option =
+        match byAddress.TryGetValue address with
+        | true, entry -> Some entry
+        | false, _ -> None
+
+/// Building decode plans.
+[<RequireQualifiedAccess>]
+module DecodePlan =
+
+    /// Every signal of every message when `names` is empty, else the named `MESSAGE.SIGNAL`s;
+    /// the first name that does not resolve is the error.
+    let create (db: Database) (names: string list) : Result<DecodePlan, string> =
+        let entries =
+            match names with
+            | [] -> Ok(db.Messages |> List.map (fun m -> m.Id, (m, m.Signals)))
+            | _ ->
+                names
+                |> List.traverseResultM (fun n -> SignalRef.resolve db n |> Result.mapError (fun e -> $"{n}: {e}"))
+                |> Result.map (fun pairs ->
+                    pairs
+                    |> List.groupBy (fun (m, _) -> m.Id)
+                    |> List.map (fun (id, pairs) -> id, (fst pairs.Head, pairs |> List.map snd)))
+
+        entries
+        |> Result.map (fun e -> DecodePlan(dict e |> Collections.Generic.Dictionary))
+
+    /// Whether `signal` is in this frame of `message`.
+    let present (message: DbcMessage) (signal: Signal) (payload: ReadOnlySpan<byte>) : bool =
+        Signal.fits signal payload.Length && Signal.isPresent message signal payload
 
 /// Checksums and counters as opendbc defines them, for integrity counts.
 [<RequireQualifiedAccess>]

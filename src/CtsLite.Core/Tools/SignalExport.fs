@@ -144,20 +144,7 @@ module SignalExport =
             | Some d -> ToolSupport.loadDbc ctx "dbc" d |> Result.map Some
 
         let resolveSignal (db: Database) (name: string) =
-            let dot = name.LastIndexOf '.'
-            let messageName, signalName = name.Substring(0, dot), name.Substring(dot + 1)
-
-            let message =
-                match RlogToCsv.parseAddress messageName with
-                | Some id when messageName.StartsWith("0x", StringComparison.OrdinalIgnoreCase) -> db.TryMessage id
-                | _ -> db.TryMessageNamed messageName
-
-            match message with
-            | None -> Error $"the DBC has no message '{messageName}'"
-            | Some m ->
-                match m.Signals |> List.tryFind (fun s -> s.Name = signalName) with
-                | None -> Error $"{m.Name} has no signal '{signalName}'"
-                | Some s -> Ok(name, m, s)
+            SignalRef.resolve db name |> Result.map (fun (m, s) -> name, m, s)
 
         let fieldServices =
             fieldPaths
@@ -213,10 +200,7 @@ module SignalExport =
                                     for i, (_, message, signal) in wanted do
                                         let payload = c.Payload
 
-                                        if
-                                            Signal.fits signal payload.Length
-                                            && Signal.isPresent message signal payload
-                                        then
+                                        if DecodePlan.present message signal payload then
                                             let key = struct (i, int c.Src)
 
                                             let list =
