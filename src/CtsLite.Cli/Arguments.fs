@@ -2,27 +2,21 @@ namespace CtsLite.Cli
 
 open Argu
 
-/// Options shared by the `cts log` commands.
+/// `cts log info`.
 type LogInfoArgs =
     | [<MainCommand; Mandatory>] Input of log: string
-    | Strict
-    | Schema of path: string
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
             | Input _ ->
                 "log file (rlog/qlog, zstd, bzip2 or raw), segment folder, or route <folder>/<dongle>|<time>[/start:end][/q|r|a]."
-            | Strict -> "treat damage (truncation, corruption) as an error instead of a warning."
-            | Schema _ -> "decode with this schema: a compiled CodeGeneratorRequest or a .capnp file (needs capnp)."
 
 /// `cts log dump`.
 type LogDumpArgs =
     | [<MainCommand; Mandatory>] Input of log: string
     | Service of name: string
     | Limit of count: int
-    | Strict
-    | Schema of path: string
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -30,16 +24,12 @@ type LogDumpArgs =
             | Input _ -> "log file, segment folder or route."
             | Service _ -> "only events of this service (repeatable), e.g. carState."
             | Limit _ -> "stop after this many events."
-            | Strict -> "treat damage as an error instead of a warning."
-            | Schema _ -> "decode with this schema (compiled, or .capnp with capnp installed)."
 
 /// `cts log can`.
 type LogCanArgs =
     | [<MainCommand; Mandatory>] Input of log: string
     | Bus of src: int
     | Address of address: string
-    | Strict
-    | Schema of path: string
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -47,11 +37,13 @@ type LogCanArgs =
             | Input _ -> "log file, segment folder or route."
             | Bus _ -> "only frames with this raw src byte (repeatable; 128+ are TX echoes)."
             | Address _ -> "only frames with this address, e.g. 0x146 (repeatable)."
-            | Strict -> "treat damage as an error instead of a warning."
-            | Schema _ -> "decode with this schema (compiled, or .capnp with capnp installed)."
 
-/// `cts log`: local log reading, no service needed.
+/// `cts log`: local log reading, no service needed. `--strict` and `--schema` apply to every
+/// `cts log` command.
+[<RequireSubcommand>]
 type LogArgs =
+    | [<Inherit>] Strict
+    | [<Inherit>] Schema of path: string
     | [<CliPrefix(CliPrefix.None)>] Info of ParseResults<LogInfoArgs>
     | [<CliPrefix(CliPrefix.None)>] Dump of ParseResults<LogDumpArgs>
     | [<CliPrefix(CliPrefix.None)>] Can of ParseResults<LogCanArgs>
@@ -59,6 +51,8 @@ type LogArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
+            | Strict -> "treat damage (truncation, corruption) as an error instead of a warning."
+            | Schema _ -> "decode with this schema: a compiled CodeGeneratorRequest or a .capnp file (needs capnp)."
             | Info _ -> "one JSON object of counts: events per service, time span, CAN frames per src."
             | Dump _ -> "every event as one JSON line, as `capnp convert --short binary:json` prints it."
             | Can _ -> "CAN frames as CSV: log_mono_time_ns,kind,src,address,data_hex."
@@ -74,7 +68,7 @@ type DbcCheckArgs =
 
 /// `cts dbc decode`.
 type DbcDecodeArgs =
-    | [<MainCommand; Mandatory>] Inputs of dbc_and_log: string list
+    | [<MainCommand; Mandatory>] Inputs of dbc: string * log: string
     | Signal of name: string
     | Bus of src: int
     | Strict
@@ -89,6 +83,7 @@ type DbcDecodeArgs =
             | Strict -> "treat damage in the log as an error instead of a warning."
 
 /// `cts dbc`: DBC files.
+[<RequireSubcommand>]
 type DbcArgs =
     | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<DbcCheckArgs>
     | [<CliPrefix(CliPrefix.None)>] Decode of ParseResults<DbcDecodeArgs>
@@ -101,7 +96,7 @@ type DbcArgs =
 
 /// `cts run`.
 type RunArgs =
-    | [<MainCommand; Mandatory>] Target of tool_and_input: string list
+    | [<MainCommand; Mandatory>] Target of tool: string * input: string
     | [<AltCommandLine("-p")>] Param of key_value: string
     | Out_Dir of path: string
     | Local
@@ -131,6 +126,7 @@ type TokenCreateArgs =
             | Issuer _ -> "the iss claim (when the service requires jwt_issuer)."
 
 /// `cts token`.
+[<RequireSubcommand>]
 type TokenArgs =
     | [<CliPrefix(CliPrefix.None)>] Create of ParseResults<TokenCreateArgs>
 
@@ -140,6 +136,7 @@ type TokenArgs =
             | Create _ -> "mint an HS256 token with the service's secret (CTS_JWT_SECRET)."
 
 /// `cts` and its subcommands. Global options apply to every subcommand.
+[<RequireSubcommand>]
 type CtsArgs =
     | [<AltCommandLine("-u"); Inherit>] Url of url: string
     | [<Inherit>] Json

@@ -37,7 +37,7 @@ module DbcCommands =
     /// `cts dbc decode`.
     let decode (ctx: CommandContext) (args: ParseResults<DbcDecodeArgs>) : int =
         match args.GetResult DbcDecodeArgs.Inputs with
-        | [ dbcPath; input ] ->
+        | dbcPath, input ->
             match Dbc.loadFile dbcPath with
             | Error errors ->
                 for e in errors do
@@ -122,6 +122,3 @@ module DbcCommands =
                                 ctx.Err.WriteLine($"error: {DecodeError.describe e}")
                                 ExitCode.ClientError
                             | None -> ExitCode.Ok
-        | _ ->
-            ctx.Err.WriteLine("error: cts dbc decode takes a DBC file and a log: cts dbc decode <file.dbc> <log>")
-            ExitCode.ClientError

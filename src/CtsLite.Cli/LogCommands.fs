@@ -14,6 +14,9 @@ open CtsLite.Logs
 [<RequireQualifiedAccess>]
 module LogCommands =
 
+    /// The options every `cts log` command takes (inherited from `cts log`).
+    type Common = { Strict: bool; Schema: string option }
+
     let private fail (ctx: CommandContext) (message: string) =
         ctx.Err.WriteLine($"error: {message}")
         ExitCode.ClientError
@@ -55,60 +58,52 @@ module LogCommands =
             ExitCode.Ok
 
     /// `cts log info`.
-    let info (ctx: CommandContext) (args: ParseResults<LogInfoArgs>) : int =
-        withLog
-            ctx
-            (args.GetResult LogInfoArgs.Input)
-            (args.TryGetResult LogInfoArgs.Schema)
-            (fun files schema layout ->
-                match LogInfo.compute schema layout (options (args.Contains LogInfoArgs.Strict)) files with
-                | Error e -> fail ctx (DecodeError.describe e)
-                | Ok info ->
-                    ctx.Out.WriteLine(CtsLite.Tools.Artifacts.jsonText (CtsLite.Tools.LogSummary.infoJson info))
+    let info (ctx: CommandContext) (common: Common) (args: ParseResults<LogInfoArgs>) : int =
+        withLog ctx (args.GetResult LogInfoArgs.Input) common.Schema (fun files schema layout ->
+            match LogInfo.compute schema layout (options common.Strict) files with
+            | Error e -> fail ctx (DecodeError.describe e)
+            | Ok info ->
+                ctx.Out.WriteLine(CtsLite.Tools.Artifacts.jsonText (CtsLite.Tools.LogSummary.infoJson info))
 
-                    for warning in info.Warnings do
-                        ctx.Err.WriteLine($"warning: {warning}")
+                for warning in info.Warnings do
+                    ctx.Err.WriteLine($"warning: {warning}")
 
-                    ExitCode.Ok)
+                ExitCode.Ok)
 
     /// `cts log dump`.
-    let dump (ctx: CommandContext) (args: ParseResults<LogDumpArgs>) : int =
-        withLog
-            ctx
-            (args.GetResult LogDumpArgs.Input)
-            (args.TryGetResult LogDumpArgs.Schema)
-            (fun files schema layout ->
-                let services = args.GetResults LogDumpArgs.Service
+    let dump (ctx: CommandContext) (common: Common) (args: ParseResults<LogDumpArgs>) : int =
+        withLog ctx (args.GetResult LogDumpArgs.Input) common.Schema (fun files schema layout ->
+            let services = args.GetResults LogDumpArgs.Service
 
-                let unknown =
-                    services |> List.filter (fun s -> (Event.discriminantOf layout s).IsNone)
+            let unknown =
+                services |> List.filter (fun s -> (Event.discriminantOf layout s).IsNone)
 
-                let limit =
-                    args.TryGetResult LogDumpArgs.Limit |> Option.defaultValue Int32.MaxValue
+            let limit =
+                args.TryGetResult LogDumpArgs.Limit |> Option.defaultValue Int32.MaxValue
 
-                match unknown, limit with
-                | _ :: _, _ -> fail ctx $"""unknown service(s): {String.Join(", ", unknown)}"""
-                | [], l when l < 0 -> fail ctx "--limit must not be negative"
-                | [], _ ->
-                    let wanted = services |> List.choose (Event.discriminantOf layout) |> Set.ofList
-                    let writer = ArrayBufferWriter<byte>(1 <<< 16)
-                    let mutable written = 0
-                    ctx.Out.Flush()
+            match unknown, limit with
+            | _ :: _, _ -> fail ctx $"""unknown service(s): {String.Join(", ", unknown)}"""
+            | [], l when l < 0 -> fail ctx "--limit must not be negative"
+            | [], _ ->
+                let wanted = services |> List.choose (Event.discriminantOf layout) |> Set.ofList
+                let writer = ArrayBufferWriter<byte>(1 <<< 16)
+                let mutable written = 0
+                ctx.Out.Flush()
 
-                    let visit (reader: LogReader) =
-                        if written < limit then
-                            let m = reader.Message
+                let visit (reader: LogReader) =
+                    if written < limit then
+                        let m = reader.Message
 
-                            if wanted.IsEmpty || wanted.Contains(Event.which m layout reader.Event) then
-                                writer.ResetWrittenCount()
-                                Json.writeStruct schema m layout.Event reader.Event writer
-                                ctx.OutStream.Write(writer.WrittenSpan)
-                                ctx.OutStream.WriteByte 10uy
-                                written <- written + 1
+                        if wanted.IsEmpty || wanted.Contains(Event.which m layout reader.Event) then
+                            writer.ResetWrittenCount()
+                            Json.writeStruct schema m layout.Event reader.Event writer
+                            ctx.OutStream.Write(writer.WrittenSpan)
+                            ctx.OutStream.WriteByte 10uy
+                            written <- written + 1
 
-                    let result = Logs.iter (options (args.Contains LogDumpArgs.Strict)) files visit
-                    ctx.OutStream.Flush()
-                    finish ctx result)
+                let result = Logs.iter (options common.Strict) files visit
+                ctx.OutStream.Flush()
+                finish ctx result)
 
     let private parseAddress (text: string) : uint32 option =
         let t = text.Trim()
@@ -124,8 +119,8 @@ module LogCommands =
         | false, _ -> None
 
     /// `cts log can`.
-    let can (ctx: CommandContext) (args: ParseResults<LogCanArgs>) : int =
-        withLog ctx (args.GetResult LogCanArgs.Input) (args.TryGetResult LogCanArgs.Schema) (fun files _ layout ->
+    let can (ctx: CommandContext) (common: Common) (args: ParseResults<LogCanArgs>) : int =
+        withLog ctx (args.GetResult LogCanArgs.Input) common.Schema (fun files _ layout ->
             let buses = args.GetResults LogCanArgs.Bus
             let addressTexts = args.GetResults LogCanArgs.Address
             let addresses = addressTexts |> List.map parseAddress
@@ -191,6 +186,6 @@ module LogCommands =
 
                             out.Write '\n'
 
-                let result = Logs.iter (options (args.Contains LogCanArgs.Strict)) files visit
+                let result = Logs.iter (options common.Strict) files visit
                 out.Flush()
                 finish ctx result)

@@ -42,37 +42,31 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
                 Err = err
             }
 
-            match args.TryGetSubCommand() with
-            | Some Ping -> Remote.ping ctx
-            | Some Capabilities -> Remote.capabilities ctx
-            | Some Version -> Remote.version ctx
-            | Some Tools -> RunCommands.tools ctx
-            | Some(Run a) -> RunCommands.run ctx a
-            | Some(Token tokenArgs) ->
-                match tokenArgs.TryGetSubCommand() with
-                | Some(Create a) -> TokenCommands.create ctx environment a
-                | None ->
-                    err.WriteLine(tokenArgs.Parser.PrintUsage())
-                    ExitCode.ClientError
-            | Some(Dbc dbcArgs) ->
-                match dbcArgs.TryGetSubCommand() with
-                | Some(Check a) -> DbcCommands.check ctx a
-                | Some(Decode a) -> DbcCommands.decode ctx a
-                | None ->
-                    err.WriteLine(dbcArgs.Parser.PrintUsage())
-                    ExitCode.ClientError
-            | Some(Log logArgs) ->
-                match logArgs.TryGetSubCommand() with
-                | Some(Info a) -> LogCommands.info ctx a
-                | Some(Dump a) -> LogCommands.dump ctx a
-                | Some(Can a) -> LogCommands.can ctx a
-                | None ->
-                    err.WriteLine(logArgs.Parser.PrintUsage())
-                    ExitCode.ClientError
-            | Some _
-            | None ->
-                err.WriteLine(parser.PrintUsage())
-                ExitCode.ClientError
+            match args.GetSubCommand() with
+            | Ping -> Remote.ping ctx
+            | Capabilities -> Remote.capabilities ctx
+            | Version -> Remote.version ctx
+            | Tools -> RunCommands.tools ctx
+            | Run a -> RunCommands.run ctx a
+            | Token tokenArgs ->
+                match tokenArgs.GetSubCommand() with
+                | Create a -> TokenCommands.create ctx environment a
+            | Dbc dbcArgs ->
+                match dbcArgs.GetSubCommand() with
+                | Check a -> DbcCommands.check ctx a
+                | Decode a -> DbcCommands.decode ctx a
+            | Log logArgs ->
+                let common: LogCommands.Common = {
+                    Strict = logArgs.Contains LogArgs.Strict
+                    Schema = logArgs.TryGetResult LogArgs.Schema
+                }
+
+                match logArgs.GetSubCommand() with
+                | Info a -> LogCommands.info ctx common a
+                | Dump a -> LogCommands.dump ctx common a
+                | Can a -> LogCommands.can ctx common a
+                | other -> invalidOp $"not a subcommand: {other}"
+            | other -> invalidOp $"not a subcommand: {other}"
     with :? ArguParseException as e ->
         match e.ErrorCode with
         | ErrorCode.HelpText ->
