@@ -5,7 +5,9 @@ open System.Collections.Concurrent
 open System.IO
 open System.Security.Cryptography
 open System.Text.Json
+open System.Runtime.ExceptionServices
 open System.Threading
+open System.Threading.Channels
 open System.Threading.Tasks
 open Microsoft.Extensions.Hosting
 open Microsoft.Extensions.Logging
@@ -40,7 +42,9 @@ module RunParameters =
 
 /// Executes queued runs: `MaxConcurrentRuns` workers claim runs from the store in FIFO order,
 /// hold them through a renewed lease, run the tool in process with a cancellation that really
-/// stops it (request, timeout or shutdown), and record log lines, progress and artifacts.
+/// stops it (request, timeout or shutdown), and record log lines, progress and artifacts. The tool
+/// runs on its own thread and never waits for the store: its log lines go through a channel to a
+/// writer, and its progress is written by the lease loop.
 [<Sealed>]
 type RunEngine
     (
@@ -48,7 +52,7 @@ type RunEngine
         runs: IRunStore,
         time: TimeProvider,
         logger: ILogger<RunEngine>,
-        resolveFile: string -> Result<string, string>
+        fileResolver: string list -> Task<string -> Result<string, string>>
     ) =
     inherit BackgroundService()
 
@@ -61,7 +65,7 @@ type RunEngine
 
     member val PollInterval = TimeSpan.FromSeconds 1.0 with get, set
 
-    /// How often a running run's lease is renewed and its cancel flag read.
+    /// How often a running run's lease is renewed, its progress written and its cancel flag read.
     member val RenewInterval = TimeSpan.FromSeconds 1.0 with get, set
 
     interface IRunEngine with
@@ -77,27 +81,31 @@ type RunEngine
                     ()
             | false, _ -> ()
 
-    member private _.Log (runId: string) (level: string) (source: string) (message: string) =
+    /// Records one log line; a store failure is logged, never thrown at the run.
+    member private _.Append (runId: string) (level: string) (source: string) (message: string) : Task = task {
         try
-            runs.AppendLog(runId, level, message, source, time.GetUtcNow()) |> ignore
+            let! _ = runs.AppendLog(runId, level, message, source, time.GetUtcNow())
+            ()
         with e ->
             logger.LogError(e, "could not record a log line of run {RunId}", runId)
+    }
 
-    member private this.Execute (run: RunRecord) (stopping: CancellationToken) : unit =
-        let log = this.Log run.RunId
+    member private this.Execute (run: RunRecord) (stopping: CancellationToken) : Task = task {
         let runDir = Path.Combine(config.DataDir, "runs", run.RunId)
         let outDir = Path.Combine(runDir, "artifacts")
 
-        let finish status reason =
-            runs.Finish(run.RunId, owner, status, reason, time.GetUtcNow()) |> ignore
+        let finish status reason = task {
+            let! _ = runs.Finish(run.RunId, owner, status, reason, time.GetUtcNow())
+            ()
+        }
 
         let given =
             use doc = JsonDocument.Parse run.ParamsJson
             RunParameters.ofObject doc.RootElement
 
         match ToolRunner.prepare run.ToolId given with
-        | Error(ToolError.UnknownTool _) -> finish RunStatus.Failed (Some $"no tool '{run.ToolId}' in this build")
-        | Error e -> finish RunStatus.Failed (Some $"invalid parameters: {ToolError.describe e}")
+        | Error(ToolError.UnknownTool _) -> do! finish RunStatus.Failed (Some $"no tool '{run.ToolId}' in this build")
+        | Error e -> do! finish RunStatus.Failed (Some $"invalid parameters: {ToolError.describe e}")
         | Ok prepared ->
             // A run claimed again after its worker died starts from an empty folder.
             if Directory.Exists outDir then
@@ -105,129 +113,181 @@ type RunEngine
 
             use runCts = CancellationTokenSource.CreateLinkedTokenSource stopping
             active[run.RunId] <- runCts
-            let mutable lastProgress = -1.0
-            let mutable lastProgressAt = DateTimeOffset.MinValue
 
-            let input = RunInputs.resolve runs config.InputRoots run.Input
+            // Log lines in order, tool and engine alike, written by one writer.
+            let lines =
+                Channel.CreateUnbounded<string * string * string>(UnboundedChannelOptions(SingleReader = true))
 
-            // Renews the lease and watches the store's cancel flag (set by any process). Disposed
-            // below only once no callback is running, so none can touch the disposed source.
-            let renew =
-                new Timer(
-                    (fun _ ->
+            let log (level: string) (source: string) (message: string) =
+                lines.Writer.TryWrite((level, source, message)) |> ignore
+
+            let writer = task {
+                let mutable more = true
+
+                while more do
+                    let! ready = lines.Reader.WaitToReadAsync()
+
+                    if ready then
+                        let mutable line = Unchecked.defaultof<_>
+
+                        while lines.Reader.TryRead(&line) do
+                            let level, source, message = line
+                            do! this.Append run.RunId level source message
+                    else
+                        more <- false
+            }
+
+            // The latest progress, written by the lease loop (at most once a tick).
+            let mutable progress = 0.0
+            let mutable written = 0.0
+            use loopStop = new CancellationTokenSource()
+
+            // Renews the lease, writes progress and watches the store's cancel flag (set by any
+            // process). Awaited before the run's token source is disposed.
+            let lease = task {
+                use timer = new PeriodicTimer(this.RenewInterval, time)
+
+                try
+                    while! timer.WaitForNextTickAsync loopStop.Token do
                         try
-                            if not (runs.RenewLease(run.RunId, owner, time.GetUtcNow() + RunEngine.LeaseDuration)) then
+                            let! held =
+                                runs.RenewLease(run.RunId, owner, time.GetUtcNow() + RunEngine.LeaseDuration)
+
+                            if not held then
                                 runCts.Cancel()
-                            elif (runs.GetRun run.RunId |> Option.exists _.CancelRequested) then
-                                runCts.Cancel()
+                            else
+                                let! current = runs.GetRun run.RunId
+
+                                if current |> Option.exists _.CancelRequested then
+                                    runCts.Cancel()
+
+                                let p = Volatile.Read &progress
+
+                                if p <> written then
+                                    written <- p
+                                    do! runs.SetProgress(run.RunId, owner, Math.Round(p, 1))
                         with e ->
-                            logger.LogWarning(e, "lease renewal of run {RunId} failed", run.RunId)),
-                    null,
-                    this.RenewInterval,
-                    this.RenewInterval
-                )
+                            logger.LogWarning(e, "lease renewal of run {RunId} failed", run.RunId)
+                with :? OperationCanceledException ->
+                    ()
+            }
 
-            try
-                match input with
-                | Error reason ->
-                    log "error" "engine" $"input: {reason}"
-                    finish RunStatus.Failed (Some $"input: {reason}")
-                | Ok input ->
-                    log "info" "engine" $"started {run.ToolId} (worker {owner})"
+            let! failure = task {
+                try
+                    match! RunInputs.resolve runs config.InputRoots run.Input with
+                    | Error reason ->
+                        log "error" "engine" $"input: {reason}"
+                        lines.Writer.Complete()
+                        do! writer
+                        do! finish RunStatus.Failed (Some $"input: {reason}")
+                    | Ok input ->
+                        log "info" "engine" $"started {run.ToolId} (worker {owner})"
+                        let! resolveFile = fileResolver (RunInputs.fileValues prepared)
 
-                    let request: ToolRunRequest = {
-                        ToolId = run.ToolId
-                        Input = input
-                        Parameters = given
-                        OutputDir = outDir
-                        Progress =
-                            fun pct ->
-                                let now = time.GetUtcNow()
+                        let request: ToolRunRequest = {
+                            ToolId = run.ToolId
+                            Input = input
+                            Parameters = given
+                            OutputDir = outDir
+                            Progress = fun pct -> Volatile.Write(&progress, pct)
+                            Log =
+                                fun level line ->
+                                    match level with
+                                    | ToolLogLevel.Debug -> ()
+                                    | _ -> log ((string level).ToLowerInvariant()) "tool" line
+                            Cancellation = runCts.Token
+                            Timeout = Some config.RunTimeout
+                            ResolveFile = resolveFile
+                        }
 
-                                if pct - lastProgress >= 1.0 || now - lastProgressAt > TimeSpan.FromSeconds 1.0 then
-                                    lastProgress <- pct
-                                    lastProgressAt <- now
-                                    runs.SetProgress(run.RunId, owner, Math.Round(pct, 1))
-                        Log =
-                            fun level line ->
-                                match level with
-                                | ToolLogLevel.Debug -> ()
-                                | _ -> log ((string level).ToLowerInvariant()) "tool" line
-                        Cancellation = runCts.Token
-                        Timeout = Some config.RunTimeout
-                        ResolveFile = resolveFile
-                    }
+                        // The tool is synchronous and CPU-bound: its own thread.
+                        let! result =
+                            Task.Run((fun () -> ToolRunner.execute request prepared), CancellationToken.None)
 
-                    match ToolRunner.execute request prepared with
-                    | Ok result ->
-                        let now = time.GetUtcNow()
+                        let ended (level: string) (message: string) = task {
+                            log level "engine" message
+                            lines.Writer.Complete()
+                            do! writer
+                        }
 
-                        runs.AddArtifacts [
-                            for a in result.Artifacts ->
-                                {
-                                    ArtifactId = Guid.NewGuid().ToString()
-                                    RunId = run.RunId
-                                    Filename = a.Name
-                                    ContentType = a.ContentType
-                                    Size = a.Size
-                                    Sha256 = a.Sha256
-                                    Path = a.Path
-                                    CreatedAt = now
-                                }
-                        ]
+                        match result with
+                        | Ok result ->
+                            let now = time.GetUtcNow()
 
-                        log "info" "engine" $"completed: {result.Output.Summary}"
-                        finish RunStatus.Completed None
-                    | Error ToolError.Canceled when stopping.IsCancellationRequested ->
-                        // Shutting down: the run goes back to the queue for the next start.
-                        log "warning" "engine" "service stopping: the run is queued again"
-                        runs.Requeue(run.RunId, owner)
-                    | Error ToolError.Canceled when runs.GetRun run.RunId |> Option.exists _.CancelRequested ->
-                        log "warning" "engine" "canceled on request"
-                        finish RunStatus.Canceled (Some "canceled on request")
-                    | Error ToolError.Canceled ->
-                        // Canceled by the lease check: another worker owns the run now.
-                        log "warning" "engine" "the lease was lost: another worker has the run"
-                    | Error e ->
-                        let reason = ToolError.describe e
-                        log "error" "engine" (if e.IsTimedOut then reason else $"failed: {reason}")
-                        finish RunStatus.Failed (Some reason)
-            finally
-                active.TryRemove run.RunId |> ignore
-                use stopped = new ManualResetEvent false
+                            do!
+                                runs.AddArtifacts [
+                                    for a in result.Artifacts ->
+                                        {
+                                            ArtifactId = Guid.NewGuid().ToString()
+                                            RunId = run.RunId
+                                            Filename = a.Name
+                                            ContentType = a.ContentType
+                                            Size = a.Size
+                                            Sha256 = a.Sha256
+                                            Path = a.Path
+                                            CreatedAt = now
+                                        }
+                                ]
 
-                if renew.Dispose stopped then
-                    stopped.WaitOne() |> ignore
+                            do! ended "info" $"completed: {result.Output.Summary}"
+                            do! finish RunStatus.Completed None
+                        | Error ToolError.Canceled when stopping.IsCancellationRequested ->
+                            // Shutting down: the run goes back to the queue for the next start.
+                            do! ended "warning" "service stopping: the run is queued again"
+                            do! runs.Requeue(run.RunId, owner)
+                        | Error ToolError.Canceled ->
+                            let! current = runs.GetRun run.RunId
+
+                            if current |> Option.exists _.CancelRequested then
+                                do! ended "warning" "canceled on request"
+                                do! finish RunStatus.Canceled (Some "canceled on request")
+                            else
+                                // Canceled by the lease check: another worker owns the run now.
+                                do! ended "warning" "the lease was lost: another worker has the run"
+                        | Error e ->
+                            let reason = ToolError.describe e
+                            do! ended "error" (if e.IsTimedOut then reason else $"failed: {reason}")
+                            do! finish RunStatus.Failed (Some reason)
+
+                    return None
+                with e ->
+                    return Some(ExceptionDispatchInfo.Capture e)
+            }
+
+            active.TryRemove run.RunId |> ignore
+            lines.Writer.TryComplete() |> ignore
+            loopStop.Cancel()
+            // The lease loop has ended and the writer drained before the sources are disposed.
+            do! lease
+            do! writer
+            failure |> Option.iter _.Throw()
+    }
 
     member private this.Worker(stopping: CancellationToken) : Task = task {
         while not stopping.IsCancellationRequested do
-            let claimed =
+            let! claimed = task {
                 try
                     let now = time.GetUtcNow()
-                    runs.ClaimNext(owner, now, now + RunEngine.LeaseDuration)
+                    return! runs.ClaimNext(owner, now, now + RunEngine.LeaseDuration)
                 with e ->
                     logger.LogError(e, "claiming a run failed")
-                    None
+                    return None
+            }
 
             match claimed with
             | Some run ->
                 try
-                    do! Task.Run((fun () -> this.Execute run stopping), CancellationToken.None)
+                    do! this.Execute run stopping
                 with e ->
                     logger.LogError(e, "run {RunId} failed with an unexpected error", run.RunId)
 
                     try
-                        runs.AppendLog(
-                            run.RunId,
-                            "error",
-                            "internal error (see the service log)",
-                            "engine",
-                            time.GetUtcNow()
-                        )
-                        |> ignore
+                        do! this.Append run.RunId "error" "engine" "internal error (see the service log)"
 
-                        runs.Finish(run.RunId, owner, RunStatus.Failed, Some "internal error", time.GetUtcNow())
-                        |> ignore
+                        let! _ =
+                            runs.Finish(run.RunId, owner, RunStatus.Failed, Some "internal error", time.GetUtcNow())
+
+                        ()
                     with _ ->
                         ()
             | None ->

@@ -60,17 +60,18 @@ module Handlers =
     let withRecord
         (arg: string)
         (noun: string)
-        (find: ServiceContext -> string -> 'T option)
+        (find: ServiceContext -> string -> Task<'T option>)
         (args: RouteArgs)
         (f: ServiceContext -> 'T -> HttpHandler)
         : HttpHandler =
-        fun (next: HttpFunc) (ctx: HttpContext) ->
+        fun (next: HttpFunc) (ctx: HttpContext) -> task {
             let svc = service ctx
             let id = args[arg]
 
-            match find svc id with
-            | None -> Problem.notFound $"no {noun} '{id}'" next ctx
-            | Some record -> f svc record next ctx
+            match! find svc id with
+            | None -> return! Problem.notFound $"no {noun} '{id}'" next ctx
+            | Some record -> return! f svc record next ctx
+        }
 
     /// `"{d}d {h}h {m}m {s}s"`.
     let formatUptime (uptime: TimeSpan) : string =
@@ -166,14 +167,15 @@ module Handlers =
         let healthy = checks |> Array.forall (fun c -> c.Status = "pass")
 
         // The totals come from the store; when it is down the checks already say so.
-        let totals =
+        let! totals = task {
             if healthy then
                 try
-                    svc.Runs.Storage()
+                    return! svc.Runs.Storage()
                 with :? Data.Common.DbException ->
-                    StorageTotals.Empty
+                    return StorageTotals.Empty
             else
-                StorageTotals.Empty
+                return StorageTotals.Empty
+        }
 
         return {
             Checks = checks

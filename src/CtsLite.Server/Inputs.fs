@@ -2,9 +2,12 @@ namespace CtsLite.Server
 
 open System
 open System.IO
+open System.Collections.Generic
+open System.Threading.Tasks
 open CtsLite
 open CtsLite.Logs
 open CtsLite.Tools
+open FsToolkit.ErrorHandling
 open FsToolkit.ErrorHandling
 
 /// Paths that requests name (run inputs, file parameters), confined to the configured input roots.
@@ -105,26 +108,63 @@ module InputPaths =
 [<RequireQualifiedAccess>]
 module RunInputs =
 
-    /// A file parameter's value: an upload by id, or a path under the input roots.
-    let resolveFile (runs: IRunStore) (roots: string list) (value: string) : Result<string, string> =
-        match runs.GetUpload value with
-        | Some upload -> Ok upload.Path
-        | None -> InputPaths.resolve roots value
+    /// The values of a run's `file` parameters (built-in names included; the runner skips those).
+    let fileValues (prepared: PreparedRun) : string list = [
+        for spec in prepared.Tool.Descriptor.Parameters do
+            if spec.Type = ParameterType.File then
+                match prepared.Parameters.Str spec.Name with
+                | Some v -> v
+                | None -> ()
+    ]
+
+    /// A resolver for `values`: the uploads among them looked up in the store once, here, so the
+    /// tool's own calls need no store; any other value is a path under the input roots.
+    let fileResolver
+        (runs: IRunStore)
+        (roots: string list)
+        (values: string list)
+        : Task<string -> Result<string, string>> = task {
+        let uploads = Dictionary<string, string>()
+
+        for value in List.distinct values do
+            let! upload = runs.GetUpload value
+
+            match upload with
+            | Some u -> uploads[value] <- u.Path
+            | None -> ()
+
+        return
+            fun value ->
+                match uploads.TryGetValue value with
+                | true, path -> Ok path
+                | false, _ -> InputPaths.resolve roots value
+    }
 
     /// A run's input as files here: a path under the input roots, or uploads whose files are
     /// still there (several read in order as one time line).
-    let resolve (runs: IRunStore) (roots: string list) (input: InputRef) : Result<ToolInput, string> =
-        let upload (id: string) =
-            match runs.GetUpload id with
-            | Some upload when File.Exists upload.Path -> Ok upload.Path
-            | Some _ -> Error $"upload {id} is gone"
-            | None -> Error $"no upload '{id}'"
+    let resolve (runs: IRunStore) (roots: string list) (input: InputRef) : Task<Result<ToolInput, string>> = task {
+        let upload (id: string) = task {
+            match! runs.GetUpload id with
+            | Some upload when File.Exists upload.Path -> return Ok upload.Path
+            | Some _ -> return Error $"upload {id} is gone"
+            | None -> return Error $"no upload '{id}'"
+        }
 
         match input with
-        | InputRef.Path path -> InputPaths.resolve roots path |> Result.map ToolInput.Path
-        | InputRef.Upload id -> upload id |> Result.map ToolInput.Path
-        | InputRef.Uploads [] -> Error "no uploads given"
-        | InputRef.Uploads ids -> ids |> List.traverseResultM upload |> Result.map ToolInput.Files
+        | InputRef.Path path -> return InputPaths.resolve roots path |> Result.map ToolInput.Path
+        | InputRef.Upload id ->
+            let! path = upload id
+            return path |> Result.map ToolInput.Path
+        | InputRef.Uploads [] -> return Error "no uploads given"
+        | InputRef.Uploads ids ->
+            let paths = ResizeArray<Result<string, string>>()
+
+            for id in ids do
+                let! path = upload id
+                paths.Add path
+
+            return List.ofSeq paths |> List.sequenceResultM |> Result.map ToolInput.Files
+    }
 
     /// The upload ids a run's input names.
     let uploadIds (input: InputRef) : string list =

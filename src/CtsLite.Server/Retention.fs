@@ -35,7 +35,7 @@ module Retention =
 
     /// One sweep at `now`. Records go first, then files: a download racing the sweep gets a 404,
     /// never a file cut short.
-    let sweep (config: ServiceConfig) (runs: IRunStore) (now: DateTimeOffset) : SweepReport =
+    let sweep (config: ServiceConfig) (runs: IRunStore) (now: DateTimeOffset) : Task<SweepReport> = task {
         let mutable report = {
             Uploads = 0
             UploadBytes = 0L
@@ -47,8 +47,12 @@ module Retention =
         if config.RetentionDays > 0 then
             let cutoff = now - TimeSpan.FromDays(float config.RetentionDays)
 
-            for u in runs.ExpiredUploads cutoff do
-                if runs.DeleteExpiredUpload(u.UploadId, cutoff) then
+            let! expiredUploads = runs.ExpiredUploads cutoff
+
+            for u in expiredUploads do
+                let! deleted = runs.DeleteExpiredUpload(u.UploadId, cutoff)
+
+                if deleted then
                     deleteFile u.Path
 
                     report <- {
@@ -59,8 +63,12 @@ module Retention =
 
             let runsRoot = Path.Combine(config.DataDir, "runs")
 
-            for a in runs.ExpiredArtifacts cutoff do
-                if runs.DeleteArtifact a.ArtifactId then
+            let! expiredArtifacts = runs.ExpiredArtifacts cutoff
+
+            for a in expiredArtifacts do
+                let! deleted = runs.DeleteArtifact a.ArtifactId
+
+                if deleted then
                     deleteFile a.Path
 
                     report <- {
@@ -72,15 +80,19 @@ module Retention =
             // The folder of a run that finished before the cutoff goes once its artifacts have:
             // with what a failed or canceled run left behind (never recorded as artifacts).
             if Directory.Exists runsRoot then
-                for dir in Directory.EnumerateDirectories runsRoot do
+                for dir in List.ofSeq (Directory.EnumerateDirectories runsRoot) do
+                    let! run = runs.GetRun(Path.GetFileName dir)
+
                     let finishedBefore =
-                        match runs.GetRun(Path.GetFileName dir) with
+                        match run with
                         | Some run ->
                             RunStatus.isTerminal run.Status
                             && run.CompletedAt |> Option.exists (fun t -> t < cutoff)
                         | None -> Directory.GetLastWriteTimeUtc dir < cutoff.UtcDateTime
 
-                    if finishedBefore && Seq.isEmpty (runs.ListArtifacts(Some(Path.GetFileName dir))) then
+                    let! left = runs.ListArtifacts(Some(Path.GetFileName dir))
+
+                    if finishedBefore && List.isEmpty left then
                         try
                             Directory.Delete(dir, true)
                         with
@@ -90,15 +102,18 @@ module Retention =
         let uploads = Path.Combine(config.DataDir, "uploads")
 
         if Directory.Exists uploads then
-            for file in Directory.EnumerateFiles uploads do
+            for file in List.ofSeq (Directory.EnumerateFiles uploads) do
                 let name = Path.GetFileName file
                 let stale = now.UtcDateTime - File.GetLastWriteTimeUtc file > strayAge
 
-                let stray =
+                let! stray =
                     if name.StartsWith '.' then
-                        name.EndsWith(".part", StringComparison.Ordinal)
+                        Task.FromResult(name.EndsWith(".part", StringComparison.Ordinal))
                     else
-                        (runs.GetUpload name).IsNone
+                        task {
+                            let! upload = runs.GetUpload name
+                            return upload.IsNone
+                        }
 
                 if stale && stray then
                     deleteFile file
@@ -108,7 +123,8 @@ module Retention =
                             StrayFiles = report.StrayFiles + 1
                     }
 
-        report
+        return report
+    }
 
 /// Sweeps at start and then every hour; several processes sweeping the same store is harmless.
 [<Sealed>]
@@ -124,7 +140,7 @@ type RetentionSweeper(config: ServiceConfig, runs: IRunStore, time: TimeProvider
 
         while not stopping.IsCancellationRequested do
             try
-                let r = Retention.sweep config runs (time.GetUtcNow())
+                let! r = Retention.sweep config runs (time.GetUtcNow())
 
                 if r.Uploads + r.Artifacts + r.StrayFiles > 0 then
                     logger.LogInformation(

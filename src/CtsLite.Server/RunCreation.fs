@@ -4,6 +4,7 @@ open System
 open System.Security.Cryptography
 open System.Text
 open System.Text.Json
+open System.Threading.Tasks
 open CtsLite
 open CtsLite.Tools
 
@@ -103,55 +104,53 @@ module RunCreation =
         (engine: IRunEngine)
         (request: Api.RunRequest)
         (idempotencyKey: string option)
-        : Result<CreateRunOutcome, CreateRunError> =
+        : Task<Result<CreateRunOutcome, CreateRunError>> =
         let roots = svc.Config.InputRoots
 
-        validate request
-        |> Result.bind (fun (prepared, input) ->
-            match RunInputs.resolve svc.Runs roots input with
-            | Error reason -> Error(CreateRunError.BadInput $"input: {reason}")
-            | Ok _ ->
-                match
-                    ToolRunner.checkFiles (RunInputs.resolveFile svc.Runs roots) prepared.Tool prepared.Parameters
-                with
-                | _ :: _ as errors -> Error(CreateRunError.Invalid(parameterErrors errors))
-                | [] ->
-                    let now = svc.Time.GetUtcNow()
+        task {
+            match validate request with
+            | Error e -> return Error e
+            | Ok(prepared, input) ->
+                match! RunInputs.resolve svc.Runs roots input with
+                | Error reason -> return Error(CreateRunError.BadInput $"input: {reason}")
+                | Ok _ ->
+                    let! resolveFile =
+                        RunInputs.fileResolver svc.Runs roots (RunInputs.fileValues prepared)
 
-                    let run: RunRecord = {
-                        RunId = Guid.NewGuid().ToString()
-                        ToolId = prepared.Tool.Descriptor.Id
-                        Name = request.Name
-                        Status = RunStatus.Queued
-                        ParamsJson = Artifacts.jsonCompact (Artifacts.parameters prepared.Parameters)
-                        Input = input
-                        CreatedAt = now
-                        StartedAt = None
-                        CompletedAt = None
-                        Progress = 0.0
-                        Error = None
-                        CancelRequested = false
-                    }
+                    match ToolRunner.checkFiles resolveFile prepared.Tool prepared.Parameters with
+                    | _ :: _ as errors -> return Error(CreateRunError.Invalid(parameterErrors errors))
+                    | [] ->
+                        let now = svc.Time.GetUtcNow()
 
-                    let idempotency = idempotencyKey |> Option.map (fun key -> key, fingerprint run)
+                        let run: RunRecord = {
+                            RunId = Guid.NewGuid().ToString()
+                            ToolId = prepared.Tool.Descriptor.Id
+                            Name = request.Name
+                            Status = RunStatus.Queued
+                            ParamsJson = Artifacts.jsonCompact (Artifacts.parameters prepared.Parameters)
+                            Input = input
+                            CreatedAt = now
+                            StartedAt = None
+                            CompletedAt = None
+                            Progress = 0.0
+                            Error = None
+                            CancelRequested = false
+                        }
 
-                    match svc.Runs.CreateRun(run, idempotency, svc.Config.MaxQueuedRuns) with
-                    | CreateOutcome.QueueFull -> Error(CreateRunError.QueueFull svc.Config.MaxQueuedRuns)
-                    | CreateOutcome.Conflict -> Error CreateRunError.IdempotencyConflict
-                    | CreateOutcome.Existing existing -> Ok(CreateRunOutcome.Existing existing)
-                    | CreateOutcome.Created created ->
-                        // Retention counts an upload's age from its last use.
-                        let used = [
-                            yield! RunInputs.uploadIds input
-                            for spec in prepared.Tool.Descriptor.Parameters do
-                                if spec.Type = ParameterType.File then
-                                    match prepared.Parameters.Str spec.Name with
-                                    | Some v when (svc.Runs.GetUpload v).IsSome -> v
-                                    | _ -> ()
-                        ]
+                        let idempotency = idempotencyKey |> Option.map (fun key -> key, fingerprint run)
 
-                        for id in used do
-                            svc.Runs.TouchUpload(id, now)
+                        match! svc.Runs.CreateRun(run, idempotency, svc.Config.MaxQueuedRuns) with
+                        | CreateOutcome.QueueFull -> return Error(CreateRunError.QueueFull svc.Config.MaxQueuedRuns)
+                        | CreateOutcome.Conflict -> return Error CreateRunError.IdempotencyConflict
+                        | CreateOutcome.Existing existing -> return Ok(CreateRunOutcome.Existing existing)
+                        | CreateOutcome.Created created ->
+                            // Retention counts an upload's age from its last use.
+                            for id in RunInputs.uploadIds input @ RunInputs.fileValues prepared do
+                                let! upload = svc.Runs.GetUpload id
 
-                        engine.Notify()
-                        Ok(CreateRunOutcome.Created created))
+                                if upload.IsSome then
+                                    do! svc.Runs.TouchUpload(id, now)
+
+                            engine.Notify()
+                            return Ok(CreateRunOutcome.Created created)
+        }

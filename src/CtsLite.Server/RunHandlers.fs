@@ -22,14 +22,22 @@ module RunHandlers =
     let private engine (ctx: HttpContext) =
         ctx.RequestServices.GetRequiredService<IRunEngine>()
 
-    let private response (svc: ServiceContext) (run: RunRecord) : Api.RunResponse =
-        let artifacts =
+    let private response (svc: ServiceContext) (run: RunRecord) : Task<Api.RunResponse> = task {
+        let! artifacts =
             if run.Status = RunStatus.Completed then
-                svc.Runs.ListArtifacts(Some run.RunId) |> List.map _.ArtifactId
+                svc.Runs.ListArtifacts(Some run.RunId)
             else
-                []
+                Task.FromResult []
 
-        ApiRecords.run run artifacts
+        return ApiRecords.run run (artifacts |> List.map _.ArtifactId)
+    }
+
+    /// `json` of a run's response.
+    let private runJson (svc: ServiceContext) (run: RunRecord) : HttpHandler =
+        fun next ctx -> task {
+            let! body = response svc run
+            return! json body next ctx
+        }
 
     let private unprocessable (errors: Api.FieldError list) : HttpHandler =
         let detail =
@@ -50,35 +58,38 @@ module RunHandlers =
 
                 let accepted (run: RunRecord) =
                     ctx.Response.Headers.Location <- $"/v1/runs/{run.RunId}"
-                    setStatusCode StatusCodes.Status202Accepted >=> json (response svc run)
+                    setStatusCode StatusCodes.Status202Accepted >=> runJson svc run
 
-                let answer =
-                    match RunCreation.create svc (engine ctx) request key with
-                    | Ok(CreateRunOutcome.Created run)
-                    | Ok(CreateRunOutcome.Existing run) -> accepted run
-                    | Error(CreateRunError.Invalid errors) -> unprocessable errors
-                    | Error(CreateRunError.UnknownTool detail) -> Problem.notFound detail
-                    | Error(CreateRunError.BadInput detail) -> Problem.badRequest detail
-                    | Error(CreateRunError.QueueFull limit) ->
-                        setHttpHeader "Retry-After" "10"
-                        >=> Problem.write
-                            StatusCodes.Status429TooManyRequests
-                            $"the run queue is full ({limit} runs waiting, max_queued_runs); retry later"
-                            []
-                    | Error CreateRunError.IdempotencyConflict ->
-                        Problem.write
-                            StatusCodes.Status409Conflict
-                            "this Idempotency-Key was used with a different request body"
-                            []
+                task {
+                    let! created = RunCreation.create svc (engine ctx) request key
 
-                answer next ctx)
+                    let answer =
+                        match created with
+                        | Ok(CreateRunOutcome.Created run)
+                        | Ok(CreateRunOutcome.Existing run) -> accepted run
+                        | Error(CreateRunError.Invalid errors) -> unprocessable errors
+                        | Error(CreateRunError.UnknownTool detail) -> Problem.notFound detail
+                        | Error(CreateRunError.BadInput detail) -> Problem.badRequest detail
+                        | Error(CreateRunError.QueueFull limit) ->
+                            setHttpHeader "Retry-After" "10"
+                            >=> Problem.write
+                                StatusCodes.Status429TooManyRequests
+                                $"the run queue is full ({limit} runs waiting, max_queued_runs); retry later"
+                                []
+                        | Error CreateRunError.IdempotencyConflict ->
+                            Problem.write
+                                StatusCodes.Status409Conflict
+                                "this Idempotency-Key was used with a different request body"
+                                []
+
+                    return! answer next ctx
+                })
 
     let private withRun: RouteArgs -> (ServiceContext -> RunRecord -> HttpHandler) -> HttpHandler =
         Handlers.withRecord "run_id" "run" (fun svc id -> svc.Runs.GetRun id)
 
     /// `GET /v1/runs/{run_id}`.
-    let get (args: RouteArgs) : HttpHandler =
-        withRun args (fun svc run -> json (response svc run))
+    let get (args: RouteArgs) : HttpHandler = withRun args runJson
 
     /// `GET /v1/runs?status=&tool_id=&cursor=&limit=`.
     let list: HttpHandler =
@@ -100,18 +111,26 @@ module RunHandlers =
             | Some(s, None), _ ->
                 Problem.badRequest $"status '{s}' is not one of queued, running, completed, failed, canceled" next ctx
             | _, Error e -> Problem.badRequest e next ctx
-            | _, Ok limit ->
-                let runs, cursor =
+            | _, Ok limit -> task {
+                let! runs, cursor =
                     svc.Runs.ListRuns(status |> Option.bind snd, q "tool_id", q "cursor", limit)
 
-                json
-                    ({
-                        Runs = runs |> List.map (response svc)
-                        NextCursor = cursor
-                    }
-                    : Api.RunList)
-                    next
-                    ctx
+                let responses = ResizeArray<Api.RunResponse>()
+
+                for run in runs do
+                    let! r = response svc run
+                    responses.Add r
+
+                return!
+                    json
+                        ({
+                            Runs = List.ofSeq responses
+                            NextCursor = cursor
+                        }
+                        : Api.RunList)
+                        next
+                        ctx
+              }
 
     /// `POST /v1/runs/{run_id}/cancel` and `DELETE /v1/runs/{run_id}`.
     let cancel (args: RouteArgs) : HttpHandler =
@@ -122,12 +141,13 @@ module RunHandlers =
                     $"run {run.RunId} already ended ({RunStatus.name run.Status})"
                     []
             else
-                fun next ctx ->
-                    match svc.Runs.RequestCancel(run.RunId, svc.Time.GetUtcNow()) with
-                    | None -> Problem.notFound $"no run '{run.RunId}'" next ctx
+                fun next ctx -> task {
+                    match! svc.Runs.RequestCancel(run.RunId, svc.Time.GetUtcNow()) with
+                    | None -> return! Problem.notFound $"no run '{run.RunId}'" next ctx
                     | Some updated ->
                         (engine ctx).Cancel run.RunId
-                        (setStatusCode StatusCodes.Status202Accepted >=> json (response svc updated)) next ctx)
+                        return! (setStatusCode StatusCodes.Status202Accepted >=> runJson svc updated) next ctx
+                })
 
     let private entry (l: LogRecord) : Api.LogEntry = {
         Seq = l.Seq
@@ -140,23 +160,35 @@ module RunHandlers =
     /// `GET /v1/runs/{run_id}/logs?format=json`: every log line so far.
     let logsJson (args: RouteArgs) : HttpHandler =
         withRun args (fun svc run ->
-            json (
-                {
-                    RunId = run.RunId
-                    Entries = svc.Runs.GetLogs(run.RunId, 0L) |> List.map entry
-                }
-                : Api.LogList
-            ))
+            fun next ctx -> task {
+                let! logs = svc.Runs.GetLogs(run.RunId, 0L)
+
+                return!
+                    json
+                        ({
+                            RunId = run.RunId
+                            Entries = logs |> List.map entry
+                        }
+                        : Api.LogList)
+                        next
+                        ctx
+            })
 
     /// `GET /v1/runs/{run_id}/artifacts`.
     let runArtifacts (args: RouteArgs) : HttpHandler =
         withRun args (fun svc run ->
-            json (
-                {
-                    Artifacts = svc.Runs.ListArtifacts(Some run.RunId) |> List.map ApiRecords.artifact
-                }
-                : Api.ArtifactList
-            ))
+            fun next ctx -> task {
+                let! artifacts = svc.Runs.ListArtifacts(Some run.RunId)
+
+                return!
+                    json
+                        ({
+                            Artifacts = artifacts |> List.map ApiRecords.artifact
+                        }
+                        : Api.ArtifactList)
+                        next
+                        ctx
+            })
 
     /// `GET /v1/artifacts?run_id=`.
     let artifacts: HttpHandler =
@@ -168,13 +200,18 @@ module RunHandlers =
                 |> Option.ofObj
                 |> Option.filter ((<>) "")
 
-            json
-                ({
-                    Artifacts = svc.Runs.ListArtifacts runId |> List.map ApiRecords.artifact
-                }
-                : Api.ArtifactList)
-                next
-                ctx
+            task {
+                let! artifacts = svc.Runs.ListArtifacts runId
+
+                return!
+                    json
+                        ({
+                            Artifacts = artifacts |> List.map ApiRecords.artifact
+                        }
+                        : Api.ArtifactList)
+                        next
+                        ctx
+            }
 
     let private withArtifact (args: RouteArgs) (f: ArtifactRecord -> HttpHandler) : HttpHandler =
         Handlers.withRecord "artifact_id" "artifact" (fun svc id -> svc.Runs.GetArtifact id) args (fun _ a -> f a)
@@ -260,7 +297,9 @@ module RunHandlers =
                             }
 
                             let sendLogs () = task {
-                                for l in svc.Runs.GetLogs(run.RunId, lastSeq) do
+                                let! lines = svc.Runs.GetLogs(run.RunId, lastSeq)
+
+                                for l in lines do
                                     do! send l.Seq "log" (JsonSerializer.SerializeToUtf8Bytes(entry l, options))
                                     lastSeq <- l.Seq
                             }
@@ -269,7 +308,7 @@ module RunHandlers =
                                 while not finished && not aborted.IsCancellationRequested do
                                     do! sendLogs ()
 
-                                    match svc.Runs.GetRun run.RunId with
+                                    match! svc.Runs.GetRun run.RunId with
                                     | None -> finished <- true
                                     | Some current ->
                                         let state = $"{RunStatus.name current.Status}:{current.Progress}"
@@ -278,19 +317,20 @@ module RunHandlers =
                                             // Lines written just before the end are sent before it.
                                             do! sendLogs ()
 
-                                            let final =
-                                                JsonSerializer.SerializeToUtf8Bytes(response svc current, options)
+                                            let! final = response svc current
+                                            let final = JsonSerializer.SerializeToUtf8Bytes(final, options)
 
                                             do! send lastSeq "end" final
                                             finished <- true
                                         elif state <> lastStatus then
                                             lastStatus <- state
+                                            let! body = response svc current
 
                                             do!
                                                 send
                                                     lastSeq
                                                     "status"
-                                                    (JsonSerializer.SerializeToUtf8Bytes(response svc current, options))
+                                                    (JsonSerializer.SerializeToUtf8Bytes(body, options))
 
                                     if not finished then
                                         if DateTimeOffset.UtcNow - lastWrite >= svc.Config.SseKeepalive then

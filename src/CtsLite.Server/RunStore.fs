@@ -3,6 +3,7 @@ namespace CtsLite.Server
 open System
 open System.Globalization
 open System.Text.Json
+open System.Threading.Tasks
 open Microsoft.Data.Sqlite
 open CtsLite
 
@@ -111,9 +112,6 @@ type CreateOutcome =
     /// `maxQueued` runs are already waiting.
     | QueueFull
 
-/// Runs, their logs and artifacts. Every state change is one conditional statement, so several
-/// workers (in one or several processes) can share the store; a worker holds a run through a lease
-/// it renews, and a run whose lease expired can be claimed again.
 /// What the store holds in files, from its records.
 type StorageTotals = {
     Uploads: int
@@ -130,50 +128,76 @@ type StorageTotals = {
         ArtifactBytes = 0L
     }
 
+/// The SQLite calls are synchronous (an in-process database): their results as completed tasks
+/// and their failures as faulted ones, so callers await every store the same way.
+[<RequireQualifiedAccess>]
+module internal Completed =
+
+    let value (f: unit -> 'a) : Task<'a> =
+        try
+            Task.FromResult(f ())
+        with e ->
+            Task.FromException<'a> e
+
+    let unit (f: unit -> unit) : Task =
+        try
+            f ()
+            Task.CompletedTask
+        with e ->
+            Task.FromException e
+
+/// Runs, their logs, artifacts and uploads: the data of the service, asynchronous so that a
+/// database on the network (PostgreSQL) fits the same contract. Every state change is one
+/// conditional statement, so several workers (in one or several processes) can share the store;
+/// a worker holds a run through a lease it renews, and a run whose lease expired can be claimed
+/// again. (`IStore` is the database itself: its schema version, its health check and its size.)
 type IRunStore =
     /// Queues a run unless `maxQueued` runs already wait; an idempotent replay is answered first.
-    abstract CreateRun: run: RunRecord * idempotency: (string * string) option * maxQueued: int -> CreateOutcome
-    abstract GetRun: runId: string -> RunRecord option
+    abstract CreateRun: run: RunRecord * idempotency: (string * string) option * maxQueued: int -> Task<CreateOutcome>
+    abstract GetRun: runId: string -> Task<RunRecord option>
 
     /// Newest first; the cursor is opaque (the last run's `created_at|run_id`).
     abstract ListRuns:
         status: RunStatus option * toolId: string option * cursor: string option * limit: int ->
-            RunRecord list * string option
+            Task<RunRecord list * string option>
 
     /// Takes the oldest queued run (or a running one whose lease expired) for `owner`.
-    abstract ClaimNext: owner: string * now: DateTimeOffset * leaseUntil: DateTimeOffset -> RunRecord option
+    abstract ClaimNext: owner: string * now: DateTimeOffset * leaseUntil: DateTimeOffset -> Task<RunRecord option>
     /// False when the run is no longer this owner's (lease lost, or finished elsewhere).
-    abstract RenewLease: runId: string * owner: string * leaseUntil: DateTimeOffset -> bool
-    abstract SetProgress: runId: string * owner: string * progress: float -> unit
+    abstract RenewLease: runId: string * owner: string * leaseUntil: DateTimeOffset -> Task<bool>
+    abstract SetProgress: runId: string * owner: string * progress: float -> Task
     /// Puts a run this owner holds back in the queue (a graceful shutdown).
-    abstract Requeue: runId: string * owner: string -> unit
+    abstract Requeue: runId: string * owner: string -> Task
 
     /// Ends a run this owner holds; false when it is not (any more).
     abstract Finish:
-        runId: string * owner: string * status: RunStatus * error: string option * now: DateTimeOffset -> bool
+        runId: string * owner: string * status: RunStatus * error: string option * now: DateTimeOffset -> Task<bool>
 
     /// Queued runs are canceled at once; running ones are flagged for their worker. None: no such run.
-    abstract RequestCancel: runId: string * now: DateTimeOffset -> RunRecord option
-    abstract AppendLog: runId: string * level: string * message: string * source: string * now: DateTimeOffset -> int64
-    abstract GetLogs: runId: string * afterSeq: int64 -> LogRecord list
-    abstract AddArtifacts: ArtifactRecord list -> unit
-    abstract ListArtifacts: runId: string option -> ArtifactRecord list
-    abstract GetArtifact: artifactId: string -> ArtifactRecord option
+    abstract RequestCancel: runId: string * now: DateTimeOffset -> Task<RunRecord option>
+
+    abstract AppendLog:
+        runId: string * level: string * message: string * source: string * now: DateTimeOffset -> Task<int64>
+
+    abstract GetLogs: runId: string * afterSeq: int64 -> Task<LogRecord list>
+    abstract AddArtifacts: ArtifactRecord list -> Task
+    abstract ListArtifacts: runId: string option -> Task<ArtifactRecord list>
+    abstract GetArtifact: artifactId: string -> Task<ArtifactRecord option>
     /// Records an upload; when the same content (sha256) is already stored, returns that one and false.
-    abstract AddUpload: UploadRecord -> UploadRecord * bool
-    abstract GetUpload: uploadId: string -> UploadRecord option
-    abstract DeleteUpload: uploadId: string -> bool
+    abstract AddUpload: UploadRecord -> Task<UploadRecord * bool>
+    abstract GetUpload: uploadId: string -> Task<UploadRecord option>
+    abstract DeleteUpload: uploadId: string -> Task<bool>
     /// Marks an upload as used now (a run named it, or its content was uploaded again).
-    abstract TouchUpload: uploadId: string * now: DateTimeOffset -> unit
+    abstract TouchUpload: uploadId: string * now: DateTimeOffset -> Task
     /// Uploads neither created nor used since `cutoff`, and named by no queued or running run.
-    abstract ExpiredUploads: cutoff: DateTimeOffset -> UploadRecord list
+    abstract ExpiredUploads: cutoff: DateTimeOffset -> Task<UploadRecord list>
     /// Deletes the upload's record if it is still expired and unnamed (one statement, so a run
     /// queued or an upload repeated since `ExpiredUploads` keeps it); false when it was kept.
-    abstract DeleteExpiredUpload: uploadId: string * cutoff: DateTimeOffset -> bool
+    abstract DeleteExpiredUpload: uploadId: string * cutoff: DateTimeOffset -> Task<bool>
     /// Artifacts created before `cutoff`.
-    abstract ExpiredArtifacts: cutoff: DateTimeOffset -> ArtifactRecord list
-    abstract DeleteArtifact: artifactId: string -> bool
-    abstract Storage: unit -> StorageTotals
+    abstract ExpiredArtifacts: cutoff: DateTimeOffset -> Task<ArtifactRecord list>
+    abstract DeleteArtifact: artifactId: string -> Task<bool>
+    abstract Storage: unit -> Task<StorageTotals>
 
 /// The SQLite implementation, in the same database as `SqliteStore`.
 [<RequireQualifiedAccess>]
@@ -303,325 +327,354 @@ module SqliteRunStore =
 
         interface IRunStore with
             member _.CreateRun(run, idempotency, maxQueued) =
-                use c = connect ()
-                use tx = c.BeginTransaction(deferred = false)
+                Completed.value (fun () ->
+                    use c = connect ()
+                    use tx = c.BeginTransaction(deferred = false)
 
-                let existing =
-                    match idempotency with
-                    | None -> None
-                    | Some(key, hash) ->
-                        use cmd =
-                            command c "SELECT run_id, request_sha256 FROM runs WHERE idempotency_key = $k" [
-                                "$k", box key
-                            ]
+                    let existing =
+                        match idempotency with
+                        | None -> None
+                        | Some(key, hash) ->
+                            use cmd =
+                                command c "SELECT run_id, request_sha256 FROM runs WHERE idempotency_key = $k" [
+                                    "$k", box key
+                                ]
 
-                        cmd.Transaction <- tx
-                        use r = cmd.ExecuteReader()
+                            cmd.Transaction <- tx
+                            use r = cmd.ExecuteReader()
 
-                        if r.Read() then
-                            Some(r.GetString 0, (if r.IsDBNull 1 then "" else r.GetString 1), hash)
+                            if r.Read() then
+                                Some(r.GetString 0, (if r.IsDBNull 1 then "" else r.GetString 1), hash)
+                            else
+                                None
+
+                    match existing with
+                    | Some(runId, storedHash, hash) ->
+                        tx.Commit()
+
+                        if storedHash = hash then
+                            match getRun runId with
+                            | Some r -> CreateOutcome.Existing r
+                            | None -> CreateOutcome.Conflict
+                        else
+                            CreateOutcome.Conflict
+                    | None ->
+                        let queued =
+                            use cmd = command c "SELECT count(*) FROM runs WHERE status = 'queued'" []
+                            cmd.Transaction <- tx
+                            Convert.ToInt64(cmd.ExecuteScalar())
+
+                        if queued >= int64 maxQueued then
+                            tx.Commit()
+                            CreateOutcome.QueueFull
+                        else
+                            let inputJson = JsonSerializer.Serialize(InputRef.toDto run.Input, ApiJson.options)
+
+                            use cmd =
+                                command
+                                    c
+                                    """INSERT INTO runs (run_id, tool_id, name, status, params_json, input_json, created_at,
+                                       progress, idempotency_key, request_sha256)
+                                       VALUES ($id, $tool, $name, 'queued', $params, $input, $created, 0, $key, $hash)"""
+                                    [
+                                        "$id", box run.RunId
+                                        "$tool", box run.ToolId
+                                        "$name", opt run.Name
+                                        "$params", box run.ParamsJson
+                                        "$input", box inputJson
+                                        "$created", box (iso run.CreatedAt)
+                                        "$key", opt (idempotency |> Option.map fst)
+                                        "$hash", opt (idempotency |> Option.map snd)
+                                    ]
+
+                            cmd.Transaction <- tx
+                            cmd.ExecuteNonQuery() |> ignore
+                            tx.Commit()
+                            CreateOutcome.Created { run with Status = RunStatus.Queued })
+
+            member _.GetRun runId =
+                Completed.value (fun () -> getRun runId)
+
+            member _.ListRuns(status, toolId, cursor, limit) =
+                Completed.value (fun () ->
+                    let conditions = [
+                        match status with
+                        | Some s -> "status = $status", ("$status", box (RunStatus.name s))
+                        | None -> ()
+                        match toolId with
+                        | Some t -> "tool_id = $tool", ("$tool", box t)
+                        | None -> ()
+                        match cursor |> Option.map (fun c -> c.Split('|', 2)) with
+                        | Some [| created; id |] ->
+                            "(created_at < $c OR (created_at = $c AND run_id < $cid))", ("$c", box created)
+                            "1 = 1", ("$cid", box id)
+                        | _ -> ()
+                    ]
+
+                    let where =
+                        match conditions with
+                        | [] -> ""
+                        | cs -> " WHERE " + String.Join(" AND ", cs |> List.map fst)
+
+                    let rows =
+                        query
+                            $"SELECT {runColumns} FROM runs{where} ORDER BY created_at DESC, run_id DESC LIMIT $limit"
+                            ((conditions |> List.map snd) @ [ "$limit", box (limit + 1) ])
+                            readRun
+
+                    let page = rows |> List.truncate limit
+
+                    let next =
+                        if rows.Length > limit then
+                            let last = List.last page
+                            Some $"{iso last.CreatedAt}|{last.RunId}"
                         else
                             None
 
-                match existing with
-                | Some(runId, storedHash, hash) ->
+                    page, next)
+
+            member _.ClaimNext(owner, now, leaseUntil) =
+                Completed.value (fun () ->
+                    // One statement: concurrent claimers (threads or processes) never get the same run.
+                    query
+                        $"""UPDATE runs SET status = 'running', lease_owner = $owner, lease_expires_at = $until,
+                               started_at = COALESCE(started_at, $now), cancel_requested = cancel_requested
+                            WHERE run_id = (SELECT run_id FROM runs
+                                            WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < $now)
+                                            ORDER BY created_at, run_id LIMIT 1)
+                            RETURNING {runColumns}"""
+                        [ "$owner", box owner; "$until", box (iso leaseUntil); "$now", box (iso now) ]
+                        readRun
+                    |> List.tryHead)
+
+            member _.RenewLease(runId, owner, leaseUntil) =
+                Completed.value (fun () ->
+                    execute
+                        "UPDATE runs SET lease_expires_at = $until WHERE run_id = $id AND lease_owner = $owner AND status = 'running'"
+                        [ "$until", box (iso leaseUntil); "$id", box runId; "$owner", box owner ]
+                        =
+                        1)
+
+            member _.SetProgress(runId, owner, progress) =
+                Completed.unit (fun () ->
+                    execute
+                        "UPDATE runs SET progress = $p WHERE run_id = $id AND lease_owner = $owner AND status = 'running'"
+                        [ "$p", box progress; "$id", box runId; "$owner", box owner ]
+                    |> ignore)
+
+            member _.Requeue(runId, owner) =
+                Completed.unit (fun () ->
+                    execute
+                        "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, progress = 0 WHERE run_id = $id AND lease_owner = $owner AND status = 'running'"
+                        [ "$id", box runId; "$owner", box owner ]
+                    |> ignore)
+
+            member _.Finish(runId, owner, status, error, now) =
+                Completed.value (fun () ->
+                    execute
+                        """UPDATE runs SET status = $status, error = $error, completed_at = $now,
+                           progress = CASE WHEN $status = 'completed' THEN 100 ELSE progress END,
+                           lease_owner = NULL, lease_expires_at = NULL
+                           WHERE run_id = $id AND lease_owner = $owner AND status = 'running'"""
+                        [
+                            "$status", box (RunStatus.name status)
+                            "$error", opt error
+                            "$now", box (iso now)
+                            "$id", box runId
+                            "$owner", box owner
+                        ]
+                        =
+                        1)
+
+            member _.RequestCancel(runId, now) =
+                Completed.value (fun () ->
+                    execute
+                        "UPDATE runs SET status = 'canceled', completed_at = $now, error = 'canceled before it started' WHERE run_id = $id AND status = 'queued'"
+                        [ "$id", box runId; "$now", box (iso now) ]
+                    |> ignore
+
+                    execute "UPDATE runs SET cancel_requested = 1 WHERE run_id = $id AND status = 'running'" [
+                        "$id", box runId
+                    ]
+                    |> ignore
+
+                    getRun runId)
+
+            member _.AppendLog(runId, level, message, source, now) =
+                Completed.value (fun () ->
+                    use c = connect ()
+                    use tx = c.BeginTransaction(deferred = false)
+
+                    use cmd =
+                        command
+                            c
+                            """INSERT INTO log_entries (run_id, seq, timestamp, level, message, source)
+                               VALUES ($id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM log_entries WHERE run_id = $id),
+                                       $ts, $level, $message, $source)
+                               RETURNING seq"""
+                            [
+                                "$id", box runId
+                                "$ts", box (iso now)
+                                "$level", box level
+                                "$message", box message
+                                "$source", box source
+                            ]
+
+                    cmd.Transaction <- tx
+                    let seq = Convert.ToInt64(cmd.ExecuteScalar())
                     tx.Commit()
+                    seq)
 
-                    if storedHash = hash then
-                        match getRun runId with
-                        | Some r -> CreateOutcome.Existing r
-                        | None -> CreateOutcome.Conflict
-                    else
-                        CreateOutcome.Conflict
-                | None ->
-                    let queued =
-                        use cmd = command c "SELECT count(*) FROM runs WHERE status = 'queued'" []
-                        cmd.Transaction <- tx
-                        Convert.ToInt64(cmd.ExecuteScalar())
+            member _.GetLogs(runId, afterSeq) =
+                Completed.value (fun () ->
+                    query
+                        "SELECT run_id, seq, timestamp, level, message, source FROM log_entries WHERE run_id = $id AND seq > $after ORDER BY seq"
+                        [ "$id", box runId; "$after", box afterSeq ]
+                        (fun r -> {
+                            RunId = r.GetString 0
+                            Seq = r.GetInt64 1
+                            Timestamp = parseTime (r.GetString 2)
+                            Level = r.GetString 3
+                            Message = r.GetString 4
+                            Source = r.GetString 5
+                        }))
 
-                    if queued >= int64 maxQueued then
-                        tx.Commit()
-                        CreateOutcome.QueueFull
-                    else
-                        let inputJson = JsonSerializer.Serialize(InputRef.toDto run.Input, ApiJson.options)
+            member _.AddArtifacts artifacts =
+                Completed.unit (fun () ->
+                    use c = connect ()
+                    use tx = c.BeginTransaction(deferred = false)
 
+                    for a in artifacts do
                         use cmd =
                             command
                                 c
-                                """INSERT INTO runs (run_id, tool_id, name, status, params_json, input_json, created_at,
-                                   progress, idempotency_key, request_sha256)
-                                   VALUES ($id, $tool, $name, 'queued', $params, $input, $created, 0, $key, $hash)"""
+                                $"INSERT INTO artifacts ({artifactColumns}) VALUES ($id, $run, $name, $type, $size, $sha, $path, $created)"
                                 [
-                                    "$id", box run.RunId
-                                    "$tool", box run.ToolId
-                                    "$name", opt run.Name
-                                    "$params", box run.ParamsJson
-                                    "$input", box inputJson
-                                    "$created", box (iso run.CreatedAt)
-                                    "$key", opt (idempotency |> Option.map fst)
-                                    "$hash", opt (idempotency |> Option.map snd)
+                                    "$id", box a.ArtifactId
+                                    "$run", box a.RunId
+                                    "$name", box a.Filename
+                                    "$type", box a.ContentType
+                                    "$size", box a.Size
+                                    "$sha", box a.Sha256
+                                    "$path", box a.Path
+                                    "$created", box (iso a.CreatedAt)
                                 ]
 
                         cmd.Transaction <- tx
                         cmd.ExecuteNonQuery() |> ignore
-                        tx.Commit()
-                        CreateOutcome.Created { run with Status = RunStatus.Queued }
 
-            member _.GetRun runId = getRun runId
-
-            member _.ListRuns(status, toolId, cursor, limit) =
-                let conditions = [
-                    match status with
-                    | Some s -> "status = $status", ("$status", box (RunStatus.name s))
-                    | None -> ()
-                    match toolId with
-                    | Some t -> "tool_id = $tool", ("$tool", box t)
-                    | None -> ()
-                    match cursor |> Option.map (fun c -> c.Split('|', 2)) with
-                    | Some [| created; id |] ->
-                        "(created_at < $c OR (created_at = $c AND run_id < $cid))", ("$c", box created)
-                        "1 = 1", ("$cid", box id)
-                    | _ -> ()
-                ]
-
-                let where =
-                    match conditions with
-                    | [] -> ""
-                    | cs -> " WHERE " + String.Join(" AND ", cs |> List.map fst)
-
-                let rows =
-                    query
-                        $"SELECT {runColumns} FROM runs{where} ORDER BY created_at DESC, run_id DESC LIMIT $limit"
-                        ((conditions |> List.map snd) @ [ "$limit", box (limit + 1) ])
-                        readRun
-
-                let page = rows |> List.truncate limit
-
-                let next =
-                    if rows.Length > limit then
-                        let last = List.last page
-                        Some $"{iso last.CreatedAt}|{last.RunId}"
-                    else
-                        None
-
-                page, next
-
-            member _.ClaimNext(owner, now, leaseUntil) =
-                // One statement: concurrent claimers (threads or processes) never get the same run.
-                query
-                    $"""UPDATE runs SET status = 'running', lease_owner = $owner, lease_expires_at = $until,
-                           started_at = COALESCE(started_at, $now), cancel_requested = cancel_requested
-                        WHERE run_id = (SELECT run_id FROM runs
-                                        WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < $now)
-                                        ORDER BY created_at, run_id LIMIT 1)
-                        RETURNING {runColumns}"""
-                    [ "$owner", box owner; "$until", box (iso leaseUntil); "$now", box (iso now) ]
-                    readRun
-                |> List.tryHead
-
-            member _.RenewLease(runId, owner, leaseUntil) =
-                execute
-                    "UPDATE runs SET lease_expires_at = $until WHERE run_id = $id AND lease_owner = $owner AND status = 'running'"
-                    [ "$until", box (iso leaseUntil); "$id", box runId; "$owner", box owner ]
-                    =
-                    1
-
-            member _.SetProgress(runId, owner, progress) =
-                execute
-                    "UPDATE runs SET progress = $p WHERE run_id = $id AND lease_owner = $owner AND status = 'running'"
-                    [ "$p", box progress; "$id", box runId; "$owner", box owner ]
-                |> ignore
-
-            member _.Requeue(runId, owner) =
-                execute
-                    "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, progress = 0 WHERE run_id = $id AND lease_owner = $owner AND status = 'running'"
-                    [ "$id", box runId; "$owner", box owner ]
-                |> ignore
-
-            member _.Finish(runId, owner, status, error, now) =
-                execute
-                    """UPDATE runs SET status = $status, error = $error, completed_at = $now,
-                       progress = CASE WHEN $status = 'completed' THEN 100 ELSE progress END,
-                       lease_owner = NULL, lease_expires_at = NULL
-                       WHERE run_id = $id AND lease_owner = $owner AND status = 'running'"""
-                    [
-                        "$status", box (RunStatus.name status)
-                        "$error", opt error
-                        "$now", box (iso now)
-                        "$id", box runId
-                        "$owner", box owner
-                    ]
-                    =
-                    1
-
-            member _.RequestCancel(runId, now) =
-                execute
-                    "UPDATE runs SET status = 'canceled', completed_at = $now, error = 'canceled before it started' WHERE run_id = $id AND status = 'queued'"
-                    [ "$id", box runId; "$now", box (iso now) ]
-                |> ignore
-
-                execute "UPDATE runs SET cancel_requested = 1 WHERE run_id = $id AND status = 'running'" [
-                    "$id", box runId
-                ]
-                |> ignore
-
-                getRun runId
-
-            member _.AppendLog(runId, level, message, source, now) =
-                use c = connect ()
-                use tx = c.BeginTransaction(deferred = false)
-
-                use cmd =
-                    command
-                        c
-                        """INSERT INTO log_entries (run_id, seq, timestamp, level, message, source)
-                           VALUES ($id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM log_entries WHERE run_id = $id),
-                                   $ts, $level, $message, $source)
-                           RETURNING seq"""
-                        [
-                            "$id", box runId
-                            "$ts", box (iso now)
-                            "$level", box level
-                            "$message", box message
-                            "$source", box source
-                        ]
-
-                cmd.Transaction <- tx
-                let seq = Convert.ToInt64(cmd.ExecuteScalar())
-                tx.Commit()
-                seq
-
-            member _.GetLogs(runId, afterSeq) =
-                query
-                    "SELECT run_id, seq, timestamp, level, message, source FROM log_entries WHERE run_id = $id AND seq > $after ORDER BY seq"
-                    [ "$id", box runId; "$after", box afterSeq ]
-                    (fun r -> {
-                        RunId = r.GetString 0
-                        Seq = r.GetInt64 1
-                        Timestamp = parseTime (r.GetString 2)
-                        Level = r.GetString 3
-                        Message = r.GetString 4
-                        Source = r.GetString 5
-                    })
-
-            member _.AddArtifacts artifacts =
-                use c = connect ()
-                use tx = c.BeginTransaction(deferred = false)
-
-                for a in artifacts do
-                    use cmd =
-                        command
-                            c
-                            $"INSERT INTO artifacts ({artifactColumns}) VALUES ($id, $run, $name, $type, $size, $sha, $path, $created)"
-                            [
-                                "$id", box a.ArtifactId
-                                "$run", box a.RunId
-                                "$name", box a.Filename
-                                "$type", box a.ContentType
-                                "$size", box a.Size
-                                "$sha", box a.Sha256
-                                "$path", box a.Path
-                                "$created", box (iso a.CreatedAt)
-                            ]
-
-                    cmd.Transaction <- tx
-                    cmd.ExecuteNonQuery() |> ignore
-
-                tx.Commit()
+                    tx.Commit())
 
             member _.ListArtifacts runId =
-                match runId with
-                | Some id ->
-                    query
-                        $"SELECT {artifactColumns} FROM artifacts WHERE run_id = $id ORDER BY rowid"
-                        [ "$id", box id ]
-                        readArtifact
-                | None ->
-                    query $"SELECT {artifactColumns} FROM artifacts ORDER BY created_at DESC, rowid" [] readArtifact
+                Completed.value (fun () ->
+                    match runId with
+                    | Some id ->
+                        query
+                            $"SELECT {artifactColumns} FROM artifacts WHERE run_id = $id ORDER BY rowid"
+                            [ "$id", box id ]
+                            readArtifact
+                    | None ->
+                        query
+                            $"SELECT {artifactColumns} FROM artifacts ORDER BY created_at DESC, rowid"
+                            []
+                            readArtifact)
 
             member _.GetArtifact artifactId =
-                query
-                    $"SELECT {artifactColumns} FROM artifacts WHERE artifact_id = $id"
-                    [ "$id", box artifactId ]
-                    readArtifact
-                |> List.tryHead
+                Completed.value (fun () ->
+                    query
+                        $"SELECT {artifactColumns} FROM artifacts WHERE artifact_id = $id"
+                        [ "$id", box artifactId ]
+                        readArtifact
+                    |> List.tryHead)
 
             member _.AddUpload upload =
-                let inserted =
-                    execute
-                        $"INSERT INTO uploads ({uploadColumns}) VALUES ($id, $name, $size, $sha, $type, $path, $created) ON CONFLICT (sha256) DO NOTHING"
-                        [
-                            "$id", box upload.UploadId
-                            "$name", box upload.Filename
-                            "$size", box upload.Size
-                            "$sha", box upload.Sha256
-                            "$type", box upload.ContentType
-                            "$path", box upload.Path
-                            "$created", box (iso upload.CreatedAt)
-                        ]
-                        =
-                        1
+                Completed.value (fun () ->
+                    let inserted =
+                        execute
+                            $"INSERT INTO uploads ({uploadColumns}) VALUES ($id, $name, $size, $sha, $type, $path, $created) ON CONFLICT (sha256) DO NOTHING"
+                            [
+                                "$id", box upload.UploadId
+                                "$name", box upload.Filename
+                                "$size", box upload.Size
+                                "$sha", box upload.Sha256
+                                "$type", box upload.ContentType
+                                "$path", box upload.Path
+                                "$created", box (iso upload.CreatedAt)
+                            ]
+                            =
+                            1
 
-                if inserted then
-                    upload, true
-                else
-                    let existing =
-                        query
-                            $"SELECT {uploadColumns} FROM uploads WHERE sha256 = $sha"
-                            [ "$sha", box upload.Sha256 ]
-                            readUpload
+                    if inserted then
+                        upload, true
+                    else
+                        let existing =
+                            query
+                                $"SELECT {uploadColumns} FROM uploads WHERE sha256 = $sha"
+                                [ "$sha", box upload.Sha256 ]
+                                readUpload
 
-                    existing.Head, false
+                        existing.Head, false)
 
             member _.GetUpload uploadId =
-                query $"SELECT {uploadColumns} FROM uploads WHERE upload_id = $id" [ "$id", box uploadId ] readUpload
-                |> List.tryHead
+                Completed.value (fun () ->
+                    query
+                        $"SELECT {uploadColumns} FROM uploads WHERE upload_id = $id"
+                        [ "$id", box uploadId ]
+                        readUpload
+                    |> List.tryHead)
 
             member _.DeleteUpload uploadId =
-                execute "DELETE FROM uploads WHERE upload_id = $id" [ "$id", box uploadId ] = 1
+                Completed.value (fun () ->
+                    execute "DELETE FROM uploads WHERE upload_id = $id" [ "$id", box uploadId ] = 1)
 
             member _.TouchUpload(uploadId, now) =
-                execute "UPDATE uploads SET last_used_at = $now WHERE upload_id = $id" [
-                    "$id", box uploadId
-                    "$now", box (iso now)
-                ]
-                |> ignore
+                Completed.unit (fun () ->
+                    execute "UPDATE uploads SET last_used_at = $now WHERE upload_id = $id" [
+                        "$id", box uploadId
+                        "$now", box (iso now)
+                    ]
+                    |> ignore)
 
             member _.ExpiredUploads cutoff =
-                query
-                    $"SELECT {uploadColumns} FROM uploads u WHERE {expiredUpload} ORDER BY created_at"
-                    [ "$cutoff", box (iso cutoff) ]
-                    readUpload
+                Completed.value (fun () ->
+                    query
+                        $"SELECT {uploadColumns} FROM uploads u WHERE {expiredUpload} ORDER BY created_at"
+                        [ "$cutoff", box (iso cutoff) ]
+                        readUpload)
 
             member _.DeleteExpiredUpload(uploadId, cutoff) =
-                execute $"DELETE FROM uploads AS u WHERE u.upload_id = $id AND {expiredUpload}" [
-                    "$id", box uploadId
-                    "$cutoff", box (iso cutoff)
-                ]
-                    =
-                    1
+                Completed.value (fun () ->
+                    execute $"DELETE FROM uploads AS u WHERE u.upload_id = $id AND {expiredUpload}" [
+                        "$id", box uploadId
+                        "$cutoff", box (iso cutoff)
+                    ]
+                        =
+                        1)
 
             member _.ExpiredArtifacts cutoff =
-                query
-                    $"SELECT {artifactColumns} FROM artifacts WHERE created_at < $cutoff ORDER BY created_at, rowid"
-                    [ "$cutoff", box (iso cutoff) ]
-                    readArtifact
+                Completed.value (fun () ->
+                    query
+                        $"SELECT {artifactColumns} FROM artifacts WHERE created_at < $cutoff ORDER BY created_at, rowid"
+                        [ "$cutoff", box (iso cutoff) ]
+                        readArtifact)
 
             member _.DeleteArtifact artifactId =
-                execute "DELETE FROM artifacts WHERE artifact_id = $id" [ "$id", box artifactId ] = 1
+                Completed.value (fun () ->
+                    execute "DELETE FROM artifacts WHERE artifact_id = $id" [ "$id", box artifactId ] = 1)
 
             member _.Storage() =
-                query
-                    """SELECT (SELECT count(*) FROM uploads), (SELECT COALESCE(SUM(size), 0) FROM uploads),
-                              (SELECT count(*) FROM artifacts), (SELECT COALESCE(SUM(size), 0) FROM artifacts)"""
-                    []
-                    (fun r -> {
-                        Uploads = int (r.GetInt64 0)
-                        UploadBytes = r.GetInt64 1
-                        Artifacts = int (r.GetInt64 2)
-                        ArtifactBytes = r.GetInt64 3
-                    })
-                |> List.head
+                Completed.value (fun () ->
+                    query
+                        """SELECT (SELECT count(*) FROM uploads), (SELECT COALESCE(SUM(size), 0) FROM uploads),
+                                  (SELECT count(*) FROM artifacts), (SELECT COALESCE(SUM(size), 0) FROM artifacts)"""
+                        []
+                        (fun r -> {
+                            Uploads = int (r.GetInt64 0)
+                            UploadBytes = r.GetInt64 1
+                            Artifacts = int (r.GetInt64 2)
+                            ArtifactBytes = r.GetInt64 3
+                        })
+                    |> List.head)
 
     /// The run store over the (already opened and migrated) database in `dataDir`.
     let create (dataDir: string) : IRunStore =

@@ -96,7 +96,7 @@ module Startup =
                     context.Runs,
                     context.Time,
                     sp.GetRequiredService<ILogger<RunEngine>>(),
-                    RunInputs.resolveFile context.Runs context.Config.InputRoots
+                    RunInputs.fileResolver context.Runs context.Config.InputRoots
                 ))
             .AddSingleton<IRunEngine>(fun sp -> sp.GetRequiredService<RunEngine>() :> IRunEngine)
             .AddHostedService<RunEngine>(fun sp -> sp.GetRequiredService<RunEngine>())

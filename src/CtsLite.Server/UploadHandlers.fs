@@ -119,11 +119,11 @@ module UploadHandlers =
                         }
 
                         File.Move(temp, path)
-                        let stored, isNew = svc.Runs.AddUpload record
+                        let! stored, isNew = svc.Runs.AddUpload record
 
                         if not isNew then
                             File.Delete path
-                            svc.Runs.TouchUpload(stored.UploadId, record.CreatedAt)
+                            do! svc.Runs.TouchUpload(stored.UploadId, record.CreatedAt)
 
                         return Stored(stored, isNew)
             finally
@@ -240,9 +240,11 @@ module UploadHandlers =
     /// `DELETE /v1/uploads/{upload_id}`: the record and the file; 204.
     let delete (args: RouteArgs) : HttpHandler =
         withUpload args (fun svc u ->
-            svc.Runs.DeleteUpload u.UploadId |> ignore
+            fun next ctx -> task {
+                let! _ = svc.Runs.DeleteUpload u.UploadId
 
-            if File.Exists u.Path then
-                File.Delete u.Path
+                if File.Exists u.Path then
+                    File.Delete u.Path
 
-            setStatusCode StatusCodes.Status204NoContent)
+                return! setStatusCode StatusCodes.Status204NoContent next ctx
+            })

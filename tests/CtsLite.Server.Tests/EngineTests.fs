@@ -46,12 +46,25 @@ let private waitAll (runs: IRunStore) (ids: string list) (limit: TimeSpan) = tas
     let terminal (r: RunRecord) =
         r.Status <> RunStatus.Queued && r.Status <> RunStatus.Running
 
-    let mutable records = ids |> List.choose runs.GetRun
+    let read () = task {
+        let found = ResizeArray<RunRecord>()
+
+        for id in ids do
+            match! runs.GetRun id with
+            | Some r -> found.Add r
+            | None -> ()
+
+        return List.ofSeq found
+    }
+
+    let! first = read ()
+    let mutable records = first
 
     while not (records.Length = ids.Length && List.forall terminal records)
           && DateTime.UtcNow < deadline do
         do! Task.Delay 20
-        records <- ids |> List.choose runs.GetRun
+        let! next = read ()
+        records <- next
 
     return records
 }
@@ -80,16 +93,18 @@ let all =
                     runs,
                     TimeProvider.System,
                     logger,
-                    RunInputs.resolveFile runs roots,
+                    RunInputs.fileResolver runs roots,
                     RenewInterval = TimeSpan.FromMilliseconds 1.0
                 )
 
-            let ids = [
-                for _ in 1..24 ->
-                    let run = queued "log-summary" "synthetic/default.rlog.zst"
-                    runs.CreateRun(run, None, 1000) |> ignore
-                    run.RunId
-            ]
+            let queuedIds = ResizeArray<string>()
+
+            for _ in 1..24 do
+                let run = queued "log-summary" "synthetic/default.rlog.zst"
+                let! _ = runs.CreateRun(run, None, 1000)
+                queuedIds.Add run.RunId
+
+            let ids = List.ofSeq queuedIds
 
             do! engine.StartAsync CancellationToken.None
             (engine :> IRunEngine).Notify()

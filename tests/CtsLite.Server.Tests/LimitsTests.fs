@@ -106,16 +106,17 @@ let retention =
                     File.SetLastWriteTimeUtc(f, DateTime.UtcNow.AddHours -2.0)
 
                 let now = DateTimeOffset.UtcNow
-                let strays = Retention.sweep svc.Config svc.Runs now
+                let! strays = Retention.sweep svc.Config svc.Runs now
                 Expect.equal strays.StrayFiles 2 "the dead .part file and the unrecorded file"
                 Expect.isTrue (File.Exists freshPart) "a .part file still being written stays"
                 File.Delete freshPart
-                let early = Retention.sweep svc.Config svc.Runs (now.AddDays 6.0)
+                let! early = Retention.sweep svc.Config svc.Runs (now.AddDays 6.0)
                 Expect.equal (early.Uploads, early.Artifacts) (0, 0) "nothing is 7 days old yet"
 
-                let artifactIds = [ for a in svc.Runs.ListArtifacts(Some runId) -> a.ArtifactId ]
+                let! listedArtifacts = svc.Runs.ListArtifacts(Some runId)
+                let artifactIds = [ for a in listedArtifacts -> a.ArtifactId ]
 
-                let report = Retention.sweep svc.Config svc.Runs (now.AddDays 8.0)
+                let! report = Retention.sweep svc.Config svc.Runs (now.AddDays 8.0)
                 Expect.equal report.Uploads 1 "the upload"
                 Expect.equal report.UploadBytes bytes.LongLength "its bytes"
                 Expect.equal report.Artifacts artifacts "every artifact"
@@ -152,31 +153,36 @@ let retention =
                 let otherId = o.GetProperty("upload_id").GetString()
                 let now = DateTimeOffset.UtcNow
 
-                let keepAll =
+                let! keepAll =
                     Retention.sweep { svc.Config with RetentionDays = 0 } svc.Runs (now.AddDays 100.0)
 
                 Expect.equal keepAll.Uploads 0 "0 days: kept forever"
 
                 // Used again now (the same content uploaded): its age starts over.
-                svc.Runs.TouchUpload(otherId, now.AddDays 5.0)
-                let touched = Retention.sweep svc.Config svc.Runs (now.AddDays 8.0)
+                do! svc.Runs.TouchUpload(otherId, now.AddDays 5.0)
+                let! touched = Retention.sweep svc.Config svc.Runs (now.AddDays 8.0)
                 Expect.equal touched.Uploads 0 "used 3 days before the sweep: kept; the queued run's: kept"
-                let later = Retention.sweep svc.Config svc.Runs (now.AddDays 13.0)
+                let! later = Retention.sweep svc.Config svc.Runs (now.AddDays 13.0)
                 Expect.equal later.Uploads 1 "8 days after its last use"
-                Expect.isSome (svc.Runs.GetUpload queuedFor) "the queued run's input stays"
-                Expect.isNone (svc.Runs.GetUpload otherId) "the other one went"
+                let! kept = svc.Runs.GetUpload queuedFor
+                let! gone = svc.Runs.GetUpload otherId
+                Expect.isSome kept "the queued run's input stays"
+                Expect.isNone gone "the other one went"
 
                 // A run queued between the sweep's listing and its delete keeps its upload.
                 let! late = upload client (Array.append bytes [| 2uy |]) "c.zst"
                 let! l = EndpointTests.parse late
                 let lateId = l.GetProperty("upload_id").GetString()
                 let cutoff = now.AddDays 30.0
-                let listed = svc.Runs.ExpiredUploads cutoff |> List.map _.UploadId
+                let! expired = svc.Runs.ExpiredUploads cutoff
+                let listed = expired |> List.map _.UploadId
                 Expect.contains listed lateId "listed as expired"
                 let! queuedLate = postRun client (summaryOfUpload lateId) None
                 Expect.equal queuedLate.StatusCode HttpStatusCode.Accepted "a run names it now"
-                Expect.isFalse (svc.Runs.DeleteExpiredUpload(lateId, cutoff)) "the delete sees the run and keeps it"
-                Expect.isSome (svc.Runs.GetUpload lateId) "still there"
+                let! deleted = svc.Runs.DeleteExpiredUpload(lateId, cutoff)
+                Expect.isFalse deleted "the delete sees the run and keeps it"
+                let! still = svc.Runs.GetUpload lateId
+                Expect.isSome still "still there"
             }))
     ]
 

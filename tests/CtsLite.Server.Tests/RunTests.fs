@@ -710,13 +710,14 @@ let all =
                 CancelRequested = false
             }
 
-            runs.CreateRun(run, None, 1000) |> ignore
+            let! _ = runs.CreateRun(run, None, 1000)
             // A worker of a process that then died: its lease ran out a minute ago.
-            let claimed =
+            let! claimed =
                 runs.ClaimNext("dead-worker", now.AddMinutes -2.0, now.AddMinutes -1.0)
 
             Expect.equal (claimed |> Option.map _.RunId) (Some run.RunId) "claimed by the dead worker"
-            Expect.equal (runs.GetRun(run.RunId).Value.Status) RunStatus.Running "left running"
+            let! left = runs.GetRun run.RunId
+            Expect.equal left.Value.Status RunStatus.Running "left running"
 
             let config = {
                 EndpointTests.configFor dataDir with
