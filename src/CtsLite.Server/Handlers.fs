@@ -181,7 +181,7 @@ module Handlers =
             Checks = checks
             DatabaseBytes = svc.Store.SizeBytes()
             Totals = totals
-            Taken = Stopwatch.GetTimestamp()
+            Taken = svc.Time.GetTimestamp()
         }
     }
 
@@ -198,7 +198,7 @@ module Handlers =
                 | Some t when
                     not t.IsCompleted
                     || (t.IsCompletedSuccessfully
-                        && Stopwatch.GetElapsedTime t.Result.Taken < healthMaxAge)
+                        && svc.Time.GetElapsedTime t.Result.Taken < healthMaxAge)
                     ->
                     t
                 | _ ->

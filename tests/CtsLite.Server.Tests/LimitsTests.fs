@@ -11,6 +11,7 @@ open System.Text.Json
 open System.Threading
 open System.Threading.Tasks
 open Expecto
+open Microsoft.Extensions.Time.Testing
 open CtsLite.Server
 open CtsLite.Tests
 
@@ -60,8 +61,10 @@ let private health (client: HttpClient) = task {
 let retention =
     testList "retention" [
         testCaseTask "uploads and artifacts older than retention_days are swept, records first, files after" (fun () ->
-            // No workers: a run stays queued, and its upload must survive the sweep.
-            RunTests.withConfig [] 1 (fun c -> { c with RetentionDays = 7 }) (fun svc client -> task {
+            // The service's clock is a fake, advanced by the test (health snapshots age by it).
+            let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
+
+            RunTests.withClock clock [] 1 (fun c -> { c with RetentionDays = 7 }) (fun svc client -> task {
                 let bytes = File.ReadAllBytes(rlog ())
                 let! first = upload client bytes "default.rlog.zst"
                 Expect.equal first.StatusCode HttpStatusCode.Created "uploaded"
@@ -70,14 +73,15 @@ let retention =
                 let! created = postRun client (summaryOfUpload uploadId) None
                 let! run = EndpointTests.parse created
                 let runId = run.GetProperty("run_id").GetString()
-                let mutable status = ""
 
-                while status <> "completed" do
-                    let! r = client.GetAsync $"/v1/runs/{runId}"
-                    let! r = EndpointTests.parse r
-                    status <- r.GetProperty("status").GetString()
-                    Expect.notEqual status "failed" "the run works"
-                    do! Task.Delay 50
+                do!
+                    TestEnv.waitUntil $"run {runId} completed" (TimeSpan.FromMinutes 1.0) (fun () -> task {
+                        let! r = client.GetAsync $"/v1/runs/{runId}"
+                        let! r = EndpointTests.parse r
+                        let status = r.GetProperty("status").GetString()
+                        Expect.notEqual status "failed" "the run works"
+                        return status = "completed"
+                    })
 
                 let! before = health client
                 let storage = before.GetProperty "storage"
@@ -105,7 +109,7 @@ let retention =
                 for f in [ oldPart; orphan ] do
                     File.SetLastWriteTimeUtc(f, DateTime.UtcNow.AddHours -2.0)
 
-                let now = DateTimeOffset.UtcNow
+                let now = clock.GetUtcNow()
                 let! strays = Retention.sweep svc.Config svc.Runs now
                 Expect.equal strays.StrayFiles 2 "the dead .part file and the unrecorded file"
                 Expect.isTrue (File.Exists freshPart) "a .part file still being written stays"
@@ -132,8 +136,8 @@ let retention =
 
                 let! runAfter = client.GetAsync $"/v1/runs/{runId}"
                 Expect.equal runAfter.StatusCode HttpStatusCode.OK "the run record stays"
-                // Health answers from a snapshot at most a second old.
-                do! Task.Delay(Handlers.healthMaxAge + TimeSpan.FromMilliseconds 100.0)
+                // Health answers from a snapshot at most a second old: a second later, a new one.
+                clock.Advance(Handlers.healthMaxAge + TimeSpan.FromMilliseconds 1.0)
                 let! after = health client
                 let storage = after.GetProperty "storage"
                 Expect.equal (storage.GetProperty("uploads").GetInt32()) 0 "no uploads"

@@ -23,8 +23,10 @@ let private rlogs () =
 
 let private routeName = "5ca1ab1e5ca1ab1e|2025-01-16--07-45-12"
 
-/// A service with the shared rlogs (and any extra folders) as input roots, its config changed by `change`.
-let withConfig
+/// A service on the clock `time`, with the shared rlogs (and any extra folders) as input roots, its
+/// config changed by `change`.
+let withClock
+    (time: TimeProvider)
     (extraRoots: string list)
     (maxRuns: int)
     (change: ServiceConfig -> ServiceConfig)
@@ -40,7 +42,7 @@ let withConfig
                 MaxConcurrentRuns = maxRuns
         }
 
-    let context = Startup.createContext config store TimeProvider.System
+    let context = Startup.createContext config store time
     use host = EndpointTests.startHost context Startup.configureApp
     use client = host.GetTestClient()
     client.Timeout <- TimeSpan.FromMinutes 3.0
@@ -48,6 +50,10 @@ let withConfig
     do! host.StopAsync()
     store.Dispose()
 }
+
+/// A service with the shared rlogs (and any extra folders) as input roots, its config changed by `change`.
+let withConfig extraRoots maxRuns change f =
+    withClock TimeProvider.System extraRoots maxRuns change f
 
 /// A service with the shared rlogs (and any extra folders) as input roots.
 let withRuns (extraRoots: string list) (maxRuns: int) (f: ServiceContext -> HttpClient -> Task<unit>) : Task<unit> =
@@ -594,14 +600,11 @@ let all =
                 Expect.equal (c.GetProperty("status").GetString()) "canceled" "queued → canceled"
 
                 // Wait until the first is running, then cancel it.
-                let mutable running = false
-
-                while not running do
-                    let! r = getJson client $"/v1/runs/{firstId}"
-                    running <- r.GetProperty("status").GetString() = "running"
-
-                    if not running then
-                        do! Task.Delay 20
+                do!
+                    TestEnv.waitUntil $"run {firstId} running" (TimeSpan.FromMinutes 1.0) (fun () -> task {
+                        let! r = getJson client $"/v1/runs/{firstId}"
+                        return r.GetProperty("status").GetString() = "running"
+                    })
 
                 let! _ = client.PostAsync($"/v1/runs/{firstId}/cancel", null)
                 let! ended = waitTerminal client firstId

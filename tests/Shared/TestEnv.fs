@@ -57,3 +57,19 @@ let tempDir (prefix: string) : string =
     let dir = Path.Combine(Path.GetTempPath(), $"ctslite-{prefix}-{Guid.NewGuid():N}")
     Directory.CreateDirectory dir |> ignore
     dir
+
+/// Polls `check` (every 20 ms) until it holds; after `limit` it fails naming `what`. Every wait of
+/// the suite is bounded by one of these.
+let waitUntil (what: string) (limit: TimeSpan) (check: unit -> Threading.Tasks.Task<bool>) : Threading.Tasks.Task = task {
+    let deadline = DateTime.UtcNow + limit
+    let! first = check ()
+    let mutable ok = first
+
+    while not ok do
+        if DateTime.UtcNow > deadline then
+            failwith $"{what}: not after {limit.TotalSeconds} s"
+
+        do! Threading.Tasks.Task.Delay 20
+        let! next = check ()
+        ok <- next
+}
