@@ -1,5 +1,5 @@
 // CtsLite build script: `dotnet fsi build.fsx <target> [-- args]`. No FAKE: plain processes.
-// Targets: restore, build, test, format, format-check, pack, openapi, bench, serve, schema <folder>.
+// Targets: restore, build, test, format, format-check, pack, openapi, surface, bench, serve, schema <folder>.
 // Every target does its own set-up (tool restore, packages), so each works on a fresh clone.
 
 open System
@@ -117,6 +117,18 @@ match target with
     let out = Path.Combine(root, "artifacts", "packages")
     runOrExit "dotnet" ([ "pack"; "CtsLite.sln"; "-c"; configuration; "-o"; out; "--nologo" ] @ rest)
     log $"packages in {out}"
+| "surface" ->
+    // Rewrites docs/api/*.txt, the public surface of each package (a test compares them).
+    build ()
+    Environment.SetEnvironmentVariable("CTS_UPDATE_SURFACE", "1")
+
+    exit (
+        run "dotnet" [
+            output "tests/CtsLite.Tests" "CtsLite.Tests.dll"
+            "--filter"
+            "CtsLite.public surface"
+        ]
+    )
 | "openapi" ->
     // Regenerates docs/openapi.json from the route table (a test fails while it is out of date).
     restore ()
@@ -181,6 +193,6 @@ match target with
     exit (run "dotnet" (output "src/CtsLite.Server" "CtsLite.Server.dll" :: rest))
 | other ->
     log
-        $"unknown target '{other}'; targets: restore, build, test, format, format-check, pack, openapi, bench, serve, schema"
+        $"unknown target '{other}'; targets: restore, build, test, format, format-check, pack, openapi, surface, bench, serve, schema"
 
     exit 2

@@ -43,6 +43,7 @@ let allTests =
         CtsLite.Server.Tests.Tests.all
         CtsLite.Cli.Tests.All.all
         csharpTests
+        CtsLite.Tests.SurfaceTests.all
     ]
 
 /// Passes text on without ANSI escape sequences (colours, cursor moves): Expecto writes some
