@@ -5,6 +5,7 @@ open Expecto
 open FsCheck
 open FsCheck.FSharp
 open CtsLite.Can
+open CtsLite.Logs
 
 let private frame time address bus (payload: byte array) = {
     Time = time
