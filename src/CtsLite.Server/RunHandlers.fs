@@ -174,21 +174,24 @@ module RunHandlers =
                         ctx
             })
 
+    /// The artifacts of one run, or of every run.
+    let private artifactList (svc: ServiceContext) (runId: string option) : HttpHandler =
+        fun next ctx -> task {
+            let! artifacts = svc.Runs.ListArtifacts runId
+
+            return!
+                json
+                    ({
+                        Artifacts = artifacts |> List.map ApiRecords.artifact
+                    }
+                    : Api.ArtifactList)
+                    next
+                    ctx
+        }
+
     /// `GET /v1/runs/{run_id}/artifacts`.
     let runArtifacts (args: RouteArgs) : HttpHandler =
-        withRun args (fun svc run ->
-            fun next ctx -> task {
-                let! artifacts = svc.Runs.ListArtifacts(Some run.RunId)
-
-                return!
-                    json
-                        ({
-                            Artifacts = artifacts |> List.map ApiRecords.artifact
-                        }
-                        : Api.ArtifactList)
-                        next
-                        ctx
-            })
+        withRun args (fun svc run -> artifactList svc (Some run.RunId))
 
     /// `GET /v1/artifacts?run_id=`.
     let artifacts: HttpHandler =
@@ -200,18 +203,7 @@ module RunHandlers =
                 |> Option.ofObj
                 |> Option.filter ((<>) "")
 
-            task {
-                let! artifacts = svc.Runs.ListArtifacts runId
-
-                return!
-                    json
-                        ({
-                            Artifacts = artifacts |> List.map ApiRecords.artifact
-                        }
-                        : Api.ArtifactList)
-                        next
-                        ctx
-            }
+            artifactList svc runId next ctx
 
     let private withArtifact (args: RouteArgs) (f: ArtifactRecord -> HttpHandler) : HttpHandler =
         Handlers.withRecord "artifact_id" "artifact" (fun svc id -> svc.Runs.GetArtifact id) args (fun _ a -> f a)
