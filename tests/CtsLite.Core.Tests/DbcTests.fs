@@ -232,7 +232,9 @@ let fixtures =
         }
         test "a signal that does not fit its message is an error" {
             match parseText "BO_ 5 Small: 2 ECU\n SG_ Wide : 8|16@1+ (1,0) [0|0] \"\" GW\n" with
-            | Error [ e ] -> Expect.stringContains e.Message "does not fit" "says why"
+            | Error [ {
+                          Problem = DbcProblem.SignalDoesNotFit _
+                      } as e ] -> Expect.stringContains (DbcError.describe e) "does not fit" "says why"
             | other -> failtestf "%A" other
         }
     ]
@@ -509,6 +511,28 @@ let realData =
         }
     ]
 
+let problems =
+    testList "DBC problems" [
+        test "each problem is a case of the closed union, located, and described as before" {
+            let text =
+                "VERSION \"\"\nBO_ x Broken: 8 XXX\nBO_ 300 Big: 99 XXX\nFOO_ 1;\nCM_ \"open"
+
+            match parseText text with
+            | Ok _ -> failtest "accepted"
+            | Error errors ->
+                let problems = errors |> List.map (fun e -> e.Line, e.Problem)
+                Expect.contains problems (2, DbcProblem.Expected("the message id", Some "x")) "a bad message id"
+                Expect.contains problems (3, DbcProblem.MessageSize("Big", 99UL)) "a size over 64 bytes"
+                Expect.contains problems (4, DbcProblem.UnexpectedKeyword "FOO_") "an unknown keyword"
+                Expect.contains problems (5, DbcProblem.UnterminatedString) "an open string"
+
+                Expect.contains
+                    (errors |> List.map DbcError.describe)
+                    "fixture.dbc:3:9: message Big: size 99 exceeds 64 bytes"
+                    "the text names file, line, column and what"
+        }
+    ]
+
 let plans =
     testList "signal names and decode plans" [
         test "MESSAGE.SIGNAL by name or address; what is missing is named" {
@@ -557,4 +581,4 @@ let plans =
     ]
 
 let all =
-    testList "CAN and DBC" [ opendbcFiles; fixtures; properties; realData; plans ]
+    testList "CAN and DBC" [ opendbcFiles; fixtures; properties; realData; problems; plans ]

@@ -100,21 +100,86 @@ type Database = {
     member db.TryMessageNamed(name: string) : DbcMessage option =
         db.Messages |> List.tryFind (fun m -> m.Name = name)
 
-/// A problem in a DBC file, located.
+/// What is wrong in a DBC file: a closed set, each case carrying what it names.
+[<RequireQualifiedAccess>]
+type DbcProblem =
+    /// The file could not be read (missing, permissions, a file parameter that names nothing).
+    | Unreadable of reason: string
+    | UnterminatedString
+    /// `expected` (e.g. `a number`, `';'`) where `found` stands (None: the end of the file).
+    | Expected of expected: string * found: string option
+    | NotANumber of text: string
+    | NotANonNegativeInteger of text: string
+    | NotAnInteger of text: string
+    | BadMultiplexer of text: string
+    | BadByteOrder of text: string
+    | BadSign
+    | SignalLength of signal: string * length: uint64
+    | SignalStart of signal: string * start: uint64
+    | DuplicateSignal of message: string * signal: string
+    | MessageSize of message: string * size: uint64
+    | SignalDoesNotFit of message: string * signal: string * size: uint64
+    | DuplicateMessageId of id: uint64 * message: string
+    | ImportCycle of target: string
+    | AttributeWithoutType of attribute: string
+    | UnknownAttributeTarget of target: string
+    | UndefinedAttribute of attribute: string
+    | BadValueType of text: string
+    | UnfinishedRange of text: string
+    | ExpectedRange
+    | UnknownCommentTarget of target: string
+    | UnexpectedKeyword of text: string
+
+/// A problem in a DBC file, located (line and column from 1; 0 when the file could not be read).
 type DbcError = {
     File: string
     Line: int
     Column: int
-    Message: string
+    Problem: DbcProblem
 }
+
+/// Describing DBC problems.
+[<RequireQualifiedAccess>]
+module DbcProblem =
+
+    /// The problem in words.
+    let describe (problem: DbcProblem) : string =
+        match problem with
+        | DbcProblem.Unreadable reason -> reason
+        | DbcProblem.UnterminatedString -> "unterminated string"
+        | DbcProblem.Expected(what, None) -> $"expected {what}, found the end of the file"
+        | DbcProblem.Expected(what, Some found) -> $"expected {what}, found '{found}'"
+        | DbcProblem.NotANumber text -> $"'{text}' is not a number"
+        | DbcProblem.NotANonNegativeInteger text -> $"'{text}' is not a non-negative integer"
+        | DbcProblem.NotAnInteger text -> $"'{text}' is not an integer"
+        | DbcProblem.BadMultiplexer text -> $"'{text}' is not a multiplexer indicator (M, mN or mNM)"
+        | DbcProblem.BadByteOrder text -> $"byte order must be 0 (Motorola) or 1 (Intel), not '{text}'"
+        | DbcProblem.BadSign -> "expected '+' (unsigned) or '-' (signed)"
+        | DbcProblem.SignalLength(signal, length) -> $"signal {signal}: length {length} is outside 1..64"
+        | DbcProblem.SignalStart(signal, start) -> $"signal {signal}: start bit {start} is outside a 64-byte payload"
+        | DbcProblem.DuplicateSignal(message, signal) -> $"message {message}: signal {signal} is defined twice"
+        | DbcProblem.MessageSize(message, size) -> $"message {message}: size {size} exceeds 64 bytes"
+        | DbcProblem.SignalDoesNotFit(message, signal, size) ->
+            $"message {message}: signal {signal} does not fit in {size} bytes"
+        | DbcProblem.DuplicateMessageId(id, message) -> $"message id {id} ({message}) is defined twice"
+        | DbcProblem.ImportCycle target -> $"import cycle through {target}"
+        | DbcProblem.AttributeWithoutType attribute -> $"attribute {attribute} has no value type"
+        | DbcProblem.UnknownAttributeTarget target -> $"unknown attribute target '{target}'"
+        | DbcProblem.UndefinedAttribute attribute -> $"attribute {attribute} is not defined by BA_DEF_"
+        | DbcProblem.BadValueType text -> $"SIG_VALTYPE_ must be 0, 1 (float) or 2 (double), not {text}"
+        | DbcProblem.UnfinishedRange text -> $"'{text}' does not end a range"
+        | DbcProblem.ExpectedRange -> "expected a range such as 3-5"
+        | DbcProblem.UnknownCommentTarget target -> $"unknown comment target '{target}'"
+        | DbcProblem.UnexpectedKeyword text ->
+            $"unexpected '{text}' (expected a DBC keyword such as BO_, SG_, CM_, VAL_)"
 
 /// Describing DBC errors.
 [<RequireQualifiedAccess>]
 module DbcError =
 
-    /// `file:line:column: message`.
+    /// `file:line:column: problem`.
     let describe (e: DbcError) : string =
-        $"{e.File}:{e.Line}:{e.Column}: {e.Message}"
+        $"{e.File}:{e.Line}:{e.Column}: {DbcProblem.describe e.Problem}"
 
 [<RequireQualifiedAccess>]
 type internal TokenKind =
@@ -236,7 +301,7 @@ module Dbc =
                         File = file
                         Line = startLine
                         Column = startCol
-                        Message = "unterminated string"
+                        Problem = DbcProblem.UnterminatedString
                     }
 
                 add TokenKind.String (sb.ToString()) startLine startCol
@@ -291,15 +356,15 @@ module Dbc =
         member _.Advance() = pos <- pos + 1
         member _.File = file
 
-        member this.Error(t: Token, message: string) =
+        member this.Error(t: Token, problem: DbcProblem) =
             errors.Add {
                 File = file
                 Line = t.Line
                 Column = t.Column
-                Message = message
+                Problem = problem
             }
 
-        member this.ErrorAtEnd(message: string) =
+        member this.ErrorAtEnd(problem: DbcProblem) =
             let last =
                 if tokens.Length = 0 then
                     {
@@ -312,7 +377,7 @@ module Dbc =
                 else
                     tokens[tokens.Length - 1]
 
-            this.Error(last, message)
+            this.Error(last, problem)
 
         /// Skips to just after the next `;`, or to the next top-level keyword at a line start.
         member this.Recover() =
@@ -331,7 +396,7 @@ module Dbc =
 
         member this.Expect(kind: TokenKind, what: string) : Token option =
             if this.AtEnd then
-                this.ErrorAtEnd $"expected {what}, found the end of the file"
+                this.ErrorAtEnd(DbcProblem.Expected(what, None))
                 None
             else
                 let t = this.Peek
@@ -340,12 +405,12 @@ module Dbc =
                     this.Advance()
                     Some t
                 else
-                    this.Error(t, $"expected {what}, found '{t.Text}'")
+                    this.Error(t, DbcProblem.Expected(what, Some t.Text))
                     None
 
         member this.ExpectPunct(p: string) : bool =
             if this.AtEnd then
-                this.ErrorAtEnd $"expected '{p}', found the end of the file"
+                this.ErrorAtEnd(DbcProblem.Expected($"'{p}'", None))
                 false
             else
                 let t = this.Peek
@@ -354,7 +419,7 @@ module Dbc =
                     this.Advance()
                     true
                 else
-                    this.Error(t, $"expected '{p}', found '{t.Text}'")
+                    this.Error(t, DbcProblem.Expected($"'{p}'", Some t.Text))
                     false
 
         member this.IsPunct(p: string) =
@@ -366,7 +431,7 @@ module Dbc =
                 match Double.TryParse(t.Text, NumberStyles.Float, invariant) with
                 | true, v -> Some v
                 | false, _ ->
-                    this.Error(t, $"'{t.Text}' is not a number")
+                    this.Error(t, DbcProblem.NotANumber t.Text)
                     None
             | None -> None
 
@@ -382,7 +447,7 @@ module Dbc =
                 match parsed with
                 | true, v -> Some v
                 | false, _ ->
-                    this.Error(t, $"'{t.Text}' is not a non-negative integer")
+                    this.Error(t, DbcProblem.NotANonNegativeInteger t.Text)
                     None
             | None -> None
 
@@ -395,7 +460,7 @@ module Dbc =
                     match Double.TryParse(t.Text, NumberStyles.Float, invariant) with
                     | true, d when d = Math.Floor d -> Some(int64 d)
                     | _ ->
-                        this.Error(t, $"'{t.Text}' is not an integer")
+                        this.Error(t, DbcProblem.NotAnInteger t.Text)
                         None
             | None -> None
 
@@ -448,10 +513,10 @@ module Dbc =
                                     Multiplexing.Multiplexed v
                             )
                         | false, _ ->
-                            p.Error(t, $"'{m}' is not a multiplexer indicator (M, mN or mNM)")
+                            p.Error(t, DbcProblem.BadMultiplexer m)
                             None
                     | other ->
-                        p.Error(t, $"'{other}' is not a multiplexer indicator (M, mN or mNM)")
+                        p.Error(t, DbcProblem.BadMultiplexer other)
                         None
                 else
                     Some Multiplexing.None
@@ -467,7 +532,7 @@ module Dbc =
                 | Some t when t.Text = "1" -> Some ByteOrder.LittleEndian
                 | Some t when t.Text = "0" -> Some ByteOrder.BigEndian
                 | Some t ->
-                    p.Error(t, $"byte order must be 0 (Motorola) or 1 (Intel), not '{t.Text}'")
+                    p.Error(t, DbcProblem.BadByteOrder t.Text)
                     None
                 | None -> None
 
@@ -480,7 +545,7 @@ module Dbc =
                     Some true
                 else
                     if not p.AtEnd then
-                        p.Error(p.Peek, "expected '+' (unsigned) or '-' (signed)")
+                        p.Error(p.Peek, DbcProblem.BadSign)
 
                     None
 
@@ -519,10 +584,10 @@ module Dbc =
               Some maximum,
               Some unit when colon && bar && at && open1 && comma && close1 && open2 && bar2 && close2 ->
                 if length = 0UL || length > 64UL then
-                    p.Error(name, $"signal {name.Text}: length {length} is outside 1..64")
+                    p.Error(name, DbcProblem.SignalLength(name.Text, length))
                     None
                 elif start >= 512UL then
-                    p.Error(name, $"signal {name.Text}: start bit {start} is outside a 64-byte payload")
+                    p.Error(name, DbcProblem.SignalStart(name.Text, start))
                     None
                 else
                     Some {
@@ -573,14 +638,14 @@ module Dbc =
                 File = path
                 Line = 0
                 Column = 0
-                Message = reason
+                Problem = DbcProblem.Unreadable reason
             }
         | Ok text ->
             let tokens = tokenize path text errors |> Array.ofList
             let p = Parser(path, tokens, errors)
 
-            let invalid (t: Token) message =
-                p.Error(t, message)
+            let invalid (t: Token) problem =
+                p.Error(t, problem)
                 p.Recover()
 
             while not p.AtEnd do
@@ -637,7 +702,7 @@ module Dbc =
                         | Some s ->
                             if signals.Exists(fun x -> x.Name = s.Name) then
                                 let messageName = name |> Option.map (fun n -> n.Text) |> Option.defaultValue "?"
-                                p.Error(t, $"message {messageName}: signal {s.Name} is defined twice")
+                                p.Error(t, DbcProblem.DuplicateSignal(messageName, s.Name))
                             else
                                 signals.Add s
                         | None -> ()
@@ -648,7 +713,7 @@ module Dbc =
                     match id, name, size, transmitter with
                     | Some id, Some name, Some size, Some transmitter when colon && errors.Count = errorsBefore ->
                         if size > 64UL then
-                            p.Error(name, $"message {name.Text}: size {size} exceeds 64 bytes")
+                            p.Error(name, DbcProblem.MessageSize(name.Text, size))
                         else
                             let extended = id &&& 0x80000000UL <> 0UL
                             let bits = int size * 8
@@ -668,12 +733,11 @@ module Dbc =
                                         pos >= bits || s.StartBit >= bits)
 
                             match outside with
-                            | Some s ->
-                                p.Error(name, $"message {name.Text}: signal {s.Name} does not fit in {size} bytes")
+                            | Some s -> p.Error(name, DbcProblem.SignalDoesNotFit(name.Text, s.Name, size))
                             | None when
                                 b.Messages.Exists(fun m -> m.Id = uint32 (id &&& 0x1FFFFFFFUL) && m.Extended = extended)
                                 ->
-                                p.Error(name, $"message id {id} ({name.Text}) is defined twice")
+                                p.Error(name, DbcProblem.DuplicateMessageId(id, name.Text))
                             | None ->
                                 b.Messages.Add {
                                     Id = uint32 (id &&& 0x1FFFFFFFUL)
@@ -696,7 +760,7 @@ module Dbc =
                             let target = Path.Combine(Path.GetDirectoryName path, text.Text.Substring(7).Trim())
 
                             if visiting.Contains(Path.GetFullPath target) then
-                                p.Error(text, $"import cycle through {target}")
+                                p.Error(text, DbcProblem.ImportCycle target)
                             else
                                 parseFile target b errors (visiting.Add(Path.GetFullPath target)) readFile
                         elif b.Comment.IsNone then
@@ -731,7 +795,7 @@ module Dbc =
 
                             if not (p.ExpectPunct ";") then
                                 p.Recover()
-                        | Some kind -> invalid kind $"unknown comment target '{kind.Text}'"
+                        | Some kind -> invalid kind (DbcProblem.UnknownCommentTarget kind.Text)
                         | None -> p.Recover()
                 | TokenKind.Ident, "BA_DEF_" ->
                     p.Advance()
@@ -755,7 +819,7 @@ module Dbc =
                         let valueType = sb.ToString().Trim()
 
                         if valueType = "" then
-                            p.Error(name, $"attribute {name.Text} has no value type")
+                            p.Error(name, DbcProblem.AttributeWithoutType name.Text)
                         else
                             b.AttributeDefinitions[name.Text] <- (objectType, valueType)
 
@@ -804,7 +868,7 @@ module Dbc =
                                     p.Expect(TokenKind.Ident, "a variable")
                                     |> Option.map (fun n -> AttributeTarget.EnvironmentVariable n.Text)
                                 | other ->
-                                    p.Error(kind, $"unknown attribute target '{other}'")
+                                    p.Error(kind, DbcProblem.UnknownAttributeTarget other)
                                     None
                             else
                                 Some AttributeTarget.Database
@@ -820,7 +884,7 @@ module Dbc =
                                 | _ -> AttributeValue.Text value.Text
 
                             if not (b.AttributeDefinitions.ContainsKey name.Text) then
-                                p.Error(name, $"attribute {name.Text} is not defined by BA_DEF_")
+                                p.Error(name, DbcProblem.UndefinedAttribute name.Text)
                             else
                                 b.Attributes.Add(target, name.Text, v)
 
@@ -863,7 +927,7 @@ module Dbc =
                         | Some v when v.Text = "2" ->
                             b.ValueTypes[struct (uint32 (id &&& 0x1FFFFFFFUL), s.Text)] <- SignalValueType.Float64
                         | Some v when v.Text = "0" -> ()
-                        | Some v -> p.Error(v, $"SIG_VALTYPE_ must be 0, 1 (float) or 2 (double), not {v.Text}")
+                        | Some v -> p.Error(v, DbcProblem.BadValueType v.Text)
                         | None -> ()
 
                         if not (p.ExpectPunct ";") then
@@ -896,7 +960,7 @@ module Dbc =
                                 match UInt64.TryParse(bTok.Text.Substring 1, NumberStyles.None, invariant) with
                                 | true, bv -> ranges.Add(a, bv)
                                 | false, _ ->
-                                    p.Error(bTok, $"'{bTok.Text}' does not end a range")
+                                    p.Error(bTok, DbcProblem.UnfinishedRange bTok.Text)
                                     ok <- false
                             | Some a when p.IsPunct "-" ->
                                 p.Advance()
@@ -906,7 +970,7 @@ module Dbc =
                                 | None -> ok <- false
                             | Some _ ->
                                 if not p.AtEnd then
-                                    p.Error(p.Peek, "expected a range such as 3-5")
+                                    p.Error(p.Peek, DbcProblem.ExpectedRange)
 
                                 ok <- false
                             | None -> ok <- false
@@ -923,7 +987,7 @@ module Dbc =
                     // Statements that carry nothing CtsLite uses (BO_TX_BU_, EV_, SIG_GROUP_, ...).
                     p.Advance()
                     p.Recover()
-                | _ -> invalid t $"unexpected '{t.Text}' (expected a DBC keyword such as BO_, SG_, CM_, VAL_)"
+                | _ -> invalid t (DbcProblem.UnexpectedKeyword t.Text)
 
     let private build (b: Builder) : Database =
         let messages = [

@@ -46,7 +46,7 @@ module ToolSupport =
                             File = value
                             Line = 0
                             Column = 0
-                            Message = e
+                            Problem = DbcProblem.Unreadable e
                         }
                     ]
                 | Ok path -> Dbc.loadFile path
