@@ -71,5 +71,6 @@ let all =
         JwtTests.all
         ToolTests.all
         ToolRunnerTests.all
+        FrameIndexTests.all
         ReportBrowserTests.all
     ]
