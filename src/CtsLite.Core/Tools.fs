@@ -131,6 +131,22 @@ type ToolParameters(values: Map<string, ParameterValue>) =
         | Some(ParameterValue.Bool b) -> Some b
         | _ -> None
 
+    /// The value of a parameter that always has one (a default in the descriptor): defaults are
+    /// written once, in the descriptor; a missing one is a bug in the tool, not an input error.
+    member private this.Always(name: string, read: string -> 'a option) : 'a =
+        match read name with
+        | Some v -> v
+        | None -> invalidOp $"parameter '{name}' has no value: its descriptor needs a default"
+
+    /// A float parameter with a default.
+    member this.FloatOf(name: string) : float = this.Always(name, this.Float)
+
+    /// A string (or file) parameter with a default.
+    member this.StrOf(name: string) : string = this.Always(name, this.Str)
+
+    /// A bool parameter with a default.
+    member this.BoolOf(name: string) : bool = this.Always(name, this.Bool)
+
     /// A list parameter (empty when absent).
     member _.List(name: string) : string list =
         match values.TryFind name with

@@ -25,6 +25,17 @@ let private requestFor (toolId: string) (given: (string * string) list) =
 
 let all =
     testList "tool runner" [
+        test "defaults are written once, in the descriptor; a parameter without one is a bug" {
+            match ToolRunner.prepare "cruise-control-analyzer" [] with
+            | Ok prepared ->
+                Expect.equal (prepared.Parameters.FloatOf "speed_min") 55.0 "the descriptor's default"
+                Expect.equal (prepared.Parameters.StrOf "dbc") ToolSupport.SubaruDbc "the built-in DBC"
+            | Error e -> failtestf "%A" e
+
+            Expect.throwsT<InvalidOperationException>
+                (fun () -> ToolParameters(Map.empty).FloatOf "speed_min" |> ignore)
+                "no value and no default"
+        }
         test "an unknown tool names the tools there are" {
             match ToolRunner.run (requestFor "no-such-tool" []) with
             | Error(ToolError.UnknownTool(id, known) as e) ->

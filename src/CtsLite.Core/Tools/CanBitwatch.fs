@@ -191,7 +191,7 @@ module CanBitwatch =
 
     let private run (ctx: ToolContext) : Result<ToolOutput, ToolError> =
         let p = ctx.Parameters
-        let prefix = p.Str "output_prefix" |> Option.defaultValue "analysis"
+        let prefix = p.StrOf "output_prefix"
 
         let watchFile =
             match p.Str "watch_file" with

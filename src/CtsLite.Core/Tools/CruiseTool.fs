@@ -129,12 +129,12 @@ module CruiseTool =
 
     /// The settings of a validated parameter set.
     let settings (p: ToolParameters) : CruiseSettings = {
-        SpeedMin = p.Float "speed_min" |> Option.defaultValue 55.0
-        SpeedMax = p.Float "speed_max" |> Option.defaultValue 56.0
+        SpeedMin = p.FloatOf "speed_min"
+        SpeedMax = p.FloatOf "speed_max"
         Markers = p.Str "marker_type" <> Some "none"
-        MarkerPre = p.Float "marker_pre" |> Option.defaultValue 1.5
-        MarkerPost = p.Float "marker_post" |> Option.defaultValue 1.5
-        MarkerTimeout = p.Float "marker_timeout" |> Option.defaultValue 15.0
+        MarkerPre = p.FloatOf "marker_pre"
+        MarkerPost = p.FloatOf "marker_post"
+        MarkerTimeout = p.FloatOf "marker_timeout"
         EngagedBit =
             p.Str "engaged_bit"
             |> Option.bind (fun s ->
@@ -143,7 +143,7 @@ module CruiseTool =
                 | Error _ -> None)
         EngagedBus = p.Int "engaged_bus" |> Option.map int
         EngagedFilter = p.Str "engaged_mode" = Some "filter"
-        EngagedMargin = p.Float "engaged_margin" |> Option.defaultValue 0.5
+        EngagedMargin = p.FloatOf "engaged_margin"
         Bus = p.Int "bus" |> Option.map int
         MaxEvents = p.Int "max_events"
     }
@@ -212,7 +212,7 @@ module CruiseTool =
         let p = ctx.Parameters
         let s = settings p
 
-        match ToolSupport.loadDbc ctx "dbc" (p.Str "dbc" |> Option.defaultValue DefaultDbc) with
+        match ToolSupport.loadDbc ctx "dbc" (p.StrOf "dbc") with
         | Error e -> Error e
         | Ok dbc ->
             match analyse ctx s dbc with

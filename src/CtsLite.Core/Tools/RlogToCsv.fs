@@ -140,7 +140,7 @@ module RlogToCsv =
             | Some s, Some d -> Some(s, d)
             | _ -> None
 
-        let includeSendcan = p.Bool "include_sendcan" |> Option.defaultValue false
+        let includeSendcan = p.BoolOf "include_sendcan"
         let buses = p.List "buses" |> List.choose parseBus |> HashSet
         let addresses = p.List "addresses" |> List.choose parseAddress |> HashSet
 

@@ -281,7 +281,7 @@ module SignalExport =
                     | Error e -> Error e
                     | Ok grid ->
                         let held = columns |> List.map (fun (name, samples) -> name, hold grid samples)
-                        let format = p.Str "format" |> Option.defaultValue "csv"
+                        let format = p.StrOf "format"
                         let name = if format = "jsonl" then "signals.jsonl" else "signals.csv"
 
                         Artifacts.writeWith ctx.OutputDir name (fun w ->
