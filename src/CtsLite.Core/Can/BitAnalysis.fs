@@ -5,6 +5,11 @@ open System.Collections.Generic
 open System.Globalization
 open System.IO
 
+/// One (address, bus) pair: the key of every per-message statistic, since buses are never mixed.
+/// `Bus` is the raw src byte for logs (128+ are TX echoes), the interface number for candump.
+[<Struct>]
+type CanKey = { Address: uint32; Bus: int }
+
 /// A CAN frame for analysis, whatever it was read from (rlog, candump, CSV).
 type AnalysisFrame = {
     /// Seconds (logMonoTime / 1e9 for logs, the capture time for candump).

@@ -411,7 +411,7 @@ module CruiseArtifacts =
             ]
             "message_counts",
             Artifacts.obj [
-                for (address, bus), n in a.MessageCounts -> $"{Format.address address}/{bus}", Artifacts.int n
+                for c in a.MessageCounts -> $"{Format.address c.Key.Address}/{c.Key.Bus}", Artifacts.int c.Frames
             ]
             "integrity",
             Artifacts.obj [
@@ -431,12 +431,12 @@ module CruiseArtifacts =
                 "counter_discontinuities", Artifacts.int a.Integrity.CounterDiscontinuities
                 "frames_skipped",
                 Artifacts.arr [
-                    for (address, bus), (n, reason) in a.Integrity.SkippedFrames ->
+                    for s in a.Integrity.SkippedFrames ->
                         Artifacts.obj [
-                            "address", Artifacts.str (Format.address address)
-                            "bus", Artifacts.int (int64 bus)
-                            "count", Artifacts.int n
-                            "first_reason", Artifacts.str reason
+                            "address", Artifacts.str (Format.address s.Key.Address)
+                            "bus", Artifacts.int (int64 s.Key.Bus)
+                            "count", Artifacts.int s.Frames
+                            "first_reason", Artifacts.str s.FirstReason
                         ]
                 ]
                 "log_warnings", Artifacts.strings a.Warnings

@@ -222,17 +222,21 @@ module CruiseControl =
             [
                 for k in 0 .. keys.Count - 1 do
                     let struct (a, b) = keys[k]
-                    (a, b), int64 byKey[k].Length
+
+                    {
+                        Key = { Address = a; Bus = b }
+                        Frames = int64 byKey[k].Length
+                    }
             ]
-            |> List.sortBy fst
+            |> List.sortBy (fun c -> c.Key.Address, c.Key.Bus)
 
         let busOf (address: uint32) : int option =
             match settings.Bus with
             | Some b -> Some b
             | None ->
                 counts
-                |> List.filter (fun ((a, _), _) -> a = address)
-                |> List.map (fun ((_, b), n) -> b, n)
+                |> List.filter (fun c -> c.Key.Address = address)
+                |> List.map (fun c -> c.Key.Bus, c.Frames)
                 |> ToolSupport.defaultBus
 
         let framesOf (address: uint32) (bus: int option) : int array =
@@ -249,7 +253,7 @@ module CruiseControl =
 
                 if found >= 0 then byKey[found] else [||]
 
-        let skipped = Dictionary<(uint32 * int), (int64 * string)>()
+        let skipped = Dictionary<CanKey, int64 * string>()
 
         let skip (address: uint32) (bus: int) (e: SubaruDecodeError) =
             let reason =
@@ -258,17 +262,19 @@ module CruiseControl =
                 | SubaruDecodeError.Unreasonable(s, v, accepted) -> $"{s} = {v} outside {accepted}"
 
             // Decoding runs on several cores.
+            let key = { Address = address; Bus = bus }
+
             lock skipped (fun () ->
-                match skipped.TryGetValue((address, bus)) with
-                | true, (n, first) -> skipped[(address, bus)] <- (n + 1L, first)
-                | _ -> skipped[(address, bus)] <- (1L, reason))
+                match skipped.TryGetValue key with
+                | true, (n, first) -> skipped[key] <- (n + 1L, first)
+                | _ -> skipped[key] <- (1L, reason))
 
         let busByAddress =
             (targetAddresses @ [ Subaru.DashlightsAddress ])
-            |> List.choose (fun a -> busOf a |> Option.map (fun b -> a, b))
+            |> List.choose (fun a -> busOf a |> Option.map (fun b -> { Address = a; Bus = b }))
 
         let bus (address: uint32) =
-            busByAddress |> List.tryFind (fst >> (=) address) |> Option.map snd
+            busByAddress |> List.tryFind (fun k -> k.Address = address) |> Option.map _.Bus
 
         let relOf i = float (store.Time i - firstNs) / 1e9
 
@@ -553,7 +559,15 @@ module CruiseControl =
                 BadChecksumCount = integrity.BadChecksumCount
                 FramesCounterChecked = integrity.FramesCounterChecked
                 CounterDiscontinuities = integrity.CounterDiscontinuities
-                SkippedFrames = skipped |> Seq.map (fun kv -> kv.Key, kv.Value) |> Seq.sortBy fst |> List.ofSeq
+                SkippedFrames =
+                    skipped
+                    |> Seq.map (fun kv -> {
+                        Key = kv.Key
+                        Frames = fst kv.Value
+                        FirstReason = snd kv.Value
+                    })
+                    |> Seq.sortBy (fun s -> s.Key.Address, s.Key.Bus)
+                    |> List.ofSeq
             }
             Warnings = warnings
             Truncated = truncated

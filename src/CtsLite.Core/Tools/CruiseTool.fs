@@ -226,7 +226,9 @@ module CruiseTool =
                     Threading.Tasks.Task.Run(fun () -> a.Files |> List.map Artifacts.sha256)
 
                 let busOf address =
-                    a.BusByAddress |> List.tryFind (fst >> (=) address) |> Option.map snd
+                    a.BusByAddress
+                    |> List.tryFind (fun k -> k.Address = address)
+                    |> Option.map _.Bus
 
                 let signalBit (address: uint32) (name: string) =
                     dbc.TryMessage address
@@ -272,8 +274,8 @@ module CruiseTool =
                     if a.Integrity.BadChecksumCount > 0L then
                         $"{a.Integrity.BadChecksumCount} frame(s) with a bad checksum (reported, still used)"
 
-                    for (address, bus), (n, reason) in a.Integrity.SkippedFrames do
-                        $"{n} frame(s) of {Format.address address} bus {bus} skipped: {reason}"
+                    for s in a.Integrity.SkippedFrames do
+                        $"{s.Frames} frame(s) of {Format.address s.Key.Address} bus {s.Key.Bus} skipped: {s.FirstReason}"
                 ]
 
                 for w in warnings |> List.skip a.Warnings.Length do
@@ -286,7 +288,7 @@ module CruiseTool =
 
                 let idBusMap () =
                     Artifacts.obj [
-                        for address, bus in a.BusByAddress -> Format.address address, Artifacts.int (int64 bus)
+                        for k in a.BusByAddress -> Format.address k.Address, Artifacts.int (int64 k.Bus)
                     ]
 
                 let meta (schema: string) = [

@@ -95,6 +95,16 @@ type BadChecksum = {
     Payload: string
 }
 
+/// Frames of one (address, bus) left out of the analysis, and the first reason.
+type SkippedFrames = {
+    Key: CanKey
+    Frames: int64
+    FirstReason: string
+}
+
+/// The frames of one (address, bus).
+type MessageCount = { Key: CanKey; Frames: int64 }
+
 /// Frame integrity over the whole input.
 type Integrity = {
     FramesChecksumChecked: int64
@@ -103,7 +113,7 @@ type Integrity = {
     FramesCounterChecked: int64
     CounterDiscontinuities: int64
     /// Frames that could not be decoded or failed validation, per (address, bus), with the first reason.
-    SkippedFrames: ((uint32 * int) * (int64 * string)) list
+    SkippedFrames: SkippedFrames list
 }
 
 /// Everything the cruise-control analysis found.
@@ -132,9 +142,9 @@ type CruiseAnalysis = {
     /// The bus the engaged bit was read on (None without an engaged bit or frames).
     EngagedBus: int option
     /// Frames per (address, bus), in address then bus order.
-    MessageCounts: ((uint32 * int) * int64) list
+    MessageCounts: MessageCount list
     /// The bus used for each analysed address.
-    BusByAddress: (uint32 * int) list
+    BusByAddress: CanKey list
     Integrity: Integrity
     Warnings: string list
     /// True when `max_events` stopped the reading early.
