@@ -14,37 +14,44 @@ open FsToolkit.ErrorHandling
 [<RequireQualifiedAccess>]
 module InputPaths =
 
-    /// The path with every symbolic link along it resolved (components that do not exist are kept).
+    /// The path with every symbolic link along it resolved, also links met inside a link's
+    /// target (a link into a folder that is itself reached through a link); components that do
+    /// not exist are kept. At most 40 links are followed.
     let realPath (path: string) : string =
-        let full = Path.GetFullPath path
-        let root = Path.GetPathRoot full
-
-        let parts =
-            full.Substring(root.Length).Split('/', StringSplitOptions.RemoveEmptyEntries)
-
-        let mutable current = root
         let mutable hops = 0
 
-        for part in parts do
-            let next = Path.Combine(current, part)
+        let rec walk (path: string) : string =
+            let full = Path.GetFullPath path
+            let root = Path.GetPathRoot full
 
-            let info: FileSystemInfo =
-                if Directory.Exists next then
-                    DirectoryInfo next
-                else
-                    FileInfo next
+            let parts =
+                full.Substring(root.Length).Split('/', StringSplitOptions.RemoveEmptyEntries)
 
-            match info.LinkTarget with
-            | null -> current <- next
-            | _ when hops > 40 -> current <- next
-            | _ ->
-                hops <- hops + 1
+            let mutable current = root
 
-                match info.ResolveLinkTarget true with
+            for part in parts do
+                let next = Path.Combine(current, part)
+
+                let info: FileSystemInfo =
+                    if Directory.Exists next then
+                        DirectoryInfo next
+                    else
+                        FileInfo next
+
+                match info.LinkTarget with
                 | null -> current <- next
-                | target -> current <- Path.GetFullPath target.FullName
+                | _ when hops > 40 -> current <- next
+                | _ ->
+                    hops <- hops + 1
 
-        current
+                    match info.ResolveLinkTarget true with
+                    | null -> current <- next
+                    // The target's own folders may be links too.
+                    | target -> current <- walk target.FullName
+
+            current
+
+        walk path
 
     let private inside (root: string) (path: string) =
         path = root || path.StartsWith(root + "/", StringComparison.Ordinal)

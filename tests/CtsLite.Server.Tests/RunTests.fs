@@ -506,6 +506,33 @@ let all =
                     "/input"
                     "input required"
             }))
+        test "a root reached through a link holds the files linked into it from another root" {
+            // /real/seg.zst, /linked -> /real (a root configured through a link), and a route in
+            // another root whose segment links to /linked/seg.zst: inside, once every link is followed.
+            let base' = TestEnv.tempDir "linkedroot"
+            let real = Directory.CreateDirectory(Path.Combine(base', "real")).FullName
+            let segmentFile = Path.Combine(real, "rlog.zst")
+
+            File.Copy(Path.Combine(rlogs (), "synthetic", "route", $"{routeName}--0", "rlog.zst"), segmentFile)
+
+            let linked = Path.Combine(base', "linked")
+            Directory.CreateSymbolicLink(linked, real) |> ignore
+            let other = Directory.CreateDirectory(Path.Combine(base', "other")).FullName
+
+            let segment =
+                Directory.CreateDirectory(Path.Combine(other, $"{routeName}--0")).FullName
+
+            File.CreateSymbolicLink(Path.Combine(segment, "rlog.zst"), Path.Combine(linked, "rlog.zst"))
+            |> ignore
+
+            let route = Path.Combine(other, routeName)
+            Expect.isOk (InputPaths.resolve [ other; linked ] route) "inside: the link's target is under a root"
+
+            Expect.stringContains
+                (InputPaths.resolve [ other ] route |> Result.defaultWith id)
+                "leads outside the input roots"
+                "without that root, still outside"
+        }
         testCaseTask "inputs stay inside the roots: '..', absolute escapes, symlinks out, NUL, missing" (fun () ->
             let root = TestEnv.tempDir "root"
 
