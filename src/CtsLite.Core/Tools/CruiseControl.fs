@@ -5,6 +5,20 @@ open System.Collections.Generic
 open CtsLite.Can
 open CtsLite.Logs
 
+/// What the reading pass of the analyzer hands to the analysis: every `can` frame in a store,
+/// the integrity checked on the way, and the extent of the log.
+type internal CruiseReading = {
+    Store: FrameStore
+    Integrity: IntegrityCheck
+    FirstNs: int64
+    LastNs: int64
+    Events: int64
+    Files: string list
+    Warnings: string list
+    /// `max_events` stopped the reading early.
+    Truncated: bool
+}
+
 /// The cruise-control analysis as a function of the log's frames (Subaru global platform).
 [<RequireQualifiedAccess>]
 module CruiseControl =
@@ -189,15 +203,12 @@ module CruiseControl =
         (settings: CruiseSettings)
         (decoder: SubaruDecoder)
         (dbc: Database)
-        (store: FrameStore)
-        (integrity: IntegrityCheck)
-        (firstNs: int64)
-        (lastNs: int64)
-        (events: int64)
-        (files: string list)
-        (warnings: string list)
-        (truncated: bool)
+        (reading: CruiseReading)
         : CruiseAnalysis =
+        let store, integrity = reading.Store, reading.Integrity
+        let firstNs, lastNs, events = reading.FirstNs, reading.LastNs, reading.Events
+        let files, warnings, truncated = reading.Files, reading.Warnings, reading.Truncated
+
         let toTime (ns: int64) : LogTime = {
             Ns = ns
             Abs = float ns / 1e9

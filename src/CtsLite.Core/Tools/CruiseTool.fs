@@ -195,18 +195,16 @@ module CruiseTool =
                 |> Result.map (fun warnings ->
                     let firstNs = first |> Option.defaultValue 0L
 
-                    CruiseControl.analyse
-                        s
-                        decoder
-                        dbc
-                        store
-                        integrity
-                        firstNs
-                        (Math.Max(last, firstNs))
-                        events
-                        files
-                        warnings
-                        truncated)
+                    CruiseControl.analyse s decoder dbc {
+                        Store = store
+                        Integrity = integrity
+                        FirstNs = firstNs
+                        LastNs = Math.Max(last, firstNs)
+                        Events = events
+                        Files = files
+                        Warnings = warnings
+                        Truncated = truncated
+                    })
 
     let private run (ctx: ToolContext) : Result<ToolOutput, ToolError> =
         let p = ctx.Parameters
