@@ -70,6 +70,7 @@ let all =
         SubaruTests.all
         JwtTests.all
         ToolTests.all
+        ExportToolTests.all
         ToolRunnerTests.all
         FrameIndexTests.all
         ReportBrowserTests.all

@@ -10,8 +10,8 @@ let all =
         EndpointTests.all
         RunTests.all
         EngineTests.all
-        RunTests.authTests
-        RunTests.openApiTests
+        AuthApiTests.authTests
+        AuthApiTests.openApiTests
         LimitsTests.all
         ProcessTests.all
     ]
