@@ -171,10 +171,10 @@ let main argv =
                 []
 
         runTestsWithCLIArgs
-            ([
-                CLIArguments.Append_Summary_Handler handler
-                CLIArguments.Printer(progress.Wrap defaultConfig.printer)
-             ]
-             @ plainArgs)
+            // The printer first: Append_Summary_Handler wraps the printer in place when it is set,
+            // so a printer given after it would drop the closing line CI reads.
+            ([ CLIArguments.Printer(progress.Wrap defaultConfig.printer) ]
+             @ plainArgs
+             @ [ CLIArguments.Append_Summary_Handler handler ])
             argv
             allTests
