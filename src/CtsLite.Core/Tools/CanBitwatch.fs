@@ -14,7 +14,7 @@ type Pulse = { Rise: float; Fall: float }
 /// `can-bitwatch`: frame counts per segment, watched-bit edges, window-only bits and the
 /// "three 2-second pulses" hunt, from the rlog-to-csv CSV or straight from a log.
 [<RequireQualifiedAccess>]
-module CanBitwatch =
+module internal CanBitwatch =
 
     let private spec = ParameterSpec.create
 

@@ -23,7 +23,7 @@ type Table = {
 
 /// The cruise-control analyzer's tables (schema v1) and summary.
 [<RequireQualifiedAccess>]
-module CruiseArtifacts =
+module internal CruiseArtifacts =
 
     /// A cell's CSV text.
     let text (c: Cell) =

@@ -21,7 +21,7 @@ type internal CruiseReading = {
 
 /// The cruise-control analysis as a function of the log's frames (Subaru global platform).
 [<RequireQualifiedAccess>]
-module CruiseControl =
+module internal CruiseControl =
 
     /// The analysed messages: Wheel_Speeds, Cruise_Buttons, Cruise_Status, ES_Brake, Brake_Pedal.
     let targetAddresses = [

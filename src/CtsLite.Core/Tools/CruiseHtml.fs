@@ -7,7 +7,7 @@ open CtsLite.Can
 /// The cruise-control analyzer's self-contained HTML report (inline CSS and SVG, no scripts,
 /// no external assets).
 [<RequireQualifiedAccess>]
-module CruiseHtml =
+module internal CruiseHtml =
 
     let private h = Artifacts.html
     let private f (d: int) (v: float) = Format.decimals d v
