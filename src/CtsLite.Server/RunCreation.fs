@@ -122,20 +122,13 @@ module RunCreation =
                     | [] ->
                         let now = svc.Time.GetUtcNow()
 
-                        let run: RunRecord = {
-                            RunId = Guid.NewGuid().ToString()
-                            ToolId = prepared.Tool.Descriptor.Id
-                            Name = request.Name
-                            Status = RunStatus.Queued
-                            ParamsJson = Artifacts.jsonCompact (Artifacts.parameters prepared.Parameters)
-                            Input = input
-                            CreatedAt = now
-                            StartedAt = None
-                            CompletedAt = None
-                            Progress = 0.0
-                            Error = None
-                            CancelRequested = false
-                        }
+                        let run =
+                            RunRecord.queued
+                                prepared.Tool.Descriptor.Id
+                                (Artifacts.jsonCompact (Artifacts.parameters prepared.Parameters))
+                                input
+                                request.Name
+                                now
 
                         let idempotency = idempotencyKey |> Option.map (fun key -> key, fingerprint run)
 

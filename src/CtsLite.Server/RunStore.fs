@@ -66,6 +66,32 @@ type RunRecord = {
     CancelRequested: bool
 }
 
+/// Building run records.
+[<RequireQualifiedAccess>]
+module RunRecord =
+
+    /// A new run of `toolId`, queued at `now`, with a fresh id.
+    let queued
+        (toolId: string)
+        (paramsJson: string)
+        (input: InputRef)
+        (name: string option)
+        (now: DateTimeOffset)
+        : RunRecord = {
+        RunId = Guid.NewGuid().ToString()
+        ToolId = toolId
+        Name = name
+        Status = RunStatus.Queued
+        ParamsJson = paramsJson
+        Input = input
+        CreatedAt = now
+        StartedAt = None
+        CompletedAt = None
+        Progress = 0.0
+        Error = None
+        CancelRequested = false
+    }
+
 /// One line of a run's log.
 type LogRecord = {
     RunId: string

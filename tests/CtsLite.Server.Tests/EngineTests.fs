@@ -24,20 +24,8 @@ type private CapturingLogger() =
             if level >= LogLevel.Warning then
                 this.Entries.Enqueue((level, formatter.Invoke(state, error), error))
 
-let private queued (toolId: string) (input: string) : RunRecord = {
-    RunId = Guid.NewGuid().ToString()
-    ToolId = toolId
-    Name = None
-    Status = RunStatus.Queued
-    ParamsJson = "{}"
-    Input = CtsLite.InputRef.Path input
-    CreatedAt = DateTimeOffset.UtcNow
-    StartedAt = None
-    CompletedAt = None
-    Progress = 0.0
-    Error = None
-    CancelRequested = false
-}
+let private queued (toolId: string) (input: string) : RunRecord =
+    RunRecord.queued toolId "{}" (CtsLite.InputRef.Path input) None DateTimeOffset.UtcNow
 
 /// Waits (bounded) until every run is terminal; the runs as stored.
 let private waitAll (runs: IRunStore) (ids: string list) (limit: TimeSpan) = task {

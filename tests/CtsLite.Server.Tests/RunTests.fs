@@ -304,14 +304,7 @@ let uploads =
                 }))
         testCaseTask "multipart: a DBC upload used as the analyzer's dbc parameter" (fun () ->
             withRuns [] 1 (fun _ client -> task {
-                let dbc =
-                    Path.Combine(
-                        TestEnv.sharedDir (),
-                        "reference",
-                        "opendbc",
-                        "generated",
-                        "subaru_global_2017_generated.dbc"
-                    )
+                let dbc = TestEnv.generatedDbc "subaru_global_2017_generated.dbc"
 
                 use form = new MultipartFormDataContent()
                 form.Add(new ByteArrayContent(File.ReadAllBytes dbc), "file", "subaru.dbc")
@@ -725,20 +718,13 @@ let all =
             let parameters =
                 Parameters.validateFor LogSummary.tool [] |> Result.defaultWith (failwithf "%A")
 
-            let run: RunRecord = {
-                RunId = Guid.NewGuid().ToString()
-                ToolId = "log-summary"
-                Name = None
-                Status = RunStatus.Queued
-                ParamsJson = Artifacts.jsonCompact (Artifacts.parameters parameters)
-                Input = CtsLite.InputRef.Path "synthetic/default.rlog.zst"
-                CreatedAt = now
-                StartedAt = None
-                CompletedAt = None
-                Progress = 0.0
-                Error = None
-                CancelRequested = false
-            }
+            let run =
+                RunRecord.queued
+                    "log-summary"
+                    (Artifacts.jsonCompact (Artifacts.parameters parameters))
+                    (CtsLite.InputRef.Path "synthetic/default.rlog.zst")
+                    None
+                    now
 
             let! _ = runs.CreateRun(run, None, 1000)
             // A worker of a process that then died: its lease ran out a minute ago.
