@@ -117,14 +117,7 @@ let all =
             Expect.equal (kind (head (TestEnv.comma2k19 "bz2"))) (Some FileKind.Rlog) "bzip2"
             Expect.equal (kind [| 0uy; 0uy; 0uy; 0uy; 5uy; 0uy; 0uy; 0uy |]) (Some FileKind.Rlog) "raw framing"
 
-            let dbc =
-                Path.Combine(
-                    TestEnv.sharedDir (),
-                    "reference",
-                    "opendbc",
-                    "generated",
-                    "subaru_global_2017_generated.dbc"
-                )
+            let dbc = TestEnv.generatedDbc "subaru_global_2017_generated.dbc"
 
             Expect.equal (kind (head dbc)) (Some FileKind.Dbc) "DBC"
             Expect.equal (kind "time_s,address\n1.0,0x146\n"B) (Some FileKind.Csv) "CSV"

@@ -10,7 +10,7 @@ open CtsLite.Logs
 open CtsLite.Tests
 
 let private decoder (file: string) =
-    match Dbc.loadFile (Path.Combine(TestEnv.sharedDir (), "reference", "opendbc", "generated", file)) with
+    match Dbc.loadFile (TestEnv.generatedDbc file) with
     | Ok db -> Subaru.ofDatabase db |> Result.defaultWith failwith
     | Error es -> failtestf "%A" es
 

@@ -42,6 +42,10 @@ let comma2k19 (extension: string) : string =
         $"comma2k19_rav4_b0c9d2329ad1606b_2018-08-02--08-34-47--40.rlog.{extension}"
     )
 
+/// A DBC of the shared opendbc copy's `generated` folder, e.g. `subaru_global_2017_generated.dbc`.
+let generatedDbc (name: string) : string =
+    Path.Combine(sharedDir (), "reference", "opendbc", "generated", name)
+
 /// Debug or Release: the configuration these tests were built in, so the programs match.
 let configuration: string =
     match Assembly.GetExecutingAssembly().GetCustomAttribute<AssemblyConfigurationAttribute>() with

@@ -1,10 +1,6 @@
 namespace CtsLite.Can
 
-open System
 open System.Collections.Generic
-open System.Globalization
-open System.IO
-open System.Text
 
 /// Bit order of a signal: Intel (`@1`, little-endian) or Motorola (`@0`, big-endian).
 [<RequireQualifiedAccess>]
