@@ -72,7 +72,7 @@ module DbcCommands =
                                         )
                             | None -> ()
 
-                    let fromText (frames: Result<AnalysisFrame list, string list>) =
+                    let fromText (frames: Result<CanFrame list, string list>) =
                         match frames with
                         | Error errors ->
                             for e in errors do
@@ -82,15 +82,16 @@ module DbcCommands =
                         | Ok frames ->
                             out.WriteLine "time_s,bus,address,message,signal,value,label"
 
-                            for f in frames do
-                                write f.Time f.Bus f.Address f.Payload
+                            for (f: CanFrame) in frames do
+                                write f.Seconds f.Bus f.Address f.Payload
 
                             out.Flush()
                             ExitCode.Ok
 
                     match CanText.sniff input with
-                    | Some "candump" -> fromText (CanText.readCandump input (IO.File.ReadLines input))
-                    | Some _ -> fromText (CanText.readCsv input (IO.File.ReadLines input))
+                    | Some CanTextKind.Candump -> fromText (CanText.readCandump input (IO.File.ReadLines input))
+                    | Some CanTextKind.Csv ->
+                        fromText (CanText.readCsv input (IO.File.ReadLines input) |> Result.map (List.map _.Frame))
                     | None ->
                         match
                             Log.events
@@ -109,8 +110,8 @@ module DbcCommands =
                             out.WriteLine "time_s,bus,address,message,signal,value,label"
 
                             for e in events do
-                                for f in e.CanFrames() do
-                                    write (float f.LogMonoTime / 1e9) f.Src f.Address f.Payload
+                                for (f: CanFrame) in e.CanFrames() do
+                                    write f.Seconds f.Bus f.Address f.Payload
 
                             out.Flush()
 

@@ -7,6 +7,7 @@ open System.IO
 open System.Text
 open System.Text.Json
 open Argu
+open CtsLite.Can
 open CtsLite.Capnp
 open CtsLite.Logs
 
@@ -156,7 +157,11 @@ module LogCommands =
                             f.LogMonoTime.TryFormat(span, &n, ReadOnlySpan.Empty, CultureInfo.InvariantCulture)
                             |> ignore
 
-                            let kind = if f.Sendcan then ",sendcan," else ",can,"
+                            let kind =
+                                match f.Service with
+                                | CanService.Sendcan -> ",sendcan,"
+                                | CanService.Can -> ",can,"
+
                             kind.AsSpan().CopyTo(span.Slice n)
                             n <- n + kind.Length
                             let mutable k = 0

@@ -12,6 +12,7 @@ open System.Threading.Tasks
 open Expecto
 open CtsLite.Capnp
 open CtsLite.Cli
+open CtsLite.Can
 open CtsLite.Logs
 open CtsLite.Tests
 
@@ -726,11 +727,11 @@ let dbcTests =
             // The first WHEEL_SPEEDS frame of the comma2k19 rlog, written as candump and as CSV.
             let first =
                 match Log.canFrames ReaderOptions.Default (rav4 "zst") with
-                | Ok frames -> frames |> List.find (fun f -> f.Address = 0xAAu && f.Src = 0)
+                | Ok frames -> frames |> List.find (fun f -> f.Address = 0xAAu && f.Bus = 0)
                 | Error e -> failtest e
 
             let hex = Convert.ToHexString first.Payload
-            let time = float first.LogMonoTime / 1e9
+            let time = first.Seconds
             let candump = Path.Combine(dir, "dump.log")
             File.WriteAllLines(candump, [ $"({time:F6}) can0 0AA#{hex}"; $"({time + 0.01:F6}) can1 0AA#{hex}" ])
             let csv = Path.Combine(dir, "frames.csv")

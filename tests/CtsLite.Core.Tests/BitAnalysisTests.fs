@@ -7,12 +7,12 @@ open FsCheck.FSharp
 open CtsLite.Can
 open CtsLite.Logs
 
-let private frame time address bus (payload: byte array) = {
-    Time = time
+let private frame (time: float) address bus (payload: byte array) = {
+    TimeNs = int64 (Math.Round(time * 1e9))
     Address = address
     Bus = bus
     Payload = payload
-    Segment = None
+    Service = CanService.Can
 }
 
 let labels =
@@ -22,9 +22,9 @@ let labels =
             Expect.equal (Bits.bitwatchLabel 34) "B4b5" "and back"
             Expect.equal (Bits.lsbLabel 34) "Byte4 bit2 (LSB)" "LSB label"
             Expect.equal (Bits.msbLabel 34) "MSB B4b5" "MSB label"
-            Expect.equal (Bits.parseSelector "0x146:b43") (Ok(0x146u, 43)) "global LSB index"
-            Expect.equal (Bits.parseSelector "0x146:B5b4") (Ok(0x146u, 43)) "bitwatch form"
-            Expect.equal (Bits.parseSelector "0x146:MSB B20") (Ok(0x146u, 43)) "legacy: 63 - nn"
+            Expect.equal (Bits.parseSelector "0x146:b43") (Ok { Address = 0x146u; Bit = 43 }) "global LSB index"
+            Expect.equal (Bits.parseSelector "0x146:B5b4") (Ok { Address = 0x146u; Bit = 43 }) "bitwatch form"
+            Expect.equal (Bits.parseSelector "0x146:MSB B20") (Ok { Address = 0x146u; Bit = 43 }) "legacy: 63 - nn"
             Expect.isError (Bits.parseSelector "0x146:B9b9") "msb past 7"
             Expect.isError (Bits.parseSelector "146:b3") "address must be hex"
         }
@@ -83,7 +83,7 @@ let analysis =
                 for i, v in List.indexed [ 1uy; 1uy; 0uy; 0uy; 1uy ] -> frame (float i) 0x20u 0 [| v |]
             ]
 
-            let edges = BitAnalysis.edges [ 0x20u, 0 ] frames
+            let edges = BitAnalysis.edges [ { Address = 0x20u; Bit = 0 } ] frames
 
             Expect.equal
                 (edges |> List.map (fun e -> e.Time, e.Rising))
@@ -103,10 +103,10 @@ let analysis =
             ]
 
             match BitAnalysis.activeOnlyInWindow 5.0 20.0 frames with
-            | [ (0x321u, 0), [ 41, 6 ] ] -> ()
+            | [ { Address = 0x321u; Bus = 0 }, [ 41, 6 ] ] -> ()
             | other -> failtestf "expected bit 41 with 6 toggles, got %A" other
 
-            let toggles = (BitAnalysis.toggles frames).[(0x321u, 0)].[41]
+            let toggles = (BitAnalysis.toggles frames).[{ Address = 0x321u; Bus = 0 }].[41]
             Expect.equal toggles [ 6.0; 8.1; 10.0; 12.2; 14.0; 15.8 ] "toggle times"
         }
     ]
@@ -134,7 +134,7 @@ let readers =
                 Expect.equal (frames[1].Address, frames[1].Bus) (0x1F334455u, 1) "extended id"
                 Expect.equal frames[2].Payload.Length 64 "CAN FD"
                 Expect.equal frames[3].Payload.Length 0 "remote"
-                Expect.floatClose Accuracy.high frames[0].Time 1436509052.249713 "time"
+                Expect.equal frames[0].TimeNs 1436509052_249713000L "time, to the nanosecond"
             | Error es -> failtestf "%A" es
 
             match
@@ -161,12 +161,12 @@ let readers =
             match CanText.readCsv "x.csv" lines with
             | Ok frames ->
                 Expect.equal
-                    (frames |> List.map (fun f -> f.Segment))
-                    [ Some "pre"; Some "window"; Some "post" ]
+                    (frames |> List.map (fun f -> f.Part))
+                    [ Some WindowPart.Pre; Some WindowPart.Window; Some WindowPart.Post ]
                     "segments"
 
-                Expect.equal frames[2].Address 291u "decimal address"
-                Expect.equal frames[2].Payload [| 1uy; 2uy |] "spaces removed"
+                Expect.equal frames[2].Frame.Address 291u "decimal address"
+                Expect.equal frames[2].Frame.Payload [| 1uy; 2uy |] "spaces removed"
             | Error es -> failtestf "%A" es
 
             match CanText.readCsv "y.csv" [ "segment,timestamp,address,bus,data_hex"; "middle,1.0,0x1,0,00" ] with

@@ -390,7 +390,7 @@ let realData =
                 match e.Service with
                 | "can" ->
                     for f in e.CanFrames() do
-                        if f.Address = 0xAAu && f.Src = 0 then
+                        if f.Address = 0xAAu && f.Bus = 0 then
                             decoded.Add [
                                 for n in names -> (Signal.decode (speed n) (ReadOnlySpan f.Payload)).Physical / 3.6
                             ]
@@ -451,12 +451,12 @@ let realData =
                 [
                     for f in frames log do
                         if
-                            f.Kind = "can"
-                            && f.Src < 128
+                            f.Service = CanService.Can
+                            && f.Bus < 128
                             && withChecksum.Contains f.Address
                             && not (Checksum.subaruValid f.Address (ReadOnlySpan f.Payload))
                         then
-                            f.Address, f.Src, f.LogMonoTime
+                            f.Address, f.Bus, uint64 f.TimeNs
                 ]
                 |> List.sort
 
@@ -488,7 +488,7 @@ let realData =
             // comma2k19 padded every payload to 8 bytes and lost the DLC: a frame is checked at its DBC
             // length, or (shorter frames, e.g. this RAV4's 5-byte EPS_STATUS) at the length before
             // its zero padding.
-            let validAtSomeLength (f: CanFrameRecord) =
+            let validAtSomeLength (f: CanFrame) =
                 let padded =
                     f.Payload
                     |> Array.tryFindIndexBack (fun b -> b <> 0uy)
@@ -503,7 +503,7 @@ let realData =
 
             let total, valid =
                 frames log
-                |> List.filter (fun f -> f.Src = 0 && sizes.ContainsKey f.Address)
+                |> List.filter (fun f -> f.Bus = 0 && sizes.ContainsKey f.Address)
                 |> List.fold (fun (c, v) f -> c + 1, (if validAtSomeLength f then v + 1 else v)) (0, 0)
 
             Expect.isGreaterThan total 1000 "frames with a checksum"

@@ -95,13 +95,13 @@ let all =
                     let frames =
                         Log.canFrames ReaderOptions.Default log
                         |> Result.defaultWith failwith
-                        |> List.filter (fun f -> f.Kind = "can")
+                        |> List.filter (fun f -> f.Service = CanService.Can)
 
                     let presses =
                         frames
-                        |> List.filter (fun f -> f.Address = Subaru.CruiseButtonsAddress && f.Src = 1)
+                        |> List.filter (fun f -> f.Address = Subaru.CruiseButtonsAddress && f.Bus = 1)
                         |> List.map (fun f ->
-                            f.LogMonoTime, (Subaru.cruiseButtons d (ReadOnlySpan f.Payload) |> ok).Set)
+                            uint64 f.TimeNs, (Subaru.cruiseButtons d (ReadOnlySpan f.Payload) |> ok).Set)
                         |> List.pairwise
                         |> List.choose (fun ((_, before), (t, now)) -> if now && not before then Some t else None)
 
@@ -114,9 +114,9 @@ let all =
 
                     let speeds =
                         frames
-                        |> List.filter (fun f -> f.Address = Subaru.CruiseStatusAddress && f.Src = 1)
+                        |> List.filter (fun f -> f.Address = Subaru.CruiseStatusAddress && f.Bus = 1)
                         |> List.map (fun f ->
-                            f.LogMonoTime, (Subaru.cruiseStatus d (ReadOnlySpan f.Payload) |> ok).SetSpeed)
+                            uint64 f.TimeNs, (Subaru.cruiseStatus d (ReadOnlySpan f.Payload) |> ok).SetSpeed)
 
                     let changes =
                         (List.head speeds)

@@ -5,23 +5,6 @@ open System.Collections.Generic
 open System.Globalization
 open System.IO
 
-/// One (address, bus) pair: the key of every per-message statistic, since buses are never mixed.
-/// `Bus` is the raw src byte for logs (128+ are TX echoes), the interface number for candump.
-[<Struct>]
-type CanKey = { Address: uint32; Bus: int }
-
-/// A CAN frame for analysis, whatever it was read from (rlog, candump, CSV).
-type AnalysisFrame = {
-    /// Seconds (logMonoTime / 1e9 for logs, the capture time for candump).
-    Time: float
-    Address: uint32
-    /// The raw src byte for logs; the interface's number for candump.
-    Bus: int
-    Payload: byte array
-    /// `pre`, `window` or `post` when the source labelled it (rlog-to-csv CSV).
-    Segment: string option
-}
-
 /// Payload bits and their three naming conventions, which must never be mixed up.
 /// Bit N is byte N/8, mask 1 << (N % 8) (the payload read as a little-endian integer).
 [<RequireQualifiedAccess>]
@@ -71,8 +54,8 @@ module Bits =
     let msbLabel (bit: int) : string = $"MSB B{bit / 8}b{7 - bit % 8}"
 
     /// A bit selector `0xADDR:bN` (global LSB index), `0xADDR:B<byte>b<msb>`, or the origin's legacy
-    /// `0xADDR:MSB Bnn`, where nn mirrors a 64-bit integer (bit 63 − nn). Returns (address, bit).
-    let parseSelector (selector: string) : Result<uint32 * int, string> =
+    /// `0xADDR:MSB Bnn`, where nn mirrors a 64-bit integer (bit 63 − nn).
+    let parseSelector (selector: string) : Result<CanBit, string> =
         let fail () =
             Error $"'{selector}': expected 0xADDR:bN, 0xADDR:B<byte>b<msb> or (legacy) 0xADDR:MSB Bnn"
 
@@ -109,7 +92,7 @@ module Bits =
                     None
 
             match address, bit with
-            | Some a, Some b -> Ok(a, b)
+            | Some a, Some b -> Ok { Address = a; Bit = b }
             | _ -> fail ()
         | _ -> fail ()
 
@@ -142,16 +125,16 @@ type BitEdge = {
 [<RequireQualifiedAccess>]
 module BitAnalysis =
 
-    let private byKey (frames: AnalysisFrame seq) =
+    let private byKey (frames: CanFrame seq) =
         frames
-        |> Seq.groupBy (fun f -> f.Address, f.Bus)
+        |> Seq.groupBy (fun f -> f.Key)
         |> Seq.map (fun (key, fs) -> key, Array.ofSeq fs)
-        |> Seq.sortBy fst
+        |> Seq.sortBy (fun (key, _) -> key.Address, key.Bus)
         |> List.ofSeq
 
     /// Change statistics for every (address, bus) with at least 2 messages.
-    let changeStats (frames: AnalysisFrame seq) : ChangeStats list = [
-        for (address, bus), fs in byKey frames do
+    let changeStats (frames: CanFrame seq) : ChangeStats list = [
+        for key, fs in byKey frames do
             if fs.Length >= 2 then
                 let flips = Dictionary<int, int>()
                 let mutable changedMessages = 0
@@ -169,8 +152,8 @@ module BitAnalysis =
                                  | _ -> 1)
 
                 {
-                    Address = address
-                    Bus = bus
+                    Address = key.Address
+                    Bus = key.Bus
                     Messages = fs.Length
                     MessagesChanged = changedMessages
                     FlipsPerBit = flips
@@ -185,7 +168,7 @@ module BitAnalysis =
     ]
 
     /// Toggle times of every bit, per (address, bus), from consecutive frames.
-    let toggles (frames: AnalysisFrame seq) : Map<(uint32 * int), Map<int, float list>> =
+    let toggles (frames: CanFrame seq) : Map<CanKey, Map<int, float list>> =
         byKey frames
         |> List.map (fun (key, fs) ->
             let times = Dictionary<int, ResizeArray<float>>()
@@ -193,24 +176,24 @@ module BitAnalysis =
             for i in 1 .. fs.Length - 1 do
                 for b in Bits.changed fs[i - 1].Payload fs[i].Payload do
                     match times.TryGetValue b with
-                    | true, l -> l.Add fs[i].Time
-                    | false, _ -> times[b] <- ResizeArray [ fs[i].Time ]
+                    | true, l -> l.Add fs[i].Seconds
+                    | false, _ -> times[b] <- ResizeArray [ fs[i].Seconds ]
 
             key, (times |> Seq.map (fun kv -> kv.Key, List.ofSeq kv.Value) |> Map.ofSeq))
         |> Map.ofList
 
     /// Edges of watched bits in time order; the first frame of each (address, bus) only initializes.
-    let edges (watched: (uint32 * int) list) (frames: AnalysisFrame seq) : BitEdge list =
+    let edges (watched: CanBit list) (frames: CanFrame seq) : BitEdge list =
         let wanted =
             watched
-            |> List.groupBy fst
-            |> List.map (fun (a, bits) -> a, bits |> List.map snd)
+            |> List.groupBy (fun w -> w.Address)
+            |> List.map (fun (a, bits) -> a, bits |> List.map (fun w -> w.Bit))
             |> dict
 
         let last = Dictionary<struct (uint32 * int * int), bool>()
 
         [
-            for f in frames |> Seq.sortBy (fun f -> f.Time) do
+            for f in frames |> Seq.sortBy (fun f -> f.TimeNs) do
                 match wanted.TryGetValue f.Address with
                 | true, bits ->
                     for bit in bits do
@@ -220,7 +203,7 @@ module BitAnalysis =
                         match last.TryGetValue key with
                         | true, previous when previous <> v ->
                             yield {
-                                Time = f.Time
+                                Time = f.Seconds
                                 Address = f.Address
                                 Bus = f.Bus
                                 Bit = bit
@@ -234,11 +217,7 @@ module BitAnalysis =
 
     /// Bits that toggled, and toggled only inside [start, stop] (inclusive), per (address, bus),
     /// with their toggle counts, in order of first toggle.
-    let activeOnlyInWindow
-        (start: float)
-        (stop: float)
-        (frames: AnalysisFrame seq)
-        : ((uint32 * int) * (int * int) list) list = [
+    let activeOnlyInWindow (start: float) (stop: float) (frames: CanFrame seq) : (CanKey * (int * int) list) list = [
         for KeyValue(key, bits) in toggles frames do
             let inside =
                 bits

@@ -6,6 +6,52 @@ open System.Globalization
 open System.IO
 open CtsLite.Can
 
+/// The text formats CAN is read from besides logs.
+[<RequireQualifiedAccess>]
+type CanTextKind =
+    /// candump `-L` (`(time) iface id#data`).
+    | Candump
+    /// The CSV rlog-to-csv writes.
+    | Csv
+
+/// Where a frame lies relative to a labelled time window (rlog-to-csv's `segment` column).
+[<RequireQualifiedAccess>]
+type WindowPart =
+    | Pre
+    | Window
+    | Post
+
+    /// `pre`, `window` or `post`, as the CSV writes it.
+    member p.Label =
+        match p with
+        | Pre -> "pre"
+        | Window -> "window"
+        | Post -> "post"
+
+/// Labelling times against a window.
+[<RequireQualifiedAccess>]
+module WindowPart =
+
+    /// The part of the window [start, start + duration] (inclusive) that time `t` falls in.
+    let ofTime (start: float) (duration: float) (t: float) : WindowPart =
+        if t < start then WindowPart.Pre
+        elif t <= start + duration then WindowPart.Window
+        else WindowPart.Post
+
+    /// Parses a label, ignoring case.
+    let tryParse (label: string) : WindowPart option =
+        match label.ToLowerInvariant() with
+        | "pre" -> Some WindowPart.Pre
+        | "window" -> Some WindowPart.Window
+        | "post" -> Some WindowPart.Post
+        | _ -> None
+
+/// A frame of the rlog-to-csv CSV with its window label, when the row has one.
+type CsvFrame = {
+    Frame: CanFrame
+    Part: WindowPart option
+}
+
 /// Reading CAN captured without openpilot.
 [<RequireQualifiedAccess>]
 module CanText =
@@ -19,9 +65,17 @@ module CanText =
         with :? FormatException ->
             None
 
+    /// Seconds written in decimal (`1436509052.249713`, `2.5e-3`) as exact nanoseconds; `None` for
+    /// anything else, negative times or times past the year 2262 (int64 nanoseconds).
+    let private nanoseconds (text: string) : int64 option =
+        match Decimal.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture) with
+        | true, seconds when seconds >= 0m && seconds < 9_000_000_000m ->
+            Some(int64 (Math.Round(seconds * 1_000_000_000m)))
+        | _ -> None
+
     /// The text format of a file by its first line: candump `-L` (`(time) iface id#data`) or the
     /// rlog-to-csv CSV (a header naming timestamp and address); `None` for anything else (logs).
-    let sniff (path: string) : string option =
+    let sniff (path: string) : CanTextKind option =
         try
             use stream = File.OpenRead path
             let head = Array.zeroCreate<byte> 512
@@ -42,12 +96,12 @@ module CanText =
                     |> Option.defaultValue ""
 
                 if first.StartsWith "(" && first.Contains "#" then
-                    Some "candump"
+                    Some CanTextKind.Candump
                 elif
                     first.ToLowerInvariant().Contains "timestamp"
                     && first.ToLowerInvariant().Contains "address"
                 then
-                    Some "csv"
+                    Some CanTextKind.Csv
                 else
                     None
         with :? IOException ->
@@ -56,8 +110,8 @@ module CanText =
     /// candump `-L` lines: `(1436509052.249713) can0 123#DEADBEEF` (also `##<flags><data>` for CAN FD,
     /// `#R` for remote frames, which carry no data). `canN`/`vcanN` is bus N; other names are numbered
     /// in order of appearance. Problems are reported as `file:line: message`.
-    let readCandump (name: string) (lines: string seq) : Result<AnalysisFrame list, string list> =
-        let frames = ResizeArray<AnalysisFrame>()
+    let readCandump (name: string) (lines: string seq) : Result<CanFrame list, string list> =
+        let frames = ResizeArray<CanFrame>()
         let errors = ResizeArray<string>()
         let interfaces = Dictionary<string, int>()
         let mutable lineNo = 0
@@ -91,12 +145,10 @@ module CanText =
                                 interfaces[iface] <- interfaces.Count
                                 interfaces.Count - 1
 
-                    match
-                        Double.TryParse(time, NumberStyles.Float, CultureInfo.InvariantCulture), frame.IndexOf '#'
-                    with
-                    | (false, _), _ -> fail $"'{time}' is not a time in seconds"
+                    match nanoseconds time, frame.IndexOf '#' with
+                    | None, _ -> fail $"'{time}' is not a time in seconds"
                     | _, -1 -> fail $"'{frame}' has no '#'"
-                    | (true, t), hash ->
+                    | Some t, hash ->
                         let idText = frame.Substring(0, hash)
                         let rest = frame.Substring(hash + 1)
 
@@ -117,11 +169,11 @@ module CanText =
                         with
                         | (true, id), Some payload when payload.Length <= 64 ->
                             frames.Add {
-                                Time = t
+                                TimeNs = t
+                                Service = CanService.Can
                                 Address = id &&& 0x1FFFFFFFu
                                 Bus = bus
                                 Payload = payload
-                                Segment = None
                             }
                         | (false, _), _ -> fail $"'{idText}' is not a hexadecimal CAN id"
                         | _ -> fail $"'{rest}' is not hexadecimal data of at most 64 bytes"
@@ -132,8 +184,8 @@ module CanText =
 
     /// The CSV `rlog-to-csv` writes: `window,segment,timestamp,address,bus,data_hex` (the segment
     /// column may be called `seg`, the data column `data`). Problems are `file:line: message`.
-    let readCsv (name: string) (lines: string seq) : Result<AnalysisFrame list, string list> =
-        let frames = ResizeArray<AnalysisFrame>()
+    let readCsv (name: string) (lines: string seq) : Result<CsvFrame list, string list> =
+        let frames = ResizeArray<CsvFrame>()
         let errors = ResizeArray<string>()
         let mutable header: Map<string, int> option = None
         let mutable lineNo = 0
@@ -187,29 +239,25 @@ module CanText =
                                     | false, _ -> None
 
                         // An empty cell is an unlabelled row (rlog-to-csv without a window).
-                        let segment =
-                            segment |> Option.map (fun s -> s.ToLowerInvariant()) |> Option.filter ((<>) "")
+                        let segment = segment |> Option.filter ((<>) "")
 
-                        match
-                            Double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture),
-                            address,
-                            Int32.TryParse b,
-                            hexBytes d,
-                            segment
-                        with
-                        | (false, _), _, _, _, _ -> fail $"'{t}' is not a timestamp"
+                        match nanoseconds t, address, Int32.TryParse b, hexBytes d, segment with
+                        | None, _, _, _, _ -> fail $"'{t}' is not a timestamp"
                         | _, None, _, _, _ -> fail $"'{a}' is not an address"
                         | _, _, (false, _), _, _ -> fail $"'{b}' is not a bus number"
                         | _, _, _, None, _ -> fail $"'{d}' is not hexadecimal data"
-                        | _, _, _, _, Some s when s <> "pre" && s <> "window" && s <> "post" ->
+                        | _, _, _, _, Some s when (WindowPart.tryParse s).IsNone ->
                             fail $"segment '{s}' is not pre, window or post"
-                        | (true, time), Some address, (true, bus), Some payload, segment ->
+                        | Some time, Some address, (true, bus), Some payload, segment ->
                             frames.Add {
-                                Time = time
-                                Address = address
-                                Bus = bus
-                                Payload = payload
-                                Segment = segment
+                                Frame = {
+                                    TimeNs = time
+                                    Service = CanService.Can
+                                    Address = address
+                                    Bus = bus
+                                    Payload = payload
+                                }
+                                Part = segment |> Option.bind WindowPart.tryParse
                             }
                     | _ -> fail "missing timestamp, address, bus or data_hex"
 

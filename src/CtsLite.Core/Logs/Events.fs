@@ -4,6 +4,7 @@ open System
 open System.Buffers.Binary
 open System.Runtime.CompilerServices
 open System.Text
+open CtsLite.Can
 open CtsLite.Capnp
 
 /// Where the hot fields of `Event` and `CanData` live, looked up once from the schema so the fast
@@ -23,13 +24,11 @@ type EventLayout = {
     DatPointer: int
 }
 
-/// One CAN frame of a `can` or `sendcan` event. `PayloadPos`/`PayloadLength` locate the payload
-/// in the message buffer (`Message.Span`), valid until the next message is read.
+/// Where one CAN frame of a `can`/`sendcan` event lies: `PayloadPos`/`PayloadLength` locate the
+/// payload in the message buffer, valid until the next message is read (what `CanCursor` reads
+/// through when a list is not laid out for its fast path).
 [<Struct>]
-type CanFrame = {
-    LogMonoTime: uint64
-    /// True for `sendcan` (what openpilot sent), false for `can` (what the panda received).
-    Sendcan: bool
+type internal FrameSlot = {
     /// The raw `src` byte: 0–2 receive buses, 128+bus TX echoes, 192+bus rejected TX.
     Src: byte
     Address: uint32
@@ -42,7 +41,7 @@ type CanFrame = {
 type CanBatch = {
     Frames: ListRef
     LogMonoTime: uint64
-    Sendcan: bool
+    Service: CanService
 } with
 
     /// The number of frames.
@@ -163,12 +162,16 @@ module Event =
     let canBatch (m: Message) (layout: EventLayout) (event: StructRef) : CanBatch = {
         Frames = canList m layout event
         LogMonoTime = logMonoTime m layout event
-        Sendcan = which m layout event = layout.SendcanDiscriminant
+        Service =
+            if which m layout event = layout.SendcanDiscriminant then
+                CanService.Sendcan
+            else
+                CanService.Can
     }
 
     /// Frame `i` of a batch, through the general reader (any list layout, far pointers). To walk
     /// all frames of a batch, `CanCursor` is the fast path.
-    let canFrame (m: Message) (layout: EventLayout) (batch: CanBatch) (i: int) : CanFrame =
+    let internal canFrame (m: Message) (layout: EventLayout) (batch: CanBatch) (i: int) : FrameSlot =
         let s = m.StructElement(batch.Frames, i)
         let mutable length = 0
 
@@ -180,8 +183,6 @@ module Event =
             | p -> m.DataAt(s.Segment, p, s.Depth, &length)
 
         {
-            LogMonoTime = batch.LogMonoTime
-            Sendcan = batch.Sendcan
             Src = m.UInt8(s, layout.SrcByte)
             Address = m.UInt32(s, layout.AddressByte)
             PayloadPos = pos
@@ -301,8 +302,8 @@ type CanCursor =
 
     /// logMonoTime of the event, in nanoseconds.
     member this.LogMonoTime = this.batch.LogMonoTime
-    /// True for `sendcan`.
-    member this.Sendcan = this.batch.Sendcan
+    /// `can` or `sendcan`.
+    member this.Service = this.batch.Service
 
 /// A field value read by path.
 [<RequireQualifiedAccess>]

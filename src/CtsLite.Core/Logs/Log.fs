@@ -5,6 +5,7 @@ open System.Buffers
 open System.Collections
 open System.Collections.Generic
 open System.Text
+open CtsLite.Can
 open CtsLite.Capnp
 
 /// The event under the cursor of a `LogEvents` enumeration. It reads the current message, so use
@@ -40,8 +41,8 @@ type EventView internal (schema: Schema, layout: EventLayout) =
 
     /// The CAN frames of a `can`/`sendcan` event, copied out (empty for other events). A corrupt
     /// frame list ends the file as damage (see `LogEvents.Warnings`/`Error`), not an exception.
-    member _.CanFrames() : CanFrameRecord list =
-        let frames = ResizeArray<CanFrameRecord>()
+    member _.CanFrames() : CanFrame list =
+        let frames = ResizeArray<CanFrame>()
 
         FileReading.guard reader (fun () ->
             let m = reader.Message
@@ -49,25 +50,14 @@ type EventView internal (schema: Schema, layout: EventLayout) =
 
             while cursor.MoveNext() do
                 frames.Add {
-                    LogMonoTime = cursor.LogMonoTime
-                    Kind = if cursor.Sendcan then "sendcan" else "can"
-                    Src = int cursor.Src
+                    TimeNs = int64 cursor.LogMonoTime
+                    Service = cursor.Service
+                    Bus = int cursor.Src
                     Address = cursor.Address
                     Payload = cursor.Payload.ToArray()
                 })
 
         List.ofSeq frames
-
-/// A CAN frame copied out of its log (for notebooks and other places that keep frames).
-and CanFrameRecord = {
-    LogMonoTime: uint64
-    /// `can` or `sendcan`.
-    Kind: string
-    /// The raw src byte.
-    Src: int
-    Address: uint32
-    Payload: byte array
-}
 
 /// The events of one or more files as one lazy sequence, optionally only some services. After the
 /// enumeration, `Warnings` holds tolerated damage and `Error` the damage that stopped it in strict mode.
@@ -139,7 +129,7 @@ module Log =
             | names -> Error $"""unknown service(s): {String.Join(", ", names)}"""
 
     /// Every CAN frame (`can` and `sendcan`) of `input`, copied out, in log order.
-    let canFrames (options: ReaderOptions) (input: string) : Result<CanFrameRecord list, string> =
+    let canFrames (options: ReaderOptions) (input: string) : Result<CanFrame list, string> =
         events options None [ "can"; "sendcan" ] input
         |> Result.bind (fun events ->
             let frames = [

@@ -60,12 +60,12 @@ module internal CanBitwatch =
 
     let private prefixPattern = Regex(@"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
-    /// Parses `0xADDR:B<byte>b<msb>` into (address, global LSB bit).
-    let parseWatch (spec: string) : Result<uint32 * int, string> =
+    /// Parses `0xADDR:B<byte>b<msb>` into the address and its global LSB bit.
+    let parseWatch (spec: string) : Result<CanBit, string> =
         match spec.Trim().Split(':') with
         | [| a; b |] ->
             match RlogToCsv.parseAddress a, Bits.parseBitwatch b with
-            | Some address, Some bit -> Ok(address, bit)
+            | Some address, Some bit -> Ok { Address = address; Bit = bit }
             | _ -> Error $"'{spec}' is not 0xADDR:B<byte>b<msb>"
         | _ -> Error $"'{spec}' is not 0xADDR:B<byte>b<msb>"
 
@@ -114,9 +114,9 @@ module internal CanBitwatch =
         ps.Length = 3
         && ps |> List.forall (fun p -> abs (p.Fall - p.Rise - 2.0) <= 0.5 + 1e-9)
 
-    let private segments = [ "pre"; "window"; "post" ]
+    let private segments = [ WindowPart.Pre; WindowPart.Window; WindowPart.Post ]
 
-    let private readFrames (ctx: ToolContext) : Result<AnalysisFrame list * float option, ToolError> =
+    let private readFrames (ctx: ToolContext) : Result<CsvFrame list * float option, ToolError> =
         let p = ctx.Parameters
 
         let window =
@@ -135,7 +135,7 @@ module internal CanBitwatch =
             single
             |> Option.bind (fun path -> CanText.sniff path |> Option.map (fun kind -> kind, path))
         with
-        | Some("csv", path) ->
+        | Some(CanTextKind.Csv, path) ->
             let lines =
                 try
                     Ok(File.ReadLines path |> List.ofSeq)
@@ -147,8 +147,8 @@ module internal CanBitwatch =
                 match CanText.readCsv (Path.GetFileName path) lines with
                 | Error es -> Error(ToolError.InputInvalid(String.Join("; ", es |> List.truncate 5)))
                 | Ok frames -> Ok(frames, p.Float "window_start"))
-        | Some(other, path) ->
-            Error(ToolError.InputInvalid $"{path}: a {other} file; can-bitwatch reads the rlog-to-csv CSV or a log")
+        | Some(CanTextKind.Candump, path) ->
+            Error(ToolError.InputInvalid $"{path}: a candump file; can-bitwatch reads the rlog-to-csv CSV or a log")
         | None ->
             match window with
             | None ->
@@ -162,7 +162,7 @@ module internal CanBitwatch =
                 | Error e -> Error e
                 | Ok files ->
                     let layout = LogInput.layout ()
-                    let frames = ResizeArray<AnalysisFrame>()
+                    let frames = ResizeArray<CsvFrame>()
                     let mutable t0 = None
 
                     LogInput.iter ctx files 0.0 70.0 (fun reader ->
@@ -173,17 +173,21 @@ module internal CanBitwatch =
                             let mono = Event.logMonoTime m layout e
                             let origin = t0 |> Option.defaultValue mono
                             t0 <- Some origin
-                            let t = float (int64 (mono - origin)) / 1e9
-                            let segment = RlogToCsv.segmentOf (Some(start, dur)) t
+                            let ns = int64 (mono - origin)
+                            let t = float ns / 1e9
+                            let part = Some(WindowPart.ofTime start dur t)
                             let mutable c = CanCursor(m, layout, Event.canBatch m layout e)
 
                             while c.MoveNext() do
                                 frames.Add {
-                                    Time = t
-                                    Address = c.Address
-                                    Bus = int c.Src
-                                    Payload = c.Payload.ToArray()
-                                    Segment = Some segment
+                                    Frame = {
+                                        TimeNs = ns
+                                        Service = CanService.Can
+                                        Address = c.Address
+                                        Bus = int c.Src
+                                        Payload = c.Payload.ToArray()
+                                    }
+                                    Part = part
                                 }
 
                         true)
@@ -237,7 +241,7 @@ module internal CanBitwatch =
                 // One bus per address: the forced one, else the default-bus rule.
                 let busOf =
                     allFrames
-                    |> List.countBy (fun f -> f.Address, f.Bus)
+                    |> List.countBy (fun f -> f.Frame.Address, f.Frame.Bus)
                     |> List.groupBy (fst >> fst)
                     |> List.choose (fun (address, counts) ->
                         match p.Int "bus" with
@@ -250,28 +254,30 @@ module internal CanBitwatch =
                     |> Map.ofList
 
                 let frames =
-                    allFrames |> List.filter (fun f -> busOf.TryFind f.Address = Some f.Bus)
+                    allFrames
+                    |> List.filter (fun f -> busOf.TryFind f.Frame.Address = Some f.Frame.Bus)
 
-                let segmentOf (f: AnalysisFrame) = f.Segment |> Option.defaultValue "pre"
+                let segmentOf (f: CsvFrame) =
+                    f.Part |> Option.defaultValue WindowPart.Pre
 
-                let windowFrames = frames |> List.filter (fun f -> segmentOf f = "window")
+                let windowFrames = frames |> List.filter (fun f -> segmentOf f = WindowPart.Window)
 
                 let origin =
                     match originOverride, windowFrames, frames with
                     | Some o, _, _ -> o
-                    | None, w :: _, _ -> w.Time
-                    | None, [], f :: _ -> f.Time
+                    | None, w :: _, _ -> w.Frame.Seconds
+                    | None, [], f :: _ -> f.Frame.Seconds
                     | None, [], [] -> 0.0
 
-                let windowEnd = windowFrames |> List.map _.Time |> List.fold max origin
+                let windowEnd = windowFrames |> List.map _.Frame.Seconds |> List.fold max origin
 
-                let addresses = frames |> List.map _.Address |> List.distinct
-                let sorted = frames |> List.sortBy _.Time
+                let addresses = frames |> List.map _.Frame.Address |> List.distinct
+                let sorted = frames |> List.sortBy _.Frame.Seconds
 
                 // Each address's frames in time order (stable: file order within equal times).
                 let byAddress =
                     sorted
-                    |> List.groupBy _.Address
+                    |> List.groupBy _.Frame.Address
                     |> List.map (fun (a, fs) -> a, Array.ofList fs)
                     |> dict
 
@@ -281,7 +287,7 @@ module internal CanBitwatch =
                         let n s =
                             byAddress[a] |> Array.filter (fun f -> segmentOf f = s) |> Array.length
 
-                        let pre, win, post = n "pre", n "window", n "post"
+                        let pre, win, post = n WindowPart.Pre, n WindowPart.Window, n WindowPart.Post
 
                         [
                             Format.address a
@@ -308,14 +314,14 @@ module internal CanBitwatch =
                                     let payloads =
                                         byAddress[a]
                                         |> Array.filter (fun f -> segmentOf f = s)
-                                        |> Array.map (fun f -> Convert.ToHexString f.Payload)
+                                        |> Array.map (fun f -> Convert.ToHexString f.Frame.Payload)
                                         |> List.ofArray
 
                                     if not payloads.IsEmpty then
                                         let counted =
                                             payloads |> List.countBy id |> List.sortBy (fun (hex, n) -> -n, hex)
 
-                                        s,
+                                        s.Label,
                                         Artifacts.obj [
                                             "unique_payloads", Artifacts.int (int64 counted.Length)
                                             "top_payloads",
@@ -330,16 +336,18 @@ module internal CanBitwatch =
                 Artifacts.writeJson ctx.OutputDir $"{prefix}.per_address.json" perAddress
 
                 // bit_edges.csv
-                let last = Dictionary<struct (uint32 * int), bool>()
+                let last = Dictionary<CanBit, bool>()
 
                 Artifacts.writeWith ctx.OutputDir $"{prefix}.bit_edges.csv" (fun w ->
                     w.WriteLine "address,byte,msb_bit,lsb_bit,global_idx,timestamp,rel,edge,segment"
 
-                    for f in sorted do
-                        for address, bit in watched do
-                            if address = f.Address then
+                    for labelled in sorted do
+                        let f = labelled.Frame
+
+                        for key in watched do
+                            if key.Address = f.Address then
+                                let address, bit = key.Address, key.Bit
                                 let v = Bits.get (ReadOnlySpan f.Payload) bit
-                                let key = struct (address, bit)
 
                                 match last.TryGetValue key with
                                 | true, previous when previous <> v ->
@@ -350,10 +358,10 @@ module internal CanBitwatch =
                                             string (7 - bit % 8)
                                             string (bit % 8)
                                             string bit
-                                            Format.decimals 6 f.Time
-                                            Format.mmss (max 0.0 (f.Time - origin))
+                                            Format.decimals 6 f.Seconds
+                                            Format.mmss (max 0.0 (f.Seconds - origin))
                                             (if v then "0->1" else "1->0")
-                                            segmentOf f
+                                            (segmentOf labelled).Label
                                         ]
                                     )
                                 | _ -> ()
@@ -361,53 +369,54 @@ module internal CanBitwatch =
                                 last[key] <- v)
 
                 // Toggles per (address, bit) with the segment of the frame where each happened.
-                let toggles =
-                    Dictionary<struct (uint32 * int), ResizeArray<float * string * bool>>()
-
-                let order = ResizeArray<struct (uint32 * int)>()
+                let toggles = Dictionary<CanBit, ResizeArray<float * WindowPart * bool>>()
+                let order = ResizeArray<CanBit>()
 
                 for a in addresses do
                     let fs = byAddress[a]
 
                     for i in 1 .. fs.Length - 1 do
-                        let n = max fs[i - 1].Payload.Length fs[i].Payload.Length
+                        let previous, current = fs[i - 1].Frame, fs[i].Frame
+                        let n = max previous.Payload.Length current.Payload.Length
 
                         for bit in 0 .. min 64 (n * 8) - 1 do
-                            let x = Bits.get (ReadOnlySpan fs[i - 1].Payload) bit
-                            let y = Bits.get (ReadOnlySpan fs[i].Payload) bit
+                            let x = Bits.get (ReadOnlySpan previous.Payload) bit
+                            let y = Bits.get (ReadOnlySpan current.Payload) bit
 
                             if x <> y then
-                                let key = struct (a, bit)
+                                let key = { Address = a; Bit = bit }
+                                let toggle = current.Seconds, segmentOf fs[i], y
 
                                 match toggles.TryGetValue key with
-                                | true, l -> l.Add((fs[i].Time, segmentOf fs[i], y))
+                                | true, l -> l.Add toggle
                                 | false, _ ->
-                                    toggles[key] <- ResizeArray [ (fs[i].Time, segmentOf fs[i], y) ]
+                                    toggles[key] <- ResizeArray [ toggle ]
                                     order.Add key
 
                 let candidates =
                     order
-                    |> Seq.filter (fun key -> toggles[key] |> Seq.forall (fun (_, s, _) -> s = "window"))
+                    |> Seq.filter (fun key -> toggles[key] |> Seq.forall (fun (_, s, _) -> s = WindowPart.Window))
                     |> Seq.sortBy (fun key ->
-                        let struct (a, bit) = key
                         let t, _, _ = toggles[key][0]
-                        t, a, bit)
+                        t, key.Address, key.Bit)
                     |> List.ofSeq
 
                 Artifacts.writeWith ctx.OutputDir $"{prefix}.candidates_window_only.csv" (fun w ->
                     w.WriteLine "address,global_idx,toggles"
 
-                    for struct (a, bit) as key in candidates do
-                        w.WriteLine $"{Format.address a},{bit},{toggles[key].Count}")
+                    for key in candidates do
+                        w.WriteLine $"{Format.address key.Address},{key.Bit},{toggles[key].Count}")
 
                 // accel_hunt.csv: pulses of each candidate inside the window.
                 let hunt = [
-                    for struct (a, bit) as key in candidates ->
+                    for key in candidates ->
+                        let a, bit = key.Address, key.Bit
+
                         let initial =
                             byAddress[a]
-                            |> Array.filter (fun f -> f.Time <= origin)
+                            |> Array.filter (fun f -> f.Frame.Seconds <= origin)
                             |> Array.tryLast
-                            |> Option.map (fun f -> Bits.get (ReadOnlySpan f.Payload) bit)
+                            |> Option.map (fun f -> Bits.get (ReadOnlySpan f.Frame.Payload) bit)
                             |> Option.defaultValue false
 
                         let transitions = toggles[key] |> Seq.map (fun (t, _, v) -> t, v) |> List.ofSeq

@@ -215,12 +215,12 @@ module internal CruiseArtifacts =
     }
 
     /// `engaged_intervals.csv`: where the `engaged_bit` is 1 (not widened by the margin).
-    let engagedIntervals (bit: (uint32 * int) option) (bus: int option) (a: CruiseAnalysis) : Table = {
+    let engagedIntervals (bit: CanBit option) (bus: int option) (a: CruiseAnalysis) : Table = {
         Name = "engaged_intervals"
         Columns = intervalColumns
         Rows =
             match bit, bus with
-            | Some(address, b), Some bus ->
+            | Some { Address = address; Bit = b }, Some bus ->
                 a.EngagedIntervals
                 |> List.map (fun i -> intervalRow address (Some b) bus i.Start (Some i.End))
             | _ -> []
@@ -230,7 +230,7 @@ module internal CruiseArtifacts =
     let timeline
         (keep: float -> bool)
         (blinkers: BlinkerBits)
-        (engagedBit: (uint32 * int) option)
+        (engagedBit: CanBit option)
         (engagedBus: int option)
         (speedBus: int option)
         (a: CruiseAnalysis)
@@ -312,7 +312,7 @@ module internal CruiseArtifacts =
                 row e.Time e.Address e.Bit name (Cell.I(if e.Rising then 1L else 0L)) e.SpeedMph (Cell.I(int64 e.Bus))
 
             match engagedBit with
-            | Some(address, bit) ->
+            | Some { Address = address; Bit = bit } ->
                 for i in a.EngagedIntervals do
                     row i.Start address (Some bit) "engaged_start" (Cell.I 1L) (speedAt i.Start) (busCell engagedBus)
                     row i.End address (Some bit) "engaged_end" (Cell.I 0L) (speedAt i.End) (busCell engagedBus)

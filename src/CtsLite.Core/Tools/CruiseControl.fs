@@ -294,7 +294,7 @@ module internal CruiseControl =
         let engagedBus =
             match settings.EngagedBit, settings.EngagedBus with
             | Some _, Some b -> Some b
-            | Some(address, _), None -> busOf address
+            | Some { Address = address }, None -> busOf address
             | None, _ -> None
 
         // Engaged intervals and candidate bits, also on another core.
@@ -304,7 +304,7 @@ module internal CruiseControl =
                 let engaged =
                     match settings.EngagedBit with
                     | None -> []
-                    | Some(address, bit) ->
+                    | Some { Address = address; Bit = bit } ->
                         engagedIntervals [
                             for i in framesOf address engagedBus ->
                                 toTime (store.Time i), Bits.get (store.Payload i) bit

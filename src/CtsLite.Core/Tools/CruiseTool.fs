@@ -264,7 +264,7 @@ module CruiseTool =
 
                     match s.EngagedBit with
                     | None -> "no engaged_bit given: engaged_intervals.csv has no rows"
-                    | Some(address, _) when a.EngagedIntervals.IsEmpty ->
+                    | Some { Address = address } when a.EngagedIntervals.IsEmpty ->
                         let bus = engagedBus |> Option.map string |> Option.defaultValue "none"
                         $"the engaged bit never was 1 on {Format.address address} (bus {bus})"
                     | Some _ -> ()

@@ -160,7 +160,7 @@ type CruiseSettings = {
     MarkerPost: float
     MarkerTimeout: float
     /// (address, bit) from the `engaged_bit` selector.
-    EngagedBit: (uint32 * int) option
+    EngagedBit: CanBit option
     EngagedBus: int option
     /// True for `engaged_mode=filter`.
     EngagedFilter: bool

@@ -124,13 +124,11 @@ module RlogToCsv =
                 }
     ]
 
-    /// The label of a frame `t` seconds after the first CAN event.
-    let segmentOf (window: (float * float) option) (t: float) : string =
+    /// The label of a frame `t` seconds after the first CAN event (empty without a window).
+    let private segmentOf (window: (float * float) option) (t: float) : string =
         match window with
         | None -> ""
-        | Some(start, _) when t < start -> "pre"
-        | Some(start, dur) when t <= start + dur -> "window"
-        | Some _ -> "post"
+        | Some(start, dur) -> (WindowPart.ofTime start dur t).Label
 
     let private run (ctx: ToolContext) : Result<ToolOutput, ToolError> =
         let p = ctx.Parameters
