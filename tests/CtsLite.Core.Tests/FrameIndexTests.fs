@@ -6,7 +6,9 @@ open System
 open Expecto
 open FsCheck
 open FsCheck.FSharp
+open CtsLite.Can
 open CtsLite.Tools
+open CtsLite.Tests
 
 let private storeOf (frames: (int64 * uint32 * int * byte array) list) =
     let store = new FrameStore()
@@ -46,7 +48,12 @@ let all =
                 ]
 
             Expect.equal store.Count 4 "every frame"
-            Expect.equal (List.ofSeq store.Keys) [ struct (0x146u, 0); struct (0x146u, 1) ] "buses never mixed"
+
+            Expect.equal
+                (List.ofSeq store.Keys)
+                [ { Address = 0x146u; Bus = 0 }; { Address = 0x146u; Bus = 1 } ]
+                "buses never mixed"
+
             let byKey = store.ByKey()
             let times (k: int) = byKey[k] |> Array.map store.Time
             Expect.equal (times 0) [| 10L; 10L; 30L |] "time order"
@@ -111,4 +118,38 @@ let all =
 
                 lo = (times |> List.filter (fun t -> t < ns) |> List.length)
                 && hi = (times |> List.filter (fun t -> t <= ns) |> List.length))
+        test "the analyzer's stages give one analysis however the cores interleave them" {
+            let prepared =
+                ToolRunner.prepare "cruise-control-analyzer" []
+                |> Result.defaultWith (failwithf "%A")
+
+            let ctx: ToolContext = {
+                Input =
+                    ToolInput.Path(
+                        IO.Path.Combine(TestEnv.sharedDir (), "data", "rlogs", "synthetic", "default.rlog.zst")
+                    )
+                Parameters = prepared.Parameters
+                OutputDir = TestEnv.tempDir "stages"
+                Progress = ignore
+                Log = fun _ _ -> ()
+                Cancellation = Threading.CancellationToken.None
+                ResolveFile = Ok
+            }
+
+            let settings = CruiseTool.settings ctx.Parameters
+
+            let dbc =
+                ToolSupport.loadDbc ctx "dbc" CruiseTool.DefaultDbc
+                |> Result.defaultWith (failwithf "%A")
+
+            let analyse () =
+                CruiseTool.analyse ctx settings dbc |> Result.defaultWith (failwithf "%A")
+
+            let first = analyse ()
+            Expect.isNonEmpty first.SetPresses "Set presses found"
+            Expect.isNonEmpty first.Candidates "candidate bits found"
+
+            for _ in 1..3 do
+                Expect.equal (analyse ()) first "the same analysis"
+        }
     ]

@@ -197,45 +197,19 @@ module internal CruiseControl =
 
             Some(snd speeds[best])
 
-    /// Analyses the frames of `files` read through `readFrames`, which calls its argument with
-    /// (logMonoTime ns, address, src, payload) for every `can` frame and with the event count.
-    let internal analyse
-        (settings: CruiseSettings)
-        (decoder: SubaruDecoder)
-        (dbc: Database)
-        (reading: CruiseReading)
-        : CruiseAnalysis =
-        let store, integrity = reading.Store, reading.Integrity
-        let firstNs, lastNs, events = reading.FirstNs, reading.LastNs, reading.Events
-        let files, warnings, truncated = reading.Files, reading.Warnings, reading.Truncated
-
-        let toTime (ns: int64) : LogTime = {
-            Ns = ns
-            Abs = float ns / 1e9
-            Rel = float (ns - firstNs) / 1e9
-        }
-
-        let ofRel (rel: float) : LogTime =
-            let ns = firstNs + int64 (Math.Round(rel * 1e9))
-
-            {
-                Ns = ns
-                Abs = float ns / 1e9
-                Rel = rel
-            }
-
-        // Per-key frame indices in time order.
+    /// The frames of a reading with the lookups every stage shares: per-key frame indices in
+    /// time order, the frame counts and the default-bus rule. Read-only once built, so the stages
+    /// can run on several cores.
+    type internal AnalysisFrames(reading: CruiseReading, settings: CruiseSettings) =
+        let store = reading.Store
         let byKey = store.ByKey()
-
         let keys = store.Keys
 
         let counts =
             [
-                for k in 0 .. keys.Count - 1 do
-                    let struct (a, b) = keys[k]
-
+                for k in 0 .. keys.Count - 1 ->
                     {
-                        Key = { Address = a; Bus = b }
+                        Key = keys[k]
                         Frames = int64 byKey[k].Length
                     }
             ]
@@ -250,241 +224,288 @@ module internal CruiseControl =
                 |> List.map (fun c -> c.Key.Bus, c.Frames)
                 |> ToolSupport.defaultBus
 
-        let framesOf (address: uint32) (bus: int option) : int array =
+        let busByAddress =
+            (targetAddresses @ [ Subaru.DashlightsAddress ])
+            |> List.choose (fun a -> busOf a |> Option.map (fun b -> { Address = a; Bus = b }))
+
+        member _.Store = store
+        member _.FirstNs = reading.FirstNs
+        /// Frame indices of each key index, in time order.
+        member _.ByKey = byKey
+        member _.Keys = keys
+        member _.Counts = counts
+        /// The bus of an address under the default-bus rule (or the forced bus).
+        member _.BusOf(address: uint32) = busOf address
+        /// The chosen bus of each analysed address.
+        member _.BusByAddress = busByAddress
+
+        /// The chosen bus of an analysed address.
+        member _.Bus(address: uint32) =
+            busByAddress |> List.tryFind (fun k -> k.Address = address) |> Option.map _.Bus
+
+        /// The frame indices of (address, bus) in time order; none without a bus.
+        member _.Of(address: uint32, bus: int option) : int array =
             match bus with
             | None -> [||]
             | Some b ->
                 let mutable found = -1
 
                 for k in 0 .. keys.Count - 1 do
-                    let struct (a, kb) = keys[k]
-
-                    if a = address && kb = b then
+                    if keys[k].Address = address && keys[k].Bus = b then
                         found <- k
 
                 if found >= 0 then byKey[found] else [||]
 
+        member _.Time(ns: int64) : LogTime = {
+            Ns = ns
+            Abs = float ns / 1e9
+            Rel = float (ns - reading.FirstNs) / 1e9
+        }
+
+        member _.OfRel(rel: float) : LogTime =
+            let ns = reading.FirstNs + int64 (Math.Round(rel * 1e9))
+
+            {
+                Ns = ns
+                Abs = float ns / 1e9
+                Rel = rel
+            }
+
+        member _.NsOf(rel: float) =
+            reading.FirstNs + int64 (Math.Round(rel * 1e9))
+
+        member _.RelOf(i: int) =
+            float (store.Time i - reading.FirstNs) / 1e9
+
+    /// Frames a stage could not decode, per (address, bus), with the first reason. Each stage keeps
+    /// its own (they decode different addresses), so nothing is shared while they run.
+    type internal Skips() =
         let skipped = Dictionary<CanKey, int64 * string>()
 
-        let skip (address: uint32) (bus: int) (e: SubaruDecodeError) =
-            let reason =
-                match e with
-                | SubaruDecodeError.ShortPayload(m, n) -> $"{m}: payload of {n} bytes is too short"
-                | SubaruDecodeError.Unreasonable(s, v, accepted) -> $"{s} = {v} outside {accepted}"
-
-            // Decoding runs on several cores.
+        member _.Add(address: uint32, bus: int, e: SubaruDecodeError) =
             let key = { Address = address; Bus = bus }
 
-            lock skipped (fun () ->
-                match skipped.TryGetValue key with
-                | true, (n, first) -> skipped[key] <- (n + 1L, first)
-                | _ -> skipped[key] <- (1L, reason))
+            match skipped.TryGetValue key with
+            | true, (n, first) -> skipped[key] <- (n + 1L, first)
+            | _ ->
+                let reason =
+                    match e with
+                    | SubaruDecodeError.ShortPayload(m, n) -> $"{m}: payload of {n} bytes is too short"
+                    | SubaruDecodeError.Unreasonable(s, v, accepted) -> $"{s} = {v} outside {accepted}"
 
-        let busByAddress =
-            (targetAddresses @ [ Subaru.DashlightsAddress ])
-            |> List.choose (fun a -> busOf a |> Option.map (fun b -> { Address = a; Bus = b }))
+                skipped[key] <- (1L, reason)
 
-        let bus (address: uint32) =
-            busByAddress |> List.tryFind (fun k -> k.Address = address) |> Option.map _.Bus
+        member _.Entries = skipped |> Seq.map (fun kv -> kv.Key, kv.Value)
 
-        let relOf i = float (store.Time i - firstNs) / 1e9
+    /// Stage: the engaged bit's intervals, and the candidate bits of each analysed address (its
+    /// frames kept by `engaged_mode`).
+    let internal candidateStage
+        (settings: CruiseSettings)
+        (frames: AnalysisFrames)
+        (engagedBus: int option)
+        : EngagedInterval list * CandidateBit list =
+        let store = frames.Store
 
-
-        // The engaged bit's bus: given, else the address's bus under the same policy as the rest.
-        let engagedBus =
-            match settings.EngagedBit, settings.EngagedBus with
-            | Some _, Some b -> Some b
-            | Some { Address = address }, None -> busOf address
-            | None, _ -> None
-
-        // Engaged intervals and candidate bits, also on another core.
-        let candidatesTask =
-            Threading.Tasks.Task.Run(fun () ->
-                // Engaged intervals from the selected bit.
-                let engaged =
-                    match settings.EngagedBit with
-                    | None -> []
-                    | Some { Address = address; Bit = bit } ->
-                        engagedIntervals [
-                            for i in framesOf address engagedBus ->
-                                toTime (store.Time i), Bits.get (store.Payload i) bit
-                        ]
-
-                let keep = keeps settings engaged
-
-                let candidates = [
-                    for address in targetAddresses do
-                        match bus address with
-                        | None -> ()
-                        | Some b ->
-                            let frames = framesOf address (Some b) |> Array.filter (fun i -> keep (relOf i))
-
-                            let rises, falls = FrameIndex.bitCounts store frames
-
-                            for bit, _ in FrameIndex.top 10 rises falls do
-                                let r, f = rises[bit], falls[bit]
-                                let penalty, s = score (r + f)
-
-                                {
-                                    Address = address
-                                    Bus = b
-                                    Bit = bit
-                                    Toggles = r + f
-                                    Rises = r
-                                    Falls = f
-                                    Penalty = penalty
-                                    Score = s
-                                }
+        let engaged =
+            match settings.EngagedBit with
+            | None -> []
+            | Some { Address = address; Bit = bit } ->
+                engagedIntervals [
+                    for i in frames.Of(address, engagedBus) -> frames.Time(store.Time i), Bits.get (store.Payload i) bit
                 ]
 
-                engaged, candidates)
+        let keep = keeps settings engaged
 
-        // Speed samples from Wheel_Speeds, on another core while the windows and the activity in
-        // them are computed.
-        let speedsTask =
-            Threading.Tasks.Task.Run(fun () ->
-                match bus Subaru.WheelSpeedsAddress with
-                | None -> [||]
-                | Some b -> [|
-                    for i in framesOf Subaru.WheelSpeedsAddress (Some b) do
-                        match Subaru.wheelSpeeds decoder (store.Payload i) with
-                        | Ok w -> toTime (store.Time i), w.AverageMph
-                        | Error e -> skip Subaru.WheelSpeedsAddress b e
-                  |])
-
-        let windows, dropped =
-            if not settings.Markers then
-                [], 0
-            else
-                match bus Subaru.DashlightsAddress with
-                | None -> [], 0
+        let candidates = [
+            for address in targetAddresses do
+                match frames.Bus address with
+                | None -> ()
                 | Some b ->
-                    let changes = ResizeArray()
-                    let mutable left = false
-                    let mutable right = false
+                    let indices =
+                        frames.Of(address, Some b) |> Array.filter (fun i -> keep (frames.RelOf i))
 
-                    for i in framesOf Subaru.DashlightsAddress (Some b) do
-                        match Subaru.blinkers decoder (store.Payload i) with
-                        | Error e -> skip Subaru.DashlightsAddress b e
-                        | Ok s ->
-                            if s.Left <> left || s.Right <> right then
-                                changes.Add(toTime (store.Time i), s.Left, s.Right, s.Left <> left, s.Right <> right)
+                    let rises, falls = FrameIndex.bitCounts store indices
 
-                            left <- s.Left
-                            right <- s.Right
+                    for bit, _ in FrameIndex.top 10 rises falls do
+                        let r, f = rises[bit], falls[bit]
+                        let penalty, s = score (r + f)
 
-                    markerWindows
-                        settings.MarkerPre
-                        settings.MarkerPost
-                        settings.MarkerTimeout
-                        ofRel
-                        (List.ofSeq changes)
-
-        // Activity of every (address, bus) around each window, found by binary search in each
-        // key's time-ordered frames.
-        let nsOf (rel: float) = firstNs + int64 (Math.Round(rel * 1e9))
-
-        // Counts and distinct payloads around each window, on another core while the activity
-        // inside the windows is computed.
-        let segmentCountsTask =
-            Threading.Tasks.Task.Run(fun () -> [
-                if not windows.IsEmpty then
-                    let uPre, uWin, uPost = UniquePayloads(), UniquePayloads(), UniquePayloads()
-
-                    for k in 0 .. keys.Count - 1 do
-                        let ix = byKey[k]
-                        let mutable pre, win, post = 0, 0, 0
-                        uPre.Clear()
-                        uWin.Clear()
-                        uPost.Clear()
-
-                        let count (fromPos: int) (toPos: int) (unique: UniquePayloads) =
-                            for j in fromPos .. toPos - 1 do
-                                unique.Add(store, ix[j])
-
-                            toPos - fromPos
-
-                        for w in windows do
-                            let len = w.WindowEnd.Rel - w.WindowStart.Rel
-                            let preStart = FrameIndex.lowerBound store ix (nsOf (w.WindowStart.Rel - len))
-                            let winStart = FrameIndex.lowerBound store ix (nsOf w.WindowStart.Rel)
-                            let winStop = FrameIndex.upperBound store ix (nsOf w.WindowEnd.Rel)
-                            let postStop = FrameIndex.upperBound store ix (nsOf (w.WindowEnd.Rel + len))
-                            pre <- pre + count preStart winStart uPre
-                            win <- win + count winStart winStop uWin
-                            post <- post + count winStop postStop uPost
-
-                        if pre + win + post > 0 then
-                            let struct (a, b) = keys[k]
-
-                            {
-                                Address = a
-                                Bus = b
-                                Pre = pre
-                                Window = win
-                                Post = post
-                                UniquePre = uPre.Count
-                                UniqueWindow = uWin.Count
-                                UniquePost = uPost.Count
-                            }
-            ])
-
-
-        let topBits (rises: int array, falls: int array) = FrameIndex.top 5 rises falls
-
-        let activity = [
-            for w in windows ->
-                [
-                    for k in 0 .. keys.Count - 1 do
-                        let ix = byKey[k]
-                        let first = FrameIndex.lowerBound store ix (nsOf w.WindowStart.Rel)
-                        let stop = FrameIndex.upperBound store ix (nsOf w.WindowEnd.Rel)
-
-                        if stop - first >= 2 then
-                            let struct (rises, falls, changed) = FrameIndex.bitChanges store ix first stop
-
-                            if changed > 0 then
-                                let struct (a, b) = keys[k]
-
-                                {
-                                    Address = a
-                                    Bus = b
-                                    Messages = stop - first
-                                    Changes = changed
-                                    TopBits = topBits (rises, falls)
-                                }
-                ]
-                |> List.sortBy (fun a -> -a.Changes, a.Address, a.Bus)
+                        {
+                            Address = address
+                            Bus = b
+                            Bit = bit
+                            Toggles = r + f
+                            Rises = r
+                            Falls = f
+                            Penalty = penalty
+                            Score = s
+                        }
         ]
 
-        let speeds = speedsTask.Result
+        engaged, candidates
+
+    /// Stage: speed samples (mph) from Wheel_Speeds.
+    let internal speedStage (decoder: SubaruDecoder) (frames: AnalysisFrames) : (LogTime * float) array * Skips =
+        let skips = Skips()
+        let store = frames.Store
+
+        let speeds =
+            match frames.Bus Subaru.WheelSpeedsAddress with
+            | None -> [||]
+            | Some b -> [|
+                for i in frames.Of(Subaru.WheelSpeedsAddress, Some b) do
+                    match Subaru.wheelSpeeds decoder (store.Payload i) with
+                    | Ok w -> frames.Time(store.Time i), w.AverageMph
+                    | Error e -> skips.Add(Subaru.WheelSpeedsAddress, b, e)
+              |]
+
+        speeds, skips
+
+    /// Stage: marker windows from the blinkers (none when markers are off), with how many pending
+    /// windows the timeout dropped.
+    let internal markerStage
+        (settings: CruiseSettings)
+        (decoder: SubaruDecoder)
+        (frames: AnalysisFrames)
+        : (MarkerWindow list * int) * Skips =
+        let skips = Skips()
+        let store = frames.Store
+
+        let windows =
+            match settings.Markers, frames.Bus Subaru.DashlightsAddress with
+            | false, _
+            | _, None -> [], 0
+            | true, Some b ->
+                let changes = ResizeArray()
+                let mutable left = false
+                let mutable right = false
+
+                for i in frames.Of(Subaru.DashlightsAddress, Some b) do
+                    match Subaru.blinkers decoder (store.Payload i) with
+                    | Error e -> skips.Add(Subaru.DashlightsAddress, b, e)
+                    | Ok s ->
+                        if s.Left <> left || s.Right <> right then
+                            changes.Add(frames.Time(store.Time i), s.Left, s.Right, s.Left <> left, s.Right <> right)
+
+                        left <- s.Left
+                        right <- s.Right
+
+                markerWindows
+                    settings.MarkerPre
+                    settings.MarkerPost
+                    settings.MarkerTimeout
+                    frames.OfRel
+                    (List.ofSeq changes)
+
+        windows, skips
+
+    /// Stage: frame counts and distinct payloads of every (address, bus) before, inside and after
+    /// the windows (each as long as its window), by binary search in each key's frames.
+    let internal segmentCountStage (frames: AnalysisFrames) (windows: MarkerWindow list) : SegmentCounts list = [
+        if not windows.IsEmpty then
+            let store = frames.Store
+            let uPre, uWin, uPost = UniquePayloads(), UniquePayloads(), UniquePayloads()
+
+            for k in 0 .. frames.Keys.Count - 1 do
+                let ix = frames.ByKey[k]
+                let mutable pre, win, post = 0, 0, 0
+                uPre.Clear()
+                uWin.Clear()
+                uPost.Clear()
+
+                let count (fromPos: int) (toPos: int) (unique: UniquePayloads) =
+                    for j in fromPos .. toPos - 1 do
+                        unique.Add(store, ix[j])
+
+                    toPos - fromPos
+
+                for w in windows do
+                    let len = w.WindowEnd.Rel - w.WindowStart.Rel
+                    let preStart = FrameIndex.lowerBound store ix (frames.NsOf(w.WindowStart.Rel - len))
+                    let winStart = FrameIndex.lowerBound store ix (frames.NsOf w.WindowStart.Rel)
+                    let winStop = FrameIndex.upperBound store ix (frames.NsOf w.WindowEnd.Rel)
+                    let postStop = FrameIndex.upperBound store ix (frames.NsOf(w.WindowEnd.Rel + len))
+                    pre <- pre + count preStart winStart uPre
+                    win <- win + count winStart winStop uWin
+                    post <- post + count winStop postStop uPost
+
+                if pre + win + post > 0 then
+                    {
+                        Address = frames.Keys[k].Address
+                        Bus = frames.Keys[k].Bus
+                        Pre = pre
+                        Window = win
+                        Post = post
+                        UniquePre = uPre.Count
+                        UniqueWindow = uWin.Count
+                        UniquePost = uPost.Count
+                    }
+    ]
+
+    /// Stage: per window, the (address, bus) pairs whose payload changed inside it, most changes
+    /// first, with their five most active bits.
+    let internal windowActivityStage (frames: AnalysisFrames) (windows: MarkerWindow list) : WindowActivity list list = [
+        let store = frames.Store
+
+        for w in windows ->
+            [
+                for k in 0 .. frames.Keys.Count - 1 do
+                    let ix = frames.ByKey[k]
+                    let first = FrameIndex.lowerBound store ix (frames.NsOf w.WindowStart.Rel)
+                    let stop = FrameIndex.upperBound store ix (frames.NsOf w.WindowEnd.Rel)
+
+                    if stop - first >= 2 then
+                        let struct (rises, falls, changed) = FrameIndex.bitChanges store ix first stop
+
+                        if changed > 0 then
+                            {
+                                Address = frames.Keys[k].Address
+                                Bus = frames.Keys[k].Bus
+                                Messages = stop - first
+                                Changes = changed
+                                TopBits = FrameIndex.top 5 rises falls
+                            }
+            ]
+            |> List.sortBy (fun a -> -a.Changes, a.Address, a.Bus)
+    ]
+
+    /// Stage: edges of the decoded buttons and cruise states (the first decoded frame of each
+    /// address only initialises), with the speed nearest to each; brake pedal frames are decoded
+    /// too so bad ones are counted like the others.
+    let internal signalEdgeStage
+        (decoder: SubaruDecoder)
+        (dbc: Database)
+        (frames: AnalysisFrames)
+        (speeds: (LogTime * float) array)
+        : (SignalEdge list * SignalEdge list) * Skips =
+        let skips = Skips()
+        let store = frames.Store
 
         let signalBit (address: uint32) (name: string) =
             dbc.TryMessage address
             |> Option.bind (fun m -> m.Signals |> List.tryFind (fun s -> s.Name = name))
             |> Option.bind (fun s -> if s.Length = 1 then Some s.StartBit else None)
 
-        // Edges of decoded booleans: the first decoded frame only initialises.
         let edgesOf
             (address: uint32)
             (decode: int -> Result<'T, SubaruDecodeError>)
             (signals: (string * ('T -> bool)) list)
             : SignalEdge list =
-            match bus address with
+            match frames.Bus address with
             | None -> []
             | Some b ->
                 let found = ResizeArray<SignalEdge>()
                 let mutable previous: 'T option = None
 
-                for i in framesOf address (Some b) do
+                for i in frames.Of(address, Some b) do
                     match decode i with
-                    | Error e -> skip address b e
+                    | Error e -> skips.Add(address, b, e)
                     | Ok state ->
                         match previous with
                         | Some p ->
                             for name, get in signals do
                                 if get p <> get state then
-                                    let t = toTime (store.Time i)
+                                    let t = frames.Time(store.Time i)
 
                                     found.Add {
                                         Time = t
@@ -508,9 +529,6 @@ module internal CruiseControl =
                 "Main", _.Main
             ]
 
-        let presses name =
-            buttons |> List.filter (fun e -> e.Signal = name && e.Rising)
-
         let activations =
             (edgesOf Subaru.CruiseStatusAddress (fun i -> Subaru.cruiseStatus decoder (store.Payload i)) [
                 "Cruise_Activated", _.CruiseActivated
@@ -520,33 +538,85 @@ module internal CruiseControl =
             ])
             |> List.sortBy (fun e -> e.Time.Ns, e.Address)
 
-        // Brake pedal frames are decoded so bad ones are counted like the others.
-        match bus Subaru.BrakePedalAddress with
+        match frames.Bus Subaru.BrakePedalAddress with
         | Some b ->
-            for i in framesOf Subaru.BrakePedalAddress (Some b) do
+            for i in frames.Of(Subaru.BrakePedalAddress, Some b) do
                 match Subaru.brakePedal decoder (store.Payload i) with
-                | Error e -> skip Subaru.BrakePedalAddress b e
+                | Error e -> skips.Add(Subaru.BrakePedalAddress, b, e)
                 | Ok _ -> ()
         | None -> ()
 
-        let targetEvents = targetSpeedEvents settings.SpeedMin settings.SpeedMax speeds
+        (buttons, activations), skips
 
-        let engaged, candidates = candidatesTask.Result
-        let segmentCounts = segmentCountsTask.Result
+    /// Runs two or three independent stages at once on the calling thread and the pool, and
+    /// rethrows a stage's exception as itself (not wrapped in an AggregateException).
+    let private together (stages: (unit -> unit) list) =
+        try
+            Threading.Tasks.Parallel.Invoke(stages |> List.map (fun f -> Action f) |> Array.ofList)
+        with :? AggregateException as e when e.InnerExceptions.Count >= 1 ->
+            Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw()
+
+    /// The analysis of a reading, in two rounds of independent stages: (candidates, speeds, marker
+    /// windows), then (segment counts and window activity of the windows, signal edges with the
+    /// speeds). All parallelism of the analyzer is here.
+    let internal analyse
+        (settings: CruiseSettings)
+        (decoder: SubaruDecoder)
+        (dbc: Database)
+        (reading: CruiseReading)
+        : CruiseAnalysis =
+        let frames = AnalysisFrames(reading, settings)
+
+        // The engaged bit's bus: given, else the address's bus under the same policy as the rest.
+        let engagedBus =
+            match settings.EngagedBit, settings.EngagedBus with
+            | Some _, Some b -> Some b
+            | Some { Address = address }, None -> frames.BusOf address
+            | None, _ -> None
+
+        let mutable candidates = [], []
+        let mutable speeds = [||], Skips()
+        let mutable markers = ([], 0), Skips()
+
+        together [
+            fun () -> candidates <- candidateStage settings frames engagedBus
+            fun () -> speeds <- speedStage decoder frames
+            fun () -> markers <- markerStage settings decoder frames
+        ]
+
+        let engaged, candidates = candidates
+        let speeds, speedSkips = speeds
+        let (windows, dropped), markerSkips = markers
+        let mutable segmentCounts = []
+        let mutable activity = []
+        let mutable edges = ([], []), Skips()
+
+        together [
+            fun () -> segmentCounts <- segmentCountStage frames windows
+            fun () -> activity <- windowActivityStage frames windows
+            fun () -> edges <- signalEdgeStage decoder dbc frames speeds
+        ]
+
+        let (buttons, activations), edgeSkips = edges
+
+        let presses name =
+            buttons |> List.filter (fun e -> e.Signal = name && e.Rising)
+
+        let integrity = reading.Integrity
 
         {
-            Files = files
-            FirstNs = firstNs
-            LastNs = lastNs
-            Events = events
-            CanFrames = int64 store.Count
+            Files = reading.Files
+            FirstNs = reading.FirstNs
+            LastNs = reading.LastNs
+            Events = reading.Events
+            CanFrames = int64 frames.Store.Count
             Speeds = speeds
             SetPresses = presses "Set"
             ResumePresses = presses "Resume"
             MainPresses = presses "Main"
             CruiseActivations = activations |> List.filter _.Rising
             CruiseDeactivations = activations |> List.filter (fun e -> not e.Rising)
-            TargetSpeedEvents = targetEvents
+            TargetSpeedEvents = targetSpeedEvents settings.SpeedMin settings.SpeedMax speeds
             MarkerWindows = windows
             MarkerWindowsDropped = dropped
             WindowActivity = activity
@@ -554,14 +624,14 @@ module internal CruiseControl =
             Candidates = candidates
             EngagedIntervals = engaged
             EngagedBus = engagedBus
-            MessageCounts = counts
-            BusByAddress = busByAddress
+            MessageCounts = frames.Counts
+            BusByAddress = frames.BusByAddress
             Integrity = {
                 FramesChecksumChecked = integrity.FramesChecksumChecked
                 BadChecksums = [
                     for struct (ns, address, bus, hex) in integrity.Bad ->
                         {
-                            Time = toTime ns
+                            Time = frames.Time ns
                             Address = address
                             Bus = bus
                             Payload = hex
@@ -571,15 +641,15 @@ module internal CruiseControl =
                 FramesCounterChecked = integrity.FramesCounterChecked
                 CounterDiscontinuities = integrity.CounterDiscontinuities
                 SkippedFrames =
-                    skipped
-                    |> Seq.map (fun kv -> {
-                        Key = kv.Key
-                        Frames = fst kv.Value
-                        FirstReason = snd kv.Value
+                    Seq.concat [ speedSkips.Entries; markerSkips.Entries; edgeSkips.Entries ]
+                    |> Seq.map (fun (key, (n, reason)) -> {
+                        Key = key
+                        Frames = n
+                        FirstReason = reason
                     })
                     |> Seq.sortBy (fun s -> s.Key.Address, s.Key.Bus)
                     |> List.ofSeq
             }
-            Warnings = warnings
-            Truncated = truncated
+            Warnings = reading.Warnings
+            Truncated = reading.Truncated
         }

@@ -30,7 +30,7 @@ type internal FrameStore() =
     let mutable used = 0
     let keyIndex = Dictionary<uint64, int>()
     let shortKeys = Pool.rent<int>(2048 * 256)
-    let keyList = ResizeArray<struct (uint32 * int)>()
+    let keyList = ResizeArray<CanKey>()
     // Per key, kept while reading (the reading thread waits on decompression anyway): its frame
     // count, its latest time, and whether its frames arrived in time order.
     let mutable keyFrames = Array.zeroCreate<int> 256
@@ -49,7 +49,8 @@ type internal FrameStore() =
             Pool.give shortKeys
 
     member _.Count = count
-    member _.Keys = keyList
+    /// The (address, bus) of each key index, in order of first appearance.
+    member _.Keys: IReadOnlyList<CanKey> = keyList
     member _.Time(i: int) = times[i]
     member _.Key(i: int) = keys[i]
 
@@ -72,7 +73,7 @@ type internal FrameStore() =
         let add () =
             let i = keyList.Count
             keyIndex[(uint64 address <<< 8) ||| uint64 bus] <- i
-            keyList.Add(struct (address, bus))
+            keyList.Add { Address = address; Bus = bus }
 
             if i = keyFrames.Length then
                 Array.Resize(&keyFrames, 2 * i)
