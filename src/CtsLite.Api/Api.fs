@@ -43,7 +43,7 @@ module Api =
         /// `healthy` when every check passes, otherwise `unhealthy` (with HTTP 503).
         Status: string
         Version: string
-        /// `"{d}d {h}h {m}m {s}s"`, as the origin's clients display it.
+        /// `"{d}d {h}h {m}m {s}s"`, as the Python comma-tools' clients display it.
         Uptime: string
         UptimeSeconds: float
         Timestamp: System.DateTimeOffset
@@ -60,7 +60,7 @@ module Api =
         ServerVersion: string
     }
 
-    /// A tool parameter: the seed's Tool Capability parameter object.
+    /// A tool parameter: the Tool Capability parameter object.
     type ParameterCapability = {
         Type: string
         Default: obj
@@ -71,7 +71,7 @@ module Api =
         Max: float option
     }
 
-    /// The seed's Tool Capability object.
+    /// The Tool Capability object.
     type ToolCapability = {
         Id: string
         Name: string
@@ -99,7 +99,7 @@ module Api =
         Value: System.Text.Json.JsonElement
     }
 
-    /// `POST /v1/runs`: the seed's Run Request. A tool reads one `input`; a tool that compares
+    /// `POST /v1/runs`: the Run Request. A tool reads one `input`; a tool that compares
     /// several drives takes `inputs` instead.
     type RunRequest = {
         ToolId: string
@@ -109,7 +109,7 @@ module Api =
         Name: string option
     }
 
-    /// The seed's Run Response.
+    /// The Run Response.
     type RunResponse = {
         RunId: string
         /// `queued`, `running`, `completed`, `failed` or `canceled`.

@@ -26,7 +26,7 @@ type ParameterValue =
     /// An upload id or a path, resolved by the edge that runs the tool.
     | File of string
 
-/// One parameter of a tool: the seed's Tool Capability parameter object.
+/// One parameter of a tool: the Tool Capability parameter object.
 type ParameterSpec = {
     Name: string
     Type: ParameterType

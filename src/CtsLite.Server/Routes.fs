@@ -317,7 +317,7 @@ module Routes =
         {
             Method = HttpMethods.Post
             Template = "/v1/runs"
-            Summary = "Start a tool run (the seed's Run Request); 202 with the Run Response"
+            Summary = "Start a tool run (a Run Request); 202 with the Run Response"
             Auth = AuthRequirement.Token
             Request = Some typeof<Api.RunRequest>
             Response = typeof<Api.RunResponse>

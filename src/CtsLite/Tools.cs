@@ -63,7 +63,7 @@ namespace CtsLite
         };
     }
 
-    /// <summary>A tool CtsLite can run: the seed's Tool Capability.</summary>
+    /// <summary>A tool CtsLite can run: the Tool Capability.</summary>
     public sealed class ToolInfo
     {
         internal ToolInfo(CoreTools.ToolDescriptor d)

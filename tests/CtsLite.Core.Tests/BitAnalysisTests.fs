@@ -90,7 +90,7 @@ let analysis =
                 [ 2.0, false; 4.0, true ]
                 "falling at 2, rising at 4"
         }
-        test "the origin's reference run: 0x321 bit 41 pulses three times inside the window" {
+        test "the Python comma-tools' reference run: 0x321 bit 41 pulses three times inside the window" {
             // Frames every 0.1 s from 0 to 25 s; byte 5 = 0x02 during [6, 8.1), [10, 12.2), [14, 15.8);
             // byte 0 is a 4-bit counter (its bits toggle outside the window too).
             let high t =

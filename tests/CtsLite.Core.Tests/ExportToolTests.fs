@@ -32,7 +32,7 @@ let private lines (dir: string) (name: string) =
 
 let bitwatch =
     testList "can-bitwatch" [
-        test "the origin's first reference run: counts and watched-bit edges" {
+        test "the Python comma-tools' first reference run: counts and watched-bit edges" {
             let csv =
                 writeCsv [
                     1.0, "pre", "0x123", 0, "0000000000000000"
@@ -65,7 +65,7 @@ let bitwatch =
                 [ "address,global_idx,toggles" ]
                 "no candidate"
         }
-        test "the origin's second reference run: three 2 s pulses in the window" {
+        test "the Python comma-tools' second reference run: three 2 s pulses in the window" {
             let rows = [
                 for k in 0..250 do
                     let t = float k / 10.0

@@ -21,7 +21,7 @@ let private ok r =
 
 let all =
     testList "Subaru decoders" [
-        test "the origin's reference vector, decoded through the DBC" {
+        test "the Python comma-tools' reference vector, decoded through the DBC" {
             let d = decoder "subaru_global_2017_generated.dbc"
             let payload = [| 0uy; 1uy; 2uy; 3uy; 4uy; 5uy; 6uy; 7uy |]
             let w = Subaru.wheelSpeeds d (ReadOnlySpan payload) |> ok
@@ -51,8 +51,8 @@ let all =
 
             Expect.equal (Subaru.blinkers d (ReadOnlySpan payload) |> ok) { Left = true; Right = false } "blinkers"
 
-            // Where the DBC differs from the origin: the set speed is big-endian (bytes 6-7 give
-            // 0x607 = 1543, rejected), not 12 little-endian bits from bit 51 (224 in the origin).
+            // Where the DBC differs from the Python comma-tools: the set speed is big-endian (bytes 6-7 give
+            // 0x607 = 1543, rejected), not 12 little-endian bits from bit 51 (224 in the Python comma-tools).
             match Subaru.cruiseStatus d (ReadOnlySpan payload) with
             | Error(SubaruDecodeError.Unreasonable("Cruise_Set_Speed", 1543.0, _)) -> ()
             | other -> failtestf "%A" other

@@ -26,7 +26,7 @@ let product =
 
 let wireNames =
     testList "wire names" [
-        test "parameter types use the seed's spellings" {
+        test "parameter types use the Tool Capability spellings" {
             let all = [
                 ParameterType.Str
                 ParameterType.Int

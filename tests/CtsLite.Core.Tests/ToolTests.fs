@@ -343,7 +343,7 @@ let logic =
                         int (Math.Round(e.Start.Rel / 0.02)), int (Math.Round(e.End.Rel / 0.02)), e.EndsAtLastSample)
 
                 ours = modelEvents 55.0 56.0 speeds)
-        test "the origin's example: [54.9, 55.1, 56.0, 56.1] gives one event 1 → 3" {
+        test "the Python comma-tools' example: [54.9, 55.1, 56.0, 56.1] gives one event 1 → 3" {
             let samples = [| at 0.0, 54.9; at 1.0, 55.1; at 2.0, 56.0; at 3.0, 56.1 |]
 
             match CruiseControl.targetSpeedEvents 55.0 56.0 samples with

@@ -53,7 +53,7 @@ module Bits =
     /// The analyzer's MSB label: `MSB B{b}b{7 − lsb}`.
     let msbLabel (bit: int) : string = $"MSB B{bit / 8}b{7 - bit % 8}"
 
-    /// A bit selector `0xADDR:bN` (global LSB index), `0xADDR:B<byte>b<msb>`, or the origin's legacy
+    /// A bit selector `0xADDR:bN` (global LSB index), `0xADDR:B<byte>b<msb>`, or the Python comma-tools' legacy
     /// `0xADDR:MSB Bnn`, where nn mirrors a 64-bit integer (bit 63 − nn).
     let parseSelector (selector: string) : Result<CanBit, string> =
         let fail () =
@@ -101,7 +101,7 @@ type ChangeStats = {
     Address: uint32
     Bus: int
     Messages: int
-    /// Messages whose payload differed from the previous one (the origin's `total_changes`).
+    /// Messages whose payload differed from the previous one (the Python comma-tools' `total_changes`).
     MessagesChanged: int
     /// Flips per bit position.
     FlipsPerBit: IReadOnlyDictionary<int, int>
@@ -121,7 +121,7 @@ type BitEdge = {
     Rising: bool
 }
 
-/// The discovery analyses of the origin's `bit_analysis`, per (address, bus): buses are never mixed.
+/// The discovery analyses of the Python comma-tools' `bit_analysis`, per (address, bus): buses are never mixed.
 [<RequireQualifiedAccess>]
 module BitAnalysis =
 

@@ -40,7 +40,7 @@ type Blinkers = { Left: bool; Right: bool }
 type SubaruDecodeError =
     /// The payload is shorter than the message's signals need.
     | ShortPayload of message: string * length: int
-    /// A value outside what a car can report (the origin's validation).
+    /// A value outside what a car can report (the Python comma-tools' validation).
     | Unreasonable of signal: string * value: float * accepted: string
 
 /// The cruise-control analyzer's Subaru signals, decoded through a DBC (opendbc's
