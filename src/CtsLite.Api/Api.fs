@@ -128,6 +128,39 @@ module Api =
         Error: string option
     }
 
+    /// `cts run --local --json`: a run done on this machine, without the service.
+    type LocalRun = {
+        ToolId: string
+        /// `completed` (a failed local run answers on stderr with its exit code instead).
+        Status: string
+        Input: string
+        /// The parameters after validation and coercion (defaults included).
+        Params: System.Text.Json.JsonElement
+        OutputDir: string
+        /// The artifacts' file names in the output folder, in the tool's order.
+        Artifacts: string list
+        Summary: string
+        Warnings: string list
+    }
+
+    /// Validated parameters as the JSON object of a run's `params`.
+    let parameters (p: ToolParameters) : System.Text.Json.JsonElement =
+        JsonSerializer.SerializeToElement(
+            p.Values
+            |> Seq.map (fun (KeyValue(name, value)) ->
+                KeyValuePair(
+                    name,
+                    match value with
+                    | ParameterValue.Str s
+                    | ParameterValue.File s -> box s
+                    | ParameterValue.Int i -> box i
+                    | ParameterValue.Float f -> box f
+                    | ParameterValue.Bool b -> box b
+                    | ParameterValue.List l -> box (Array.ofList l)
+                ))
+            |> Dictionary
+        )
+
     /// `GET /v1/runs`.
     type RunList = {
         Runs: RunResponse list

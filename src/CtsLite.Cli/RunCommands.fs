@@ -328,18 +328,20 @@ module RunCommands =
                     let output = run.Output
 
                     if ctx.Json then
-                        Artifacts.obj [
-                            "tool_id", Artifacts.str toolId
-                            "status", Artifacts.str "completed"
-                            "input", Artifacts.str input
-                            "params", Artifacts.parameters run.Parameters
-                            "output_dir", Artifacts.str run.OutputDir
-                            "artifacts", Artifacts.strings output.Artifacts
-                            "summary", Artifacts.str output.Summary
-                            "warnings", Artifacts.strings output.Warnings
-                        ]
-                        |> Artifacts.jsonText
-                        |> ctx.Out.WriteLine
+                        let local: Api.LocalRun = {
+                            ToolId = toolId
+                            Status = "completed"
+                            Input = input
+                            Params = Api.parameters run.Parameters
+                            OutputDir = run.OutputDir
+                            Artifacts = output.Artifacts
+                            Summary = output.Summary
+                            Warnings = output.Warnings
+                        }
+
+                        let options = ApiJson.createOptions ()
+                        options.WriteIndented <- true
+                        ctx.Out.WriteLine(Text.Json.JsonSerializer.Serialize(local, options))
                     else
                         ctx.Out.WriteLine output.Summary
                         ctx.Out.WriteLine $"artifacts in {run.OutputDir}:"

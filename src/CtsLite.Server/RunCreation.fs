@@ -125,7 +125,7 @@ module RunCreation =
                         let run =
                             RunRecord.queued
                                 prepared.Tool.Descriptor.Id
-                                (Artifacts.jsonCompact (Artifacts.parameters prepared.Parameters))
+                                ((Api.parameters prepared.Parameters).GetRawText())
                                 input
                                 request.Name
                                 now

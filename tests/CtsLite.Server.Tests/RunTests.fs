@@ -634,7 +634,7 @@ let all =
                 let outDir = Path.Combine(svc.Config.DataDir, "runs", firstId, "artifacts")
 
                 Expect.isFalse
-                    (File.Exists(Path.Combine(outDir, RlogToCsv.OutputName)))
+                    (File.Exists(Path.Combine(outDir, "can_frames.csv")))
                     "the half-written CSV never appears"
 
                 let! logsBefore = getJson client $"/v1/runs/{firstId}/logs?format=json"
@@ -716,12 +716,14 @@ let all =
             let now = DateTimeOffset.UtcNow
 
             let parameters =
-                Parameters.validateFor LogSummary.tool [] |> Result.defaultWith (failwithf "%A")
+                ToolRunner.prepare "log-summary" []
+                |> Result.map _.Parameters
+                |> Result.defaultWith (failwithf "%A")
 
             let run =
                 RunRecord.queued
                     "log-summary"
-                    (Artifacts.jsonCompact (Artifacts.parameters parameters))
+                    ((CtsLite.Api.parameters parameters).GetRawText())
                     (CtsLite.InputRef.Path "synthetic/default.rlog.zst")
                     None
                     now
