@@ -64,7 +64,7 @@ module LogCommands =
             match LogInfo.compute schema layout (options common.Strict) files with
             | Error e -> fail ctx (DecodeError.describe e)
             | Ok info ->
-                ctx.Out.WriteLine(CtsLite.Tools.Artifacts.jsonText (CtsLite.Tools.LogSummary.infoJson info))
+                ctx.Out.WriteLine(CtsLite.Tools.LogSummary.infoJsonText info)
 
                 for warning in info.Warnings do
                     ctx.Err.WriteLine($"warning: {warning}")

@@ -234,7 +234,7 @@ let modelEvents (lo: float) (hi: float) (speeds: float list) =
                 | None -> i, speeds.Length - 1, true
     ]
 
-let at (rel: float) : LogTime = {
+let internal at (rel: float) : LogTime = {
     Ns = int64 (rel * 1e9)
     Abs = rel
     Rel = rel

@@ -6,7 +6,7 @@ open System.IO
 
 /// What reading the next message gave.
 [<RequireQualifiedAccess>]
-type FrameOutcome =
+type internal FrameOutcome =
     /// A message was loaded into the reader's `Message`.
     | Message
     /// The stream ended cleanly between messages.
@@ -19,7 +19,7 @@ type FrameOutcome =
 /// sizes are validated against the limits before the buffer grows, and it only grows to hold the
 /// largest message seen.
 [<Sealed>]
-type FrameReader(stream: Stream, source: string, options: ReaderOptions) =
+type internal FrameReader(stream: Stream, source: string, options: ReaderOptions) =
     let message = Message(options)
     // 64 KiB reads keep what was just decompressed in cache while it is parsed (measured: 1 MiB
     // reads were slower); the buffer grows only for larger messages. Only bytes read from the
@@ -133,7 +133,7 @@ type FrameReader(stream: Stream, source: string, options: ReaderOptions) =
 
 /// Parsing single messages held in memory.
 [<RequireQualifiedAccess>]
-module Framing =
+module internal Framing =
 
     /// Reads the first message of `bytes`.
     let readMessage (source: string) (options: ReaderOptions) (bytes: byte array) : Result<Message, DecodeError> =

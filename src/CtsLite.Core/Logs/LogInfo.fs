@@ -41,7 +41,7 @@ module Logs =
 
 /// Builds a `LogInfo` one event at a time, for callers that drive the reading themselves.
 [<Sealed>]
-type LogInfoBuilder(schema: Schema, layout: EventLayout) =
+type internal LogInfoBuilder(schema: Schema, layout: EventLayout) =
     let counts = Array.zeroCreate<int64> 65536
     let perSrc = Array.zeroCreate<int64> 256
     let addresses = Array.init 256 (fun _ -> HashSet<uint32>())

@@ -10,7 +10,7 @@ open System.Text.Json.Nodes
 
 /// Formatting shared by every artifact: invariant numbers, `MM:SS.mmm` times, CSV cells.
 [<RequireQualifiedAccess>]
-module Format =
+module internal Format =
 
     let private invariant = CultureInfo.InvariantCulture
 
@@ -50,7 +50,7 @@ module Format =
 
 /// Writing artifact files: complete or not at all (a temporary name renamed at the end).
 [<RequireQualifiedAccess>]
-module Artifacts =
+module internal Artifacts =
 
     let private compact = JsonSerializerOptions(WriteIndented = false)
     let private indented = JsonSerializerOptions(WriteIndented = true)

@@ -9,7 +9,7 @@ open CtsLite.Logs
 open FsToolkit.ErrorHandling
 
 /// A pulse of a bit inside the window (rise to fall, or rise to the window end).
-type Pulse = { Rise: float; Fall: float }
+type internal Pulse = { Rise: float; Fall: float }
 
 /// `can-bitwatch`: frame counts per segment, watched-bit edges, window-only bits and the
 /// "three 2-second pulses" hunt, from the rlog-to-csv CSV or straight from a log.

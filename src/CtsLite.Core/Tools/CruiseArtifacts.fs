@@ -6,7 +6,7 @@ open CtsLite.Can
 
 /// A table cell: CSV prints it, the JSON twin keeps its type; `Empty` is an empty cell / null.
 [<RequireQualifiedAccess>]
-type Cell =
+type internal Cell =
     | S of string
     | N of value: float * decimals: int
     | I of int64
@@ -15,7 +15,7 @@ type Cell =
     | Empty
 
 /// One table artifact: CSV and JSON rows from the same cells.
-type Table = {
+type internal Table = {
     Name: string
     Columns: string list
     Rows: Cell list list

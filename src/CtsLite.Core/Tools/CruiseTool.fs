@@ -10,7 +10,7 @@ open CtsLite.Logs
 
 /// `cruise-control-analyzer`: Subaru Set presses, target-speed events, marker windows, candidate bits.
 [<RequireQualifiedAccess>]
-module CruiseTool =
+module internal CruiseTool =
 
     /// The DBC used when the `dbc` parameter is not given (embedded in CtsLite.Core).
     [<Literal>]

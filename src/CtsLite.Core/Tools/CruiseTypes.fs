@@ -8,10 +8,10 @@ open CtsLite.Logs
 
 /// A moment of the log: logMonoTime in ns, seconds (`Abs`) and seconds after the log's first event (`Rel`).
 [<Struct>]
-type LogTime = { Ns: int64; Abs: float; Rel: float }
+type internal LogTime = { Ns: int64; Abs: float; Rel: float }
 
 /// A state change of one decoded signal (a button press, an activation).
-type SignalEdge = {
+type internal SignalEdge = {
     Time: LogTime
     Address: uint32
     Bus: int
@@ -25,7 +25,7 @@ type SignalEdge = {
 }
 
 /// A maximal run of speed samples inside the band.
-type TargetSpeedEvent = {
+type internal TargetSpeedEvent = {
     Start: LogTime
     /// The first out-of-band sample, or the last sample when the run reaches the end.
     End: LogTime
@@ -36,7 +36,7 @@ type TargetSpeedEvent = {
 }
 
 /// A marker window (left blinker on, then right blinker on within the timeout).
-type MarkerWindow = {
+type internal MarkerWindow = {
     Start: LogTime
     /// The right-on time; equal to `Start` for a partial window.
     Stop: LogTime
@@ -47,7 +47,7 @@ type MarkerWindow = {
 }
 
 /// Frame activity of one (address, bus) around the marker windows, summed over the windows.
-type SegmentCounts = {
+type internal SegmentCounts = {
     Address: uint32
     Bus: int
     Pre: int
@@ -62,7 +62,7 @@ type SegmentCounts = {
     member c.Delta = c.Window - max c.Pre c.Post
 
 /// Change statistics of one (address, bus) inside one marker window.
-type WindowActivity = {
+type internal WindowActivity = {
     Address: uint32
     Bus: int
     Messages: int
@@ -73,7 +73,7 @@ type WindowActivity = {
 }
 
 /// A candidate bit of a target address.
-type CandidateBit = {
+type internal CandidateBit = {
     Address: uint32
     Bus: int
     Bit: int
@@ -85,10 +85,10 @@ type CandidateBit = {
 }
 
 /// An interval where the engaged bit is 1.
-type EngagedInterval = { Start: LogTime; End: LogTime }
+type internal EngagedInterval = { Start: LogTime; End: LogTime }
 
 /// A frame whose checksum does not match (still used).
-type BadChecksum = {
+type internal BadChecksum = {
     Time: LogTime
     Address: uint32
     Bus: int
@@ -96,17 +96,17 @@ type BadChecksum = {
 }
 
 /// Frames of one (address, bus) left out of the analysis, and the first reason.
-type SkippedFrames = {
+type internal SkippedFrames = {
     Key: CanKey
     Frames: int64
     FirstReason: string
 }
 
 /// The frames of one (address, bus).
-type MessageCount = { Key: CanKey; Frames: int64 }
+type internal MessageCount = { Key: CanKey; Frames: int64 }
 
 /// Frame integrity over the whole input.
-type Integrity = {
+type internal Integrity = {
     FramesChecksumChecked: int64
     BadChecksums: BadChecksum list
     BadChecksumCount: int64
@@ -117,7 +117,7 @@ type Integrity = {
 }
 
 /// Everything the cruise-control analysis found.
-type CruiseAnalysis = {
+type internal CruiseAnalysis = {
     Files: string list
     FirstNs: int64
     LastNs: int64
@@ -152,7 +152,7 @@ type CruiseAnalysis = {
 }
 
 /// The settings of one analysis (the tool's parameters after validation).
-type CruiseSettings = {
+type internal CruiseSettings = {
     SpeedMin: float
     SpeedMax: float
     Markers: bool

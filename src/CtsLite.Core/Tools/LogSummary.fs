@@ -32,6 +32,9 @@ module LogSummary =
             "warnings", Artifacts.strings info.Warnings
         ]
 
+    /// The `cts log info --json` text: the object of `infoJson`, indented.
+    let infoJsonText (info: LogInfo) : string = Artifacts.jsonText (infoJson info)
+
     let descriptor: ToolDescriptor = {
         Id = "log-summary"
         Name = "Log summary"

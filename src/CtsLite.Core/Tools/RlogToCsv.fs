@@ -7,7 +7,7 @@ open CtsLite.Logs
 
 /// `rlog-to-csv`: every CAN frame of a log as CSV, labelled pre / window / post.
 [<RequireQualifiedAccess>]
-module RlogToCsv =
+module internal RlogToCsv =
 
     /// The artifact's name.
     [<Literal>]

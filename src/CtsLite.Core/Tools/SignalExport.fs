@@ -11,7 +11,7 @@ open FsToolkit.ErrorHandling
 
 /// `signal-export`: DBC signals and log fields in one time-aligned table (zero-order hold).
 [<RequireQualifiedAccess>]
-module SignalExport =
+module internal SignalExport =
 
     let private spec = ParameterSpec.create
 

@@ -8,7 +8,7 @@ open CtsLite.Can
 /// What several tools share: the built-in files a `file` parameter may name, DBC loading, and the
 /// rule that picks a default bus. Tools call this module, never each other.
 [<RequireQualifiedAccess>]
-module ToolSupport =
+module internal ToolSupport =
 
     /// opendbc's Subaru global DBC (MIT), embedded in CtsLite.Core so a `dbc` parameter works
     /// without any file.

@@ -1,0 +1,94 @@
+namespace CtsLite.Tools
+
+open System
+open System.Threading
+
+/// One file a completed run wrote, checked on disk.
+type ArtifactFile = {
+    /// The name relative to the output folder.
+    Name: string
+    /// The full path.
+    Path: string
+    Size: int64
+    /// Lower-case hex SHA-256 of the content.
+    Sha256: string
+    /// The HTTP content type by extension (`text/csv; charset=utf-8`, `application/json`, …).
+    ContentType: string
+}
+
+/// A tool with parameters that passed validation: ready to run, nothing written yet.
+type PreparedRun = {
+    Tool: Tool
+    Parameters: ToolParameters
+}
+
+/// A completed run: the tool's output and its artifacts as files.
+type ToolRunResult = {
+    Tool: ToolDescriptor
+    /// The parameters after validation (defaults filled in).
+    Parameters: ToolParameters
+    OutputDir: string
+    Output: ToolOutput
+    /// The artifacts that exist, in the tool's order.
+    Artifacts: ArtifactFile list
+}
+
+/// What a caller gives to run one tool: the same shape for the CLI, the service's engine, the C#
+/// library and the tests.
+type ToolRunRequest = {
+    ToolId: string
+    /// What to read, readable here.
+    Input: ToolInput
+    /// The parameters as given (text from a command line, or JSON values).
+    Parameters: (string * ParameterInput) list
+    /// The folder the artifacts go into; created when missing.
+    OutputDir: string
+    /// Progress in percent (0–100).
+    Progress: float -> unit
+    Log: ToolLogLevel -> string -> unit
+    /// The caller's cancellation (Ctrl+C, a cancel request, shutdown).
+    Cancellation: CancellationToken
+    /// The run fails with `TimedOut` once this much time has passed.
+    Timeout: TimeSpan option
+    /// Turns a `file` parameter's value (a path; an upload id in the service) into a readable path.
+    ResolveFile: string -> Result<string, string>
+}
+
+/// The one way to run a tool: look it up, validate its parameters, check its `file` parameters
+/// through the caller's resolver, create the output folder, run it under the caller's
+/// The one way to run a tool: look it up, validate its parameters, check its `file` parameters
+/// through the caller's resolver, create the output folder, run it under the caller's
+/// cancellation and time limit, and list what it wrote with size and SHA-256.
+[<RequireQualifiedAccess>]
+module ToolRunner =
+
+    /// Resolves file parameters as paths on this machine (the CLI, the C# library, tests).
+    val localFiles: value: string -> Result<string, string>
+
+    /// A request with no progress, log, cancellation or time limit, resolving files locally.
+    val request:
+        toolId: string ->
+        input: ToolInput ->
+        parameters: (string * ParameterInput) list ->
+        outputDir: string ->
+            ToolRunRequest
+
+    /// The catalog's tool with this id.
+    val find: toolId: string -> Result<Tool, ToolError>
+
+    /// Every `file` parameter with a value that is not a built-in file must resolve; one error
+    /// per parameter that does not.
+    val checkFiles:
+        resolve: (string -> Result<string, string>) -> tool: Tool -> parameters: ToolParameters -> ParameterError list
+
+    /// The tool and its validated parameters, before anything is run or written.
+    val prepare: toolId: string -> given: (string * ParameterInput) list -> Result<PreparedRun, ToolError>
+
+    /// The files of `names` in `dir` that exist, with size, SHA-256 and content type.
+    val internal listArtifacts: dir: string -> names: string list -> ArtifactFile list
+
+    /// Runs a prepared tool (see `prepare`) as `request` says.
+    val execute: request: ToolRunRequest -> prepared: PreparedRun -> Result<ToolRunResult, ToolError>
+
+    /// Looks the tool up, validates, and runs it.
+    val run: request: ToolRunRequest -> Result<ToolRunResult, ToolError>
