@@ -116,8 +116,18 @@ module internal CanBitwatch =
 
     let private segments = [ WindowPart.Pre; WindowPart.Window; WindowPart.Post ]
 
-    let private readFrames (ctx: ToolContext) : Result<CsvFrame list * float option, ToolError> =
+    /// What can-bitwatch read: every frame in the analyzer's frame store (times in ns after the
+    /// first CAN event, or the CSV's own), the window part of each frame, and the time origin.
+    type private Reading = {
+        Store: FrameStore
+        Parts: ResizeArray<WindowPart>
+        /// `window_start` when given; else the first window frame sets the origin.
+        Origin: float option
+    }
+
+    let private readFrames (ctx: ToolContext) (store: FrameStore) : Result<Reading, ToolError> =
         let p = ctx.Parameters
+        let parts = ResizeArray<WindowPart>()
 
         let window =
             match p.Float "window_start", p.Float "window_dur" with
@@ -146,7 +156,20 @@ module internal CanBitwatch =
             |> Result.bind (fun lines ->
                 match CanText.readCsv (Path.GetFileName path) lines with
                 | Error es -> Error(ToolError.InputInvalid(String.Join("; ", es |> List.truncate 5)))
-                | Ok frames -> Ok(frames, p.Float "window_start"))
+                | Ok rows ->
+                    for row in rows do
+                        let f = row.Frame
+
+                        store.Add(f.TimeNs, store.KeyOf(f.Address, f.Bus), ReadOnlySpan f.Payload)
+                        |> ignore
+
+                        parts.Add(row.Part |> Option.defaultValue WindowPart.Pre)
+
+                    Ok {
+                        Store = store
+                        Parts = parts
+                        Origin = p.Float "window_start"
+                    })
         | Some(CanTextKind.Candump, path) ->
             Error(ToolError.InputInvalid $"{path}: a candump file; can-bitwatch reads the rlog-to-csv CSV or a log")
         | None ->
@@ -162,7 +185,6 @@ module internal CanBitwatch =
                 | Error e -> Error e
                 | Ok files ->
                     let layout = LogInput.layout ()
-                    let frames = ResizeArray<CsvFrame>()
                     let mutable t0 = None
 
                     LogInput.iter ctx files 0.0 70.0 (fun reader ->
@@ -174,24 +196,242 @@ module internal CanBitwatch =
                             let origin = t0 |> Option.defaultValue mono
                             t0 <- Some origin
                             let ns = int64 (mono - origin)
-                            let t = float ns / 1e9
-                            let part = Some(WindowPart.ofTime start dur t)
+                            let part = WindowPart.ofTime start dur (float ns / 1e9)
                             let mutable c = CanCursor(m, layout, Event.canBatch m layout e)
 
                             while c.MoveNext() do
-                                frames.Add {
-                                    Frame = {
-                                        TimeNs = ns
-                                        Service = CanService.Can
-                                        Address = c.Address
-                                        Bus = int c.Src
-                                        Payload = c.Payload.ToArray()
-                                    }
-                                    Part = part
-                                }
+                                store.Add(ns, store.KeyOf(c.Address, int c.Src), c.Payload) |> ignore
+                                parts.Add part
 
                         true)
-                    |> Result.map (fun _ -> List.ofSeq frames, Some start)
+                    |> Result.map (fun _ -> {
+                        Store = store
+                        Parts = parts
+                        Origin = Some start
+                    })
+
+    /// Writes the five outputs of a reading; the summary and warnings.
+    let private analyse
+        (ctx: ToolContext)
+        (prefix: string)
+        (watched: CanBit list)
+        (reading: Reading)
+        : Result<ToolOutput, ToolError> =
+        let p = ctx.Parameters
+        let store, parts = reading.Store, reading.Parts
+        let keys = store.Keys
+        let byKey = store.ByKey()
+        let seconds (i: int) = float (store.Time i) / 1e9
+        // Keys in order of their first frame in the input.
+        let firstFrame = byKey |> Array.map (fun ix -> Array.min ix)
+
+        // One bus per address: the forced one, else the default-bus rule.
+        let chosen =
+            [ 0 .. keys.Count - 1 ]
+            |> List.groupBy (fun k -> keys[k].Address)
+            |> List.choose (fun (_, ks) ->
+                match p.Int "bus" with
+                | Some b -> ks |> List.tryFind (fun k -> keys[k].Bus = int b)
+                | None ->
+                    ks
+                    |> List.map (fun k -> keys[k].Bus, int64 byKey[k].Length)
+                    |> ToolSupport.defaultBus
+                    |> Option.bind (fun b -> ks |> List.tryFind (fun k -> keys[k].Bus = b)))
+            |> List.sortBy (fun k -> firstFrame[k])
+
+        let addresses = chosen |> List.map (fun k -> keys[k].Address)
+        // Each address's frames in time order (log order within one time).
+        let framesOf = chosen |> List.map (fun k -> keys[k].Address, byKey[k]) |> dict
+
+        // Every chosen frame in input order: the first window frame sets the origin.
+        let inInputOrder =
+            chosen |> Seq.collect (fun k -> byKey[k]) |> Seq.sort |> Array.ofSeq
+
+        let windowFrames =
+            inInputOrder |> Array.filter (fun i -> parts[i] = WindowPart.Window)
+
+        let origin =
+            match reading.Origin with
+            | Some o -> o
+            | None when windowFrames.Length > 0 -> seconds windowFrames[0]
+            | None when inInputOrder.Length > 0 -> seconds inInputOrder[0]
+            | None -> 0.0
+
+        let windowEnd = windowFrames |> Array.fold (fun e i -> max e (seconds i)) origin
+
+        // counts.csv
+        Artifacts.writeWith ctx.OutputDir $"{prefix}.counts.csv" (fun w ->
+            w.WriteLine "address,pre,window,post,delta"
+
+            for a in List.sort addresses do
+                let n part =
+                    framesOf[a] |> Array.filter (fun i -> parts[i] = part) |> Array.length
+
+                let pre, win, post = n WindowPart.Pre, n WindowPart.Window, n WindowPart.Post
+
+                w.WriteLine(
+                    Format.csvLine [
+                        Format.address a
+                        string pre
+                        string win
+                        string post
+                        string (win - max pre post)
+                    ]
+                ))
+
+        // per_address.json
+        let perAddress =
+            Artifacts.obj [
+                for a in addresses ->
+                    Format.address a,
+                    Artifacts.obj [
+                        for part in segments do
+                            let payloads =
+                                framesOf[a]
+                                |> Array.filter (fun i -> parts[i] = part)
+                                |> Array.map (fun i -> Convert.ToHexString(store.Payload i))
+
+                            if payloads.Length > 0 then
+                                let counted = payloads |> Array.countBy id |> Array.sortBy (fun (hex, n) -> -n, hex)
+
+                                part.Label,
+                                Artifacts.obj [
+                                    "unique_payloads", Artifacts.int (int64 counted.Length)
+                                    "top_payloads",
+                                    Artifacts.arr [
+                                        for hex, n in Array.truncate 5 counted ->
+                                            Artifacts.arr [ Artifacts.str hex; Artifacts.int (int64 n) ]
+                                    ]
+                                ]
+                    ]
+            ]
+
+        Artifacts.writeJson ctx.OutputDir $"{prefix}.per_address.json" perAddress
+
+        // bit_edges.csv: every edge of a watched bit, in time order (input order within one time).
+        let edges = [|
+            for w, watch in List.indexed watched do
+                match framesOf.TryGetValue watch.Address with
+                | true, ix ->
+                    for k in 1 .. ix.Length - 1 do
+                        let before = Bits.get (store.Payload ix[k - 1]) watch.Bit
+                        let v = Bits.get (store.Payload ix[k]) watch.Bit
+
+                        if before <> v then
+                            struct (ix[k], w, v)
+                | false, _ -> ()
+        |]
+
+        Artifacts.writeWith ctx.OutputDir $"{prefix}.bit_edges.csv" (fun out ->
+            out.WriteLine "address,byte,msb_bit,lsb_bit,global_idx,timestamp,rel,edge,segment"
+
+            for struct (i, w, v) in edges |> Array.sortBy (fun struct (i, w, _) -> store.Time i, i, w) do
+                let watch = watched[w]
+                let bit = watch.Bit
+
+                out.WriteLine(
+                    Format.csvLine [
+                        Format.address watch.Address
+                        string (bit / 8)
+                        string (7 - bit % 8)
+                        string (bit % 8)
+                        string bit
+                        Format.decimals 6 (seconds i)
+                        Format.mmss (max 0.0 (seconds i - origin))
+                        (if v then "0->1" else "1->0")
+                        parts[i].Label
+                    ]
+                ))
+
+        // Toggles per (address, bit) with the part of the window each happened in.
+        let toggles = Dictionary<CanBit, ResizeArray<float * WindowPart * bool>>()
+
+        for a in addresses do
+            let ix = framesOf[a]
+
+            for k in 1 .. ix.Length - 1 do
+                let previous = store.Payload ix[k - 1]
+                let current = store.Payload ix[k]
+                let n = max previous.Length current.Length
+
+                for bit in 0 .. min 64 (n * 8) - 1 do
+                    let x = Bits.get previous bit
+                    let y = Bits.get current bit
+
+                    if x <> y then
+                        let key = { Address = a; Bit = bit }
+                        let toggle = seconds ix[k], parts[ix[k]], y
+
+                        match toggles.TryGetValue key with
+                        | true, l -> l.Add toggle
+                        | false, _ -> toggles[key] <- ResizeArray [ toggle ]
+
+        let candidates =
+            toggles.Keys
+            |> Seq.filter (fun key -> toggles[key] |> Seq.forall (fun (_, s, _) -> s = WindowPart.Window))
+            |> Seq.sortBy (fun key ->
+                let t, _, _ = toggles[key][0]
+                t, key.Address, key.Bit)
+            |> List.ofSeq
+
+        Artifacts.writeWith ctx.OutputDir $"{prefix}.candidates_window_only.csv" (fun w ->
+            w.WriteLine "address,global_idx,toggles"
+
+            for key in candidates do
+                w.WriteLine $"{Format.address key.Address},{key.Bit},{toggles[key].Count}")
+
+        // accel_hunt.csv: pulses of each candidate inside the window.
+        let hunt = [
+            for key in candidates ->
+                let initial =
+                    framesOf[key.Address]
+                    |> Array.filter (fun i -> seconds i <= origin)
+                    |> Array.tryLast
+                    |> Option.map (fun i -> Bits.get (store.Payload i) key.Bit)
+                    |> Option.defaultValue false
+
+                let transitions = toggles[key] |> Seq.map (fun (t, _, v) -> t, v) |> List.ofSeq
+                key, pulses origin windowEnd initial transitions
+        ]
+
+        Artifacts.writeWith ctx.OutputDir $"{prefix}.accel_hunt.csv" (fun w ->
+            w.WriteLine "address,global_idx,pulses,valid_three_2s"
+
+            for key, ps in hunt do
+                let durations =
+                    ps
+                    |> List.map (fun x ->
+                        Math.Round(x.Fall - x.Rise, 3).ToString(Globalization.CultureInfo.InvariantCulture))
+                    |> fun l -> "[" + String.Join(", ", l) + "]"
+
+                w.WriteLine(
+                    Format.csvLine [
+                        Format.address key.Address
+                        string key.Bit
+                        durations
+                        (if validThree ps then "True" else "False")
+                    ]
+                ))
+
+        ctx.Progress 100.0
+        let valid = hunt |> List.filter (fun (_, ps) -> validThree ps)
+
+        Ok {
+            Artifacts = [
+                $"{prefix}.counts.csv"
+                $"{prefix}.per_address.json"
+                $"{prefix}.bit_edges.csv"
+                $"{prefix}.candidates_window_only.csv"
+                $"{prefix}.accel_hunt.csv"
+            ]
+            Summary =
+                $"{addresses.Length} addresses, {candidates.Length} window-only bit(s), {valid.Length} with three 2 s pulses"
+            Warnings =
+                (if windowFrames.Length = 0 then
+                     [ "no frame is labelled window" ]
+                 else
+                     [])
+        }
 
     let private run (ctx: ToolContext) : Result<ToolOutput, ToolError> =
         let p = ctx.Parameters
@@ -233,235 +473,13 @@ module internal CanBitwatch =
         match watched with
         | Error e -> Error e
         | Ok watched ->
-            match readFrames ctx with
+            use store = new FrameStore()
+
+            match readFrames ctx store with
             | Error e -> Error e
-            | Ok(allFrames, originOverride) ->
+            | Ok reading ->
                 ctx.Cancellation.ThrowIfCancellationRequested()
-
-                // One bus per address: the forced one, else the default-bus rule.
-                let busOf =
-                    allFrames
-                    |> List.countBy (fun f -> f.Frame.Address, f.Frame.Bus)
-                    |> List.groupBy (fst >> fst)
-                    |> List.choose (fun (address, counts) ->
-                        match p.Int "bus" with
-                        | Some b -> Some(address, int b)
-                        | None ->
-                            counts
-                            |> List.map (fun ((_, b), n) -> b, int64 n)
-                            |> ToolSupport.defaultBus
-                            |> Option.map (fun b -> address, b))
-                    |> Map.ofList
-
-                let frames =
-                    allFrames
-                    |> List.filter (fun f -> busOf.TryFind f.Frame.Address = Some f.Frame.Bus)
-
-                let segmentOf (f: CsvFrame) =
-                    f.Part |> Option.defaultValue WindowPart.Pre
-
-                let windowFrames = frames |> List.filter (fun f -> segmentOf f = WindowPart.Window)
-
-                let origin =
-                    match originOverride, windowFrames, frames with
-                    | Some o, _, _ -> o
-                    | None, w :: _, _ -> w.Frame.Seconds
-                    | None, [], f :: _ -> f.Frame.Seconds
-                    | None, [], [] -> 0.0
-
-                let windowEnd = windowFrames |> List.map _.Frame.Seconds |> List.fold max origin
-
-                let addresses = frames |> List.map _.Frame.Address |> List.distinct
-                let sorted = frames |> List.sortBy _.Frame.Seconds
-
-                // Each address's frames in time order (stable: file order within equal times).
-                let byAddress =
-                    sorted
-                    |> List.groupBy _.Frame.Address
-                    |> List.map (fun (a, fs) -> a, Array.ofList fs)
-                    |> dict
-
-                // counts.csv
-                let countRows = [
-                    for a in addresses |> List.sort ->
-                        let n s =
-                            byAddress[a] |> Array.filter (fun f -> segmentOf f = s) |> Array.length
-
-                        let pre, win, post = n WindowPart.Pre, n WindowPart.Window, n WindowPart.Post
-
-                        [
-                            Format.address a
-                            string pre
-                            string win
-                            string post
-                            string (win - max pre post)
-                        ]
-                ]
-
-                Artifacts.writeWith ctx.OutputDir $"{prefix}.counts.csv" (fun w ->
-                    w.WriteLine "address,pre,window,post,delta"
-
-                    for r in countRows do
-                        w.WriteLine(Format.csvLine r))
-
-                // per_address.json
-                let perAddress =
-                    Artifacts.obj [
-                        for a in addresses ->
-                            Format.address a,
-                            Artifacts.obj [
-                                for s in segments do
-                                    let payloads =
-                                        byAddress[a]
-                                        |> Array.filter (fun f -> segmentOf f = s)
-                                        |> Array.map (fun f -> Convert.ToHexString f.Frame.Payload)
-                                        |> List.ofArray
-
-                                    if not payloads.IsEmpty then
-                                        let counted =
-                                            payloads |> List.countBy id |> List.sortBy (fun (hex, n) -> -n, hex)
-
-                                        s.Label,
-                                        Artifacts.obj [
-                                            "unique_payloads", Artifacts.int (int64 counted.Length)
-                                            "top_payloads",
-                                            Artifacts.arr [
-                                                for hex, n in List.truncate 5 counted ->
-                                                    Artifacts.arr [ Artifacts.str hex; Artifacts.int (int64 n) ]
-                                            ]
-                                        ]
-                            ]
-                    ]
-
-                Artifacts.writeJson ctx.OutputDir $"{prefix}.per_address.json" perAddress
-
-                // bit_edges.csv
-                let last = Dictionary<CanBit, bool>()
-
-                Artifacts.writeWith ctx.OutputDir $"{prefix}.bit_edges.csv" (fun w ->
-                    w.WriteLine "address,byte,msb_bit,lsb_bit,global_idx,timestamp,rel,edge,segment"
-
-                    for labelled in sorted do
-                        let f = labelled.Frame
-
-                        for key in watched do
-                            if key.Address = f.Address then
-                                let address, bit = key.Address, key.Bit
-                                let v = Bits.get (ReadOnlySpan f.Payload) bit
-
-                                match last.TryGetValue key with
-                                | true, previous when previous <> v ->
-                                    w.WriteLine(
-                                        Format.csvLine [
-                                            Format.address address
-                                            string (bit / 8)
-                                            string (7 - bit % 8)
-                                            string (bit % 8)
-                                            string bit
-                                            Format.decimals 6 f.Seconds
-                                            Format.mmss (max 0.0 (f.Seconds - origin))
-                                            (if v then "0->1" else "1->0")
-                                            (segmentOf labelled).Label
-                                        ]
-                                    )
-                                | _ -> ()
-
-                                last[key] <- v)
-
-                // Toggles per (address, bit) with the segment of the frame where each happened.
-                let toggles = Dictionary<CanBit, ResizeArray<float * WindowPart * bool>>()
-                let order = ResizeArray<CanBit>()
-
-                for a in addresses do
-                    let fs = byAddress[a]
-
-                    for i in 1 .. fs.Length - 1 do
-                        let previous, current = fs[i - 1].Frame, fs[i].Frame
-                        let n = max previous.Payload.Length current.Payload.Length
-
-                        for bit in 0 .. min 64 (n * 8) - 1 do
-                            let x = Bits.get (ReadOnlySpan previous.Payload) bit
-                            let y = Bits.get (ReadOnlySpan current.Payload) bit
-
-                            if x <> y then
-                                let key = { Address = a; Bit = bit }
-                                let toggle = current.Seconds, segmentOf fs[i], y
-
-                                match toggles.TryGetValue key with
-                                | true, l -> l.Add toggle
-                                | false, _ ->
-                                    toggles[key] <- ResizeArray [ toggle ]
-                                    order.Add key
-
-                let candidates =
-                    order
-                    |> Seq.filter (fun key -> toggles[key] |> Seq.forall (fun (_, s, _) -> s = WindowPart.Window))
-                    |> Seq.sortBy (fun key ->
-                        let t, _, _ = toggles[key][0]
-                        t, key.Address, key.Bit)
-                    |> List.ofSeq
-
-                Artifacts.writeWith ctx.OutputDir $"{prefix}.candidates_window_only.csv" (fun w ->
-                    w.WriteLine "address,global_idx,toggles"
-
-                    for key in candidates do
-                        w.WriteLine $"{Format.address key.Address},{key.Bit},{toggles[key].Count}")
-
-                // accel_hunt.csv: pulses of each candidate inside the window.
-                let hunt = [
-                    for key in candidates ->
-                        let a, bit = key.Address, key.Bit
-
-                        let initial =
-                            byAddress[a]
-                            |> Array.filter (fun f -> f.Frame.Seconds <= origin)
-                            |> Array.tryLast
-                            |> Option.map (fun f -> Bits.get (ReadOnlySpan f.Frame.Payload) bit)
-                            |> Option.defaultValue false
-
-                        let transitions = toggles[key] |> Seq.map (fun (t, _, v) -> t, v) |> List.ofSeq
-                        let ps = pulses origin windowEnd initial transitions
-                        a, bit, ps
-                ]
-
-                Artifacts.writeWith ctx.OutputDir $"{prefix}.accel_hunt.csv" (fun w ->
-                    w.WriteLine "address,global_idx,pulses,valid_three_2s"
-
-                    for a, bit, ps in hunt do
-                        let durations =
-                            ps
-                            |> List.map (fun x ->
-                                Math.Round(x.Fall - x.Rise, 3).ToString(Globalization.CultureInfo.InvariantCulture))
-                            |> fun l -> "[" + String.Join(", ", l) + "]"
-
-                        w.WriteLine(
-                            Format.csvLine [
-                                Format.address a
-                                string bit
-                                durations
-                                (if validThree ps then "True" else "False")
-                            ]
-                        ))
-
-                ctx.Progress 100.0
-                let valid = hunt |> List.filter (fun (_, _, ps) -> validThree ps)
-
-                Ok {
-                    Artifacts = [
-                        $"{prefix}.counts.csv"
-                        $"{prefix}.per_address.json"
-                        $"{prefix}.bit_edges.csv"
-                        $"{prefix}.candidates_window_only.csv"
-                        $"{prefix}.accel_hunt.csv"
-                    ]
-                    Summary =
-                        $"{addresses.Length} addresses, {candidates.Length} window-only bit(s), {valid.Length} with three 2 s pulses"
-                    Warnings =
-                        (if windowFrames.IsEmpty then
-                             [ "no frame is labelled window" ]
-                         else
-                             [])
-                }
+                analyse ctx prefix watched reading
 
     /// The tool.
     let tool: Tool = {
