@@ -12,8 +12,10 @@ type StoreError =
     | Unavailable of reason: string
     | SchemaTooNew of found: int * supported: int
 
-/// Runs, log entries, uploads and artifacts. Implementations must not assume they are the only
-/// process using the store (several workers and a PostgreSQL store are planned).
+/// The database itself: its schema version, a round trip for the health check, its size on
+/// disk. What it holds (runs, log entries, uploads, artifacts) is reached through `IRunStore`;
+/// the split keeps health reporting free of the run contract. Implementations must not assume
+/// they are the only process using the database (several workers, a PostgreSQL store).
 type IStore =
     inherit IDisposable
 
