@@ -1,0 +1,18 @@
+namespace CtsLite.Can
+
+/// Parsing DBC files: the statements of a file, by keyword, into a `Database`.
+[<RequireQualifiedAccess>]
+module Dbc =
+
+    /// Parses `path` (following `CM_ "IMPORT x.dbc";` relative to it) with `readFile`. Every
+    /// problem is reported; a database is returned only when there are none.
+    val parseWith: readFile: (string -> Result<string, string>) -> path: string -> Result<Database, DbcError list>
+
+    /// Reads a file for `parseWith`.
+    val readFile: path: string -> Result<string, string>
+
+    /// Parses a DBC file from disk.
+    val loadFile: path: string -> Result<Database, DbcError list>
+
+    /// Parses DBC text held in memory (imports are not available).
+    val parseText: name: string -> text: string -> Result<Database, DbcError list>
