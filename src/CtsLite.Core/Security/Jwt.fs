@@ -91,21 +91,60 @@ module Jwt =
         let signature = base64Url (sign secret $"{header}.{payload}")
         $"{header}.{payload}.{signature}"
 
+    /// The JSON object of a token part; `Error` naming the part when it is not one object with
+    /// unique member names (RFC 7515 §4: a header with duplicate names must be refused).
+    let private jsonObject (part: string) (bytes: byte array) : Result<JsonDocument, JwtError> =
+        try
+            let doc = JsonDocument.Parse bytes
+
+            if doc.RootElement.ValueKind <> JsonValueKind.Object then
+                doc.Dispose()
+                Error(JwtError.Malformed $"the {part} is not a JSON object")
+            else
+                let names = Collections.Generic.HashSet<string>(StringComparer.Ordinal)
+
+                if doc.RootElement.EnumerateObject() |> Seq.forall (fun m -> names.Add m.Name) then
+                    Ok doc
+                else
+                    doc.Dispose()
+                    Error(JwtError.Malformed $"the {part} repeats a member name")
+        with :? JsonException ->
+            Error(JwtError.Malformed $"the {part} is not JSON")
+
+    /// A NumericDate claim (seconds since the epoch, possibly with a fraction): `None` when absent,
+    /// `Error` when present but not a time DateTimeOffset can hold.
+    let private numericDate (root: JsonElement) (name: string) : Result<DateTimeOffset option, JwtError> =
+        match root.TryGetProperty name with
+        | false, _ -> Ok None
+        | true, v when v.ValueKind = JsonValueKind.Number ->
+            match v.TryGetDouble() with
+            | true, seconds when
+                Double.IsFinite seconds
+                && seconds >= float (DateTimeOffset.MinValue.ToUnixTimeSeconds())
+                && seconds <= float (DateTimeOffset.MaxValue.ToUnixTimeSeconds())
+                ->
+                Ok(Some(DateTimeOffset.FromUnixTimeSeconds(int64 (Math.Floor seconds))))
+            | _ -> Error(JwtError.Malformed $"{name} is not a time")
+        | true, _ -> Error(JwtError.Malformed $"{name} is not a number")
+
     /// Checks the signature (constant time), the algorithm, `exp` (required), `nbf`, and audience
-    /// and issuer when required.
+    /// (a string, or an array of strings of which one must match) and issuer when required. Any
+    /// input gives a result: a token that is not three base64url parts of JSON objects is
+    /// `Malformed`, never an exception.
     let validate
         (secret: string)
         (requirements: JwtRequirements)
         (now: DateTimeOffset)
         (token: string)
         : Result<JwtClaims, JwtError> =
-        match token.Split('.') with
+        match (if isNull token then [||] else token.Split('.')) with
         | [| header; payload; signature |] ->
             match fromBase64Url header, fromBase64Url payload, fromBase64Url signature with
             | Some h, Some p, Some s ->
-                try
-                    use hd = JsonDocument.Parse h
-                    use pd = JsonDocument.Parse p
+                match jsonObject "header" h with
+                | Error e -> Error e
+                | Ok hd ->
+                    use hd = hd
 
                     let alg =
                         match hd.RootElement.TryGetProperty "alg" with
@@ -117,38 +156,47 @@ module Jwt =
                     elif not (CryptographicOperations.FixedTimeEquals(s, sign secret $"{header}.{payload}")) then
                         Error JwtError.BadSignature
                     else
-                        let root = pd.RootElement
+                        match jsonObject "payload" p with
+                        | Error e -> Error e
+                        | Ok pd ->
+                            use pd = pd
+                            let root = pd.RootElement
 
-                        let str (name: string) =
-                            match root.TryGetProperty name with
-                            | true, v when v.ValueKind = JsonValueKind.String -> Some(v.GetString())
-                            | _ -> None
-
-                        let time (name: string) =
-                            match root.TryGetProperty name with
-                            | true, v when v.ValueKind = JsonValueKind.Number ->
-                                match v.TryGetInt64() with
-                                | true, n -> Some(DateTimeOffset.FromUnixTimeSeconds n)
+                            let str (name: string) =
+                                match root.TryGetProperty name with
+                                | true, v when v.ValueKind = JsonValueKind.String -> Some(v.GetString())
                                 | _ -> None
-                            | _ -> None
 
-                        match time "exp", time "nbf" with
-                        | None, _ -> Error JwtError.MissingExpiry
-                        | Some exp, _ when exp + requirements.ClockSkew < now -> Error JwtError.Expired
-                        | _, Some nbf when nbf - requirements.ClockSkew > now -> Error JwtError.NotYetValid
-                        | Some exp, _ ->
-                            match requirements.Audience, requirements.Issuer with
-                            | Some a, _ when str "aud" <> Some a -> Error JwtError.WrongAudience
-                            | _, Some i when str "iss" <> Some i -> Error JwtError.WrongIssuer
-                            | _ ->
-                                Ok {
-                                    Subject = str "sub"
-                                    Expires = exp
-                                    Audience = str "aud"
-                                    Issuer = str "iss"
-                                }
-                with :? JsonException ->
-                    Error(JwtError.Malformed "header or payload is not JSON")
+                            let audiences =
+                                match root.TryGetProperty "aud" with
+                                | true, v when v.ValueKind = JsonValueKind.String -> [ v.GetString() ]
+                                | true, v when v.ValueKind = JsonValueKind.Array -> [
+                                    for a in v.EnumerateArray() do
+                                        if a.ValueKind = JsonValueKind.String then
+                                            a.GetString()
+                                  ]
+                                | _ -> []
+
+                            match numericDate root "exp", numericDate root "nbf" with
+                            | Error e, _
+                            | _, Error e -> Error e
+                            | Ok None, _ -> Error JwtError.MissingExpiry
+                            | Ok(Some exp), _ when exp < now - requirements.ClockSkew -> Error JwtError.Expired
+                            | _, Ok(Some nbf) when nbf > now + requirements.ClockSkew -> Error JwtError.NotYetValid
+                            | Ok(Some exp), _ ->
+                                match requirements.Audience, requirements.Issuer with
+                                | Some a, _ when not (List.contains a audiences) -> Error JwtError.WrongAudience
+                                | _, Some i when str "iss" <> Some i -> Error JwtError.WrongIssuer
+                                | _ ->
+                                    Ok {
+                                        Subject = str "sub"
+                                        Expires = exp
+                                        Audience =
+                                            match requirements.Audience with
+                                            | Some a -> Some a
+                                            | None -> List.tryHead audiences
+                                        Issuer = str "iss"
+                                    }
             | _ -> Error(JwtError.Malformed "not base64url")
         | _ -> Error(JwtError.Malformed "expected three dot-separated parts")
 
