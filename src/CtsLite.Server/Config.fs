@@ -34,8 +34,12 @@ type ServiceConfig = {
     JwtAudience: string option
     /// When set, tokens must carry this `iss`.
     JwtIssuer: string option
-    /// Requests per minute per token (per IP when anonymous); 0 turns rate limiting off.
+    /// Requests per minute per token (per IP when anonymous), and failed authentications per
+    /// minute per remote address; 0 turns rate limiting off.
     RateLimitPerMinute: int
+    /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` names the remote address;
+    /// empty: the connection's own address is the remote address.
+    TrustedProxies: Net.IPNetwork list
     /// Uploads and artifacts unused for this many days are deleted; 0 keeps them forever.
     RetentionDays: int
     /// Browser origins allowed by CORS (`scheme://host[:port]`, or `*`); empty: no CORS headers.
@@ -112,6 +116,7 @@ module Config =
         JwtAudience = None
         JwtIssuer = None
         RateLimitPerMinute = 600
+        TrustedProxies = []
         RetentionDays = 7
         CorsOrigins = []
         MaxConcurrentUploads = 4
@@ -202,6 +207,24 @@ module Config =
             else
                 None
         | _ -> None
+
+    /// An address (`10.0.0.1`, `::1`) or a CIDR network (`10.0.0.0/8`).
+    let private network (s: string) : Net.IPNetwork option =
+        match Net.IPNetwork.TryParse s with
+        | true, n -> Some n
+        | false, _ ->
+            match Net.IPAddress.TryParse s with
+            | true, ip ->
+                Some(
+                    Net.IPNetwork(
+                        ip,
+                        (if ip.AddressFamily = Net.Sockets.AddressFamily.InterNetwork then
+                             32
+                         else
+                             128)
+                    )
+                )
+            | false, _ -> None
 
     /// `*`, or an http(s) origin: scheme, host and optional port, no path, query or user.
     let private isOrigin (s: string) =
@@ -350,6 +373,25 @@ module Config =
                         c with
                             CorsOrigins = origins |> List.map (fun o -> o.TrimEnd('/'))
                     })
+        }
+        {
+            Key = "trusted_proxies"
+            Secret = false
+            Expected =
+                "proxy addresses or CIDR networks such as 10.0.0.0/8 (a TOML array; in CTS_TRUSTED_PROXIES separated by ',')"
+            Apply =
+                fun raw c ->
+                    list ',' raw
+                    |> Option.bind (fun items ->
+                        let parsed = items |> List.map network
+
+                        if parsed |> List.forall Option.isSome then
+                            Some {
+                                c with
+                                    TrustedProxies = List.choose id parsed
+                            }
+                        else
+                            None)
         }
         ranged "max_concurrent_uploads" 1L 1024L "an integer from 1 to 1024" (fun n c -> {
             c with

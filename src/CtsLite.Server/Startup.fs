@@ -90,6 +90,11 @@ module Startup =
                 }
             )
             .AddSingleton<RateLimiter>(RateLimiter(context.Config.RateLimitPerMinute, context.Time))
+            .AddSingleton<AuthFailures>(fun sp ->
+                AuthFailures(
+                    RateLimiter(context.Config.RateLimitPerMinute, context.Time),
+                    sp.GetRequiredService<ILogger<AuthFailures>>()
+                ))
             .AddSingleton<RunEngine>(fun sp ->
                 new RunEngine(
                     context.Config,

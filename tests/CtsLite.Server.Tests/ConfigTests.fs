@@ -105,6 +105,28 @@ let precedence =
             let v = loadOk None [ "CTS_CORS_ORIGINS", "https://a.example, *" ] []
             Expect.equal v.CorsOrigins [ "https://a.example"; "*" ] "comma-separated variable"
         }
+        test "trusted_proxies: addresses and CIDR networks; anything else is named" {
+            Expect.isEmpty (Config.defaults ()).TrustedProxies "none by default"
+
+            let c =
+                loadOk (Some "/c.toml") [] [ "/c.toml", "trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\", \"::1\"]\n" ]
+
+            Expect.equal
+                c.TrustedProxies
+                [
+                    System.Net.IPNetwork.Parse "10.0.0.0/8"
+                    System.Net.IPNetwork.Parse "192.0.2.1/32"
+                    System.Net.IPNetwork.Parse "::1/128"
+                ]
+                "networks, single addresses as /32 and /128"
+
+            let v = loadOk None [ "CTS_TRUSTED_PROXIES", "172.16.0.0/12, 127.0.0.1" ] []
+            Expect.equal v.TrustedProxies.Length 2 "comma-separated variable"
+
+            match loadErrors None [ "CTS_TRUSTED_PROXIES", "10.0.0.0/8, proxy.local" ] [] with
+            | [ e ] -> Expect.stringContains (Config.describe e) "CTS_TRUSTED_PROXIES" "the setting is named"
+            | other -> failtestf "a host name is not an address: %A" other
+        }
         testProperty "every valid port from the environment is taken" (fun (p: uint16) ->
             (loadOk None [ "CTS_API_PORT", string p ] []).ApiPort = int p)
         test "unrelated CTS_ variables produce a warning, known foreign ones do not" {
@@ -135,6 +157,7 @@ let badValues =
                 "CTS_DATA_DIR", "", "folder"
                 "CTS_CORS_ORIGINS", "https://a.example/app", "origins"
                 "CTS_CORS_ORIGINS", "ftp://a.example", "origins"
+                "CTS_TRUSTED_PROXIES", "10.0.0.0/33", "CIDR"
                 "CTS_RETENTION_DAYS", "-1", "days"
                 "CTS_MAX_CONCURRENT_UPLOADS", "0", "1 to 1024"
                 "CTS_MAX_JSON_BODY_BYTES", "10", "bytes"
