@@ -508,6 +508,24 @@ let canTests =
 
 let damageTests =
     testList "damaged logs" [
+        test "a file with no event is an error, strict or not, naming the file (empty, header and garbage)" {
+            let dir = TestEnv.tempDir "noevents"
+            let empty = Path.Combine(dir, "empty.rlog.zst")
+            File.WriteAllBytes(empty, [||])
+            let garbage = Path.Combine(dir, "zstd_header_then_garbage.rlog.zst")
+            File.WriteAllBytes(garbage, Array.append [| 0x28uy; 0xB5uy; 0x2Fuy; 0xFDuy |] (Array.create 64 0xEEuy))
+
+            for file in [ empty; garbage ] do
+                for strict in [ []; [ "--strict" ] ] do
+                    use err = new StringWriter()
+
+                    let code =
+                        Program.run (Array.ofList ([ "log"; "info"; file ] @ strict)) (new MemoryStream()) err
+
+                    Expect.equal code ExitCode.ClientError $"{file} {strict}: exit 1"
+                    Expect.stringContains (err.ToString()) file "names the file"
+                    Expect.isFalse (err.ToString().Contains "warning:") "an error, not a warning"
+        }
         test "a truncated log keeps the events before the damage, warns, and fails under --strict" {
             let dir = TestEnv.tempDir "trunc"
             let raw = Path.Combine(dir, "rlog")

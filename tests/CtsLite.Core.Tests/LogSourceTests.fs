@@ -90,6 +90,49 @@ let all =
             | Error e -> Expect.equal e.Source cut "strict: the damage of the first file"
             | Ok r -> failtestf "strict accepted damage: %A" r.Warnings
         }
+        test "a file with no event is damage: a warning in a route, the error when nothing else is read" {
+            let dir = TestEnv.tempDir "source"
+            let empty = Path.Combine(dir, "empty.rlog.zst")
+            File.WriteAllBytes(empty, [||])
+            // A zstd frame header and then garbage: the magic is right, nothing decodes.
+            let garbage = Path.Combine(dir, "garbage.rlog.zst")
+            File.WriteAllBytes(garbage, Array.append [| 0x28uy; 0xB5uy; 0x2Fuy; 0xFDuy |] (Array.create 64 0xEEuy))
+            let first, rest = (segments ()).[0], (segments ()).[1..]
+
+            match iterAll (LogSourceOptions.Of ReaderOptions.Default) (first :: empty :: rest) with
+            | Ok reading ->
+                Expect.equal reading.Events (segments () |> List.sumBy count) "the other segments are read"
+
+                match reading.Warnings with
+                | [ w ] ->
+                    Expect.stringContains w "empty.rlog.zst" "names the file"
+                    Expect.stringContains w "no event" "says why"
+                | ws -> failtestf "expected one warning: %A" ws
+            | Error e -> failtest (DecodeError.describe e)
+
+            let strict =
+                LogSourceOptions.Of {
+                    ReaderOptions.Default with
+                        Strict = true
+                }
+
+            match iterAll strict (first :: empty :: rest) with
+            | Error e -> Expect.equal (e.Source, e.Reason) (empty, DecodeReason.NoEvents) "strict: the empty segment"
+            | Ok _ -> failtest "strict accepted an empty segment"
+
+            for file in [ empty; garbage ] do
+                for options in [ LogSourceOptions.Of ReaderOptions.Default; strict ] do
+                    use source = new LogSource([ file ], options)
+
+                    match source.Iter(fun _ -> true) with
+                    | Error e ->
+                        Expect.equal e.Source file "the file is named"
+                        Expect.isEmpty source.Warnings "the damage is the error, not also a warning"
+                    | Ok r -> failtestf "%s gave no event and was accepted: %A" file r
+
+                    Expect.isFalse (source.Next()) "nothing to pull"
+                    Expect.isSome source.Error "Next agrees"
+        }
         test "a file that cannot be opened ends the reading naming it" {
             let missing = Path.Combine(TestEnv.tempDir "source", "missing.rlog.zst")
 

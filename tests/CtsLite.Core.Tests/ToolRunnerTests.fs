@@ -196,4 +196,26 @@ let all =
             | Error(ToolError.InputDamaged e) -> Expect.equal e.Source bad "the file"
             | other -> failtestf "%A" other
         }
+        test "every log tool fails on an empty file, naming it, instead of completing with nothing" {
+            let empty = Path.Combine(TestEnv.tempDir "runner", "empty.rlog.zst")
+            File.WriteAllBytes(empty, [||])
+
+            for toolId, parameters in
+                [
+                    "log-summary", []
+                    "rlog-to-csv", []
+                    "cruise-control-analyzer", []
+                    "signal-export", [ "signals", "Wheel_Speeds.FL"; "dbc", "subaru_global_2017_generated.dbc" ]
+                    "can-bitwatch", [ "window_start", "1"; "window_dur", "1" ]
+                ] do
+                match
+                    ToolRunner.run {
+                        requestFor toolId parameters with
+                            Input = ToolInput.Path empty
+                    }
+                with
+                | Error(ToolError.InputDamaged e) ->
+                    Expect.equal (e.Source, e.Reason) (empty, CtsLite.Capnp.DecodeReason.NoEvents) toolId
+                | other -> failtestf "%s: %A" toolId other
+        }
     ]

@@ -52,6 +52,8 @@ type DecodeReason =
     | Schema of detail: string
     /// The file could not be opened or read at all (missing, permissions).
     | Unreadable of detail: string
+    /// Not one event could be read: an empty file, or one that ends before its first message.
+    | NoEvents
 
 /// A decoding failure: where (source name and byte offset in the decompressed stream) and why.
 type DecodeError = {
@@ -83,6 +85,7 @@ module DecodeError =
         | DecodeReason.CorruptCompressedData detail -> $"corrupt compressed data: {detail}"
         | DecodeReason.Schema detail -> $"schema: {detail}"
         | DecodeReason.Unreadable detail -> $"cannot read: {detail}"
+        | DecodeReason.NoEvents -> "no event could be read (an empty file, or one that ends before its first message)"
 
     /// `source: byte N: reason` (`byte N: reason` for bytes without a name).
     let describe (e: DecodeError) : string =

@@ -40,11 +40,11 @@ type LogReading = {
 ///
 /// 1. A file that cannot be opened ends the reading with an `Unreadable` error naming it.
 /// 2. Damage (truncation, corruption, garbage, also before the first event) ends its file; every
-///    event before it was delivered. With `Strict` the reading ends with that damage as the
-///    error; otherwise it becomes a warning and the next file is read.
-///
-/// A tool run, which needs events, also fails when the whole input gave none and was damaged
-/// (`LogReading.FirstDamage`).
+///    event before it was delivered. A file from which not one event can be read (empty, a
+///    compression header only) is damage too (`NoEvents`). With `Strict` the reading ends with
+///    that damage as the error; otherwise it becomes a warning and the next file is read.
+/// 3. When the whole input gave no event at all, the reading ends with its first damage as the
+///    error, strict or not: there is nothing to answer from.
 ///
 /// Read it with `Iter` (a visitor; damage met while visiting ends the file like damage met by the
 /// reader) or pull events with `Next` and `Reader`.
@@ -57,6 +57,7 @@ type LogSource(files: string list, options: LogSourceOptions) =
     let mutable reader: LogReader option = None
     let mutable index = -1
     let mutable events = 0L
+    let mutable fileEvents = 0L
     let mutable finished = false
 
     /// How often (in events) the cancellation token is looked at and progress reported.
@@ -102,7 +103,17 @@ type LogSource(files: string list, options: LogSourceOptions) =
     member private _.CloseCurrent() =
         match reader with
         | Some r ->
-            match r.Damage with
+            let damage =
+                match r.Damage with
+                | None when fileEvents = 0L ->
+                    Some {
+                        Source = r.Source
+                        Offset = 0L
+                        Reason = DecodeReason.NoEvents
+                    }
+                | d -> d
+
+            match damage with
             | Some e ->
                 if firstDamage.IsNone then
                     firstDamage <- Some e
@@ -126,6 +137,22 @@ type LogSource(files: string list, options: LogSourceOptions) =
             false
         elif index + 1 >= all.Length then
             finished <- true
+
+            if events = 0L then
+                // The damage becomes the error: it is not also a warning.
+                firstDamage
+                |> Option.iter (fun e -> warnings.Remove(DecodeError.describe e) |> ignore)
+
+                error <-
+                    firstDamage
+                    |> Option.orElse (
+                        Some {
+                            Source = ""
+                            Offset = 0L
+                            Reason = DecodeReason.NoEvents
+                        }
+                    )
+
             options.Progress 1.0
             false
         else
@@ -146,10 +173,12 @@ type LogSource(files: string list, options: LogSourceOptions) =
                 false
             | Ok r ->
                 reader <- Some r
+                fileEvents <- 0L
                 true
 
     member private this.Counted() =
         events <- events + 1L
+        fileEvents <- fileEvents + 1L
 
         if events % int64 LogSource.CheckEvery = 0L then
             options.Cancellation.ThrowIfCancellationRequested()
