@@ -49,7 +49,19 @@ module UploadHandlers =
     type private Outcome =
         | TooLarge
         | Unaccepted
+        /// The body could not be read to its end (a multipart part that never ends, a bad chunk).
+        | BodyBroken
         | Stored of UploadRecord * bool
+
+    /// Reading the request body failed in a way the client caused (not a cancellation).
+    let private (|BodyFailure|_|) (e: exn) =
+        match e with
+        | :? OperationCanceledException -> None
+        | :? BadHttpRequestException as b when b.StatusCode = StatusCodes.Status413PayloadTooLarge -> None
+        | :? IOException
+        | :? InvalidDataException
+        | :? BadHttpRequestException -> Some()
+        | _ -> None
 
     /// Streams `source` to a temporary file while hashing and counting (memory stays flat), checks
     /// the content's kind, then renames it into place: a half-written upload is never visible.
@@ -75,8 +87,16 @@ module UploadHandlers =
 
                     let mutable reading = true
 
+                    let mutable broken = false
+
                     while reading do
-                        let! n = source.ReadAsync(buffer, 0, buffer.Length, aborted)
+                        let! n = task {
+                            try
+                                return! source.ReadAsync(buffer, 0, buffer.Length, aborted)
+                            with BodyFailure ->
+                                broken <- true
+                                return 0
+                        }
 
                         if n = 0 then
                             reading <- false
@@ -96,12 +116,13 @@ module UploadHandlers =
                                 do! file.WriteAsync(buffer, 0, n, aborted)
 
                     do! file.FlushAsync aborted
-                    return total, headLength, tooLarge
+                    return total, headLength, (if broken then None else Some tooLarge)
                 }
 
-                if tooLarge then
-                    return TooLarge
-                else
+                match tooLarge with
+                | None -> return BodyBroken
+                | Some true -> return TooLarge
+                | Some false ->
                     match FileKind.classify (ReadOnlySpan(head, 0, headLength)) with
                     | None -> return Unaccepted
                     | Some kind ->
@@ -131,9 +152,19 @@ module UploadHandlers =
                     File.Delete temp
         }
 
+    /// The longest multipart boundary RFC 2046 allows.
+    [<Literal>]
+    let MaxBoundaryLength = 70
+
+    /// The most header bytes one multipart part may have.
+    [<Literal>]
+    let MaxPartHeaderBytes = 16 * 1024
+
     /// `POST /v1/uploads`: a raw body (name from `X-Filename` or `?filename=`) or multipart/form-data
     /// (the first file part). 201 when new, 200 with the existing upload for known content, 413 over
-    /// the limit, 415 for content that is no rlog, CSV or DBC.
+    /// the limit, 415 for content that is no rlog, CSV or DBC, 400 naming what is wrong with a
+    /// malformed multipart body (no or an over-long boundary, no file part, an unterminated part,
+    /// part headers over 16 KiB).
     let create: HttpHandler =
         fun (next: HttpFunc) (ctx: HttpContext) -> task {
             let svc = service ctx
@@ -161,32 +192,68 @@ module UploadHandlers =
 
                     let! source = task {
                         if contentType.StartsWith("multipart/form-data", StringComparison.OrdinalIgnoreCase) then
-                            let boundary =
-                                HeaderUtilities.RemoveQuotes(MediaTypeHeaderValue.Parse(contentType).Boundary).Value
+                            match MediaTypeHeaderValue.TryParse contentType with
+                            | false, _ ->
+                                return
+                                    Error
+                                        "the Content-Type header is not a valid media type (multipart/form-data; boundary=…)"
+                            | true, media ->
+                                let boundary = HeaderUtilities.RemoveQuotes(media.Boundary).Value
 
-                            let reader = MultipartReader(boundary, ctx.Request.Body)
-                            let mutable found = None
-                            let mutable finished = false
+                                if String.IsNullOrEmpty boundary then
+                                    return Error "multipart/form-data needs a boundary parameter"
+                                elif boundary.Length > MaxBoundaryLength then
+                                    return
+                                        Error
+                                            $"the multipart boundary is longer than {MaxBoundaryLength} characters (RFC 2046)"
+                                else
+                                    let reader =
+                                        MultipartReader(
+                                            boundary,
+                                            ctx.Request.Body,
+                                            HeadersLengthLimit = MaxPartHeaderBytes
+                                        )
 
-                            while not finished do
-                                let! section = reader.ReadNextSectionAsync ctx.RequestAborted
+                                    let mutable found = Ok None
+                                    let mutable finished = false
 
-                                match section with
-                                | null -> finished <- true
-                                | s ->
-                                    match ContentDispositionHeaderValue.TryParse(s.ContentDisposition) with
-                                    | true, cd when cd.FileName.HasValue || cd.FileNameStar.HasValue ->
-                                        let name =
-                                            if cd.FileNameStar.HasValue then
-                                                cd.FileNameStar.Value
-                                            else
-                                                HeaderUtilities.RemoveQuotes(cd.FileName).Value
+                                    while not finished do
+                                        let! section = task {
+                                            try
+                                                let! section = reader.ReadNextSectionAsync ctx.RequestAborted
+                                                return Ok section
+                                            with
+                                            | :? InvalidDataException ->
+                                                return
+                                                    Error
+                                                        $"a part's headers are malformed or longer than {MaxPartHeaderBytes / 1024} KiB"
+                                            | BodyFailure ->
+                                                return Error "the multipart body ended before its closing boundary"
+                                        }
 
-                                        found <- Some(name, s.Body)
-                                        finished <- true
-                                    | _ -> ()
+                                        match section with
+                                        | Error e ->
+                                            found <- Error e
+                                            finished <- true
+                                        | Ok null -> finished <- true
+                                        | Ok s ->
+                                            match ContentDispositionHeaderValue.TryParse(s.ContentDisposition) with
+                                            | true, cd when cd.FileName.HasValue || cd.FileNameStar.HasValue ->
+                                                let name =
+                                                    if cd.FileNameStar.HasValue then
+                                                        cd.FileNameStar.Value
+                                                    else
+                                                        HeaderUtilities.RemoveQuotes(cd.FileName).Value
 
-                            return found
+                                                found <- Ok(Some(name, s.Body))
+                                                finished <- true
+                                            | _ -> ()
+
+                                    return
+                                        found
+                                        |> Result.bind (function
+                                            | Some file -> Ok file
+                                            | None -> Error "the multipart body has no file part")
                         else
                             let name =
                                 match
@@ -197,15 +264,21 @@ module UploadHandlers =
                                 | "", q -> q
                                 | h, _ -> h
 
-                            return Some(name, ctx.Request.Body)
+                            return Ok(name, ctx.Request.Body)
                     }
 
                     match source with
-                    | None -> return! Problem.badRequest "the multipart body has no file part" next ctx
-                    | Some(name, body) ->
+                    | Error problem -> return! Problem.badRequest problem next ctx
+                    | Ok(name, body) ->
                         try
                             match! store svc (cleanName name) body ctx.RequestAborted with
                             | TooLarge -> return! Problem.payloadTooLarge limit next ctx
+                            | BodyBroken ->
+                                return!
+                                    Problem.badRequest
+                                        "the request body ended before the file did (an unterminated part or chunk)"
+                                        next
+                                        ctx
                             | Unaccepted ->
                                 return!
                                     Problem.write

@@ -14,4 +14,5 @@ let all =
         AuthApiTests.openApiTests
         LimitsTests.all
         ProcessTests.all
+        HostileTests.all
     ]
