@@ -24,6 +24,32 @@ let private fail (message: string) =
     eprintfn "cts-lite: %s" message
     2
 
+/// Whether the configured address can be listened on, tried before the host starts so a busy or
+/// forbidden port is one line naming the setting to change, not the host's stack traces.
+let private listenable (config: ServiceConfig) : Result<unit, string> =
+    match Net.IPAddress.TryParse config.ApiHost with
+    | true, ip when config.ApiPort <> 0 ->
+        let where = Startup.urlFor config
+
+        try
+            use probe = new Net.Sockets.TcpListener(ip, config.ApiPort)
+            probe.Start()
+            probe.Stop()
+            Ok()
+        with :? Net.Sockets.SocketException as e ->
+            match e.SocketErrorCode with
+            | Net.Sockets.SocketError.AddressAlreadyInUse ->
+                Error
+                    $"cannot listen on {where}: the address is already in use (is CtsLite already running?); choose another port with api_port or CTS_API_PORT"
+            | Net.Sockets.SocketError.AccessDenied ->
+                Error
+                    $"cannot listen on {where}: permission denied (ports below 1024 need privileges); choose another port with api_port or CTS_API_PORT"
+            | Net.Sockets.SocketError.AddressNotAvailable ->
+                Error
+                    $"cannot listen on {where}: {config.ApiHost} is not an address of this machine; change api_host or CTS_API_HOST"
+            | _ -> Ok()
+    | _ -> Ok()
+
 let private serve (loaded: LoadedConfig) (store: IStore) : int =
     let config = loaded.Config
 
@@ -87,11 +113,16 @@ let main argv =
                 match created with
                 | Error reason -> fail $"data_dir {dataDir} cannot be created: {reason}"
                 | Ok() ->
-                    match SqliteStore.openIn dataDir with
-                    | Error e -> fail (StoreError.describe e)
-                    | Ok store ->
-                        use store = store
-                        serve loaded store
+                    match listenable loaded.Config with
+                    | Error reason ->
+                        eprintfn "cts-lite: %s" reason
+                        1
+                    | Ok() ->
+                        match SqliteStore.openIn dataDir with
+                        | Error e -> fail (StoreError.describe e)
+                        | Ok store ->
+                            use store = store
+                            serve loaded store
     with :? ArguParseException as e ->
         match e.ErrorCode with
         | ErrorCode.HelpText ->

@@ -390,6 +390,33 @@ let all =
             Expect.stringContains server.Output "HTTP GET /v1/health responded 200" "request logged"
         })
 
+        testCase "a port in use is one line naming the setting, exit code 1" (fun () ->
+            use busy = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
+            busy.Start()
+            let port = (busy.LocalEndpoint :?> Net.IPEndPoint).Port
+
+            try
+                use server =
+                    start [ "CTS_API_PORT", string port; "CTS_DATA_DIR", TestEnv.tempDir "proc" ]
+
+                Expect.isTrue (server.Process.WaitForExit 60000) "exits"
+                Expect.equal server.Process.ExitCode 1 "exit code 1"
+                // The output is collected asynchronously: wait for the line.
+                Expect.isSome (server.WaitFor("(already in use)", TimeSpan.FromSeconds 5.0)) "says why"
+
+                let lines =
+                    server.Output.Split('\n') |> Array.filter (fun l -> l.Contains "cts-lite:")
+
+                match lines with
+                | [| line |] ->
+                    Expect.stringContains line $"127.0.0.1:{port}" "names the address"
+                    Expect.stringContains line "CTS_API_PORT" "names the setting"
+                | other -> failtestf "expected one line: %A" other
+
+                Expect.isFalse (server.Output.Contains "   at ") "no stack trace"
+                Expect.isFalse (server.Output.Contains "Exception") "no exception text"
+            finally
+                busy.Stop())
         testCase "a bad configuration value stops start-up naming the variable" (fun () ->
             use server =
                 start [ "CTS_API_PORT", "eighty"; "CTS_DATA_DIR", TestEnv.tempDir "proc" ]
