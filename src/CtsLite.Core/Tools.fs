@@ -281,9 +281,32 @@ module Parameters =
 
     let private invariant = CultureInfo.InvariantCulture
 
+    /// The most parameters one run may give.
+    [<Literal>]
+    let MaxParameters = 64
+
+    /// The most UTF-8 bytes of one string value (a list's items each).
+    [<Literal>]
+    let MaxStringBytes = 4096
+
+    /// The most items of one list value; longer lists come as an uploaded file.
+    [<Literal>]
+    let MaxListItems = 10_000
+
+    /// The most problems one validation reports; the rest are counted in a last one.
+    [<Literal>]
+    let MaxErrors = 20
+
+    /// A value as it is quoted back in a problem: long text is cut, so an answer stays small.
+    let private quote (t: string) =
+        if t.Length > 40 then
+            $"'{t.Substring(0, 40)}…'"
+        else
+            $"'{t}'"
+
     let private describe (input: ParameterInput) =
         match input with
-        | ParameterInput.Text t -> $"'{t}'"
+        | ParameterInput.Text t -> quote t
         | ParameterInput.Number n -> n.ToString("R", invariant)
         | ParameterInput.Flag b -> if b then "true" else "false"
         | ParameterInput.Items _ -> "a list"
@@ -302,7 +325,22 @@ module Parameters =
         let expected what =
             Error $"expected {what}, got {describe input}"
 
+        let tooLong (t: string) =
+            Text.Encoding.UTF8.GetByteCount t > MaxStringBytes
+
         match spec.Type, input with
+        | _, ParameterInput.Text t when tooLong t ->
+            Error
+                $"longer than {MaxStringBytes} bytes ({Text.Encoding.UTF8.GetByteCount t}); give long values as an uploaded file"
+        | _, ParameterInput.Items items when items.Length > MaxListItems ->
+            Error $"more than {MaxListItems} items ({items.Length}); give long lists as an uploaded file"
+        | _, ParameterInput.Items items when
+            items
+            |> List.exists (function
+                | ParameterInput.Text t -> tooLong t
+                | _ -> false)
+            ->
+            Error $"an item is longer than {MaxStringBytes} bytes"
         | ParameterType.Str, ParameterInput.Text t -> Ok(ParameterValue.Str t)
         | ParameterType.File, ParameterInput.Text t when t.Trim() <> "" -> Ok(ParameterValue.File(t.Trim()))
         | ParameterType.Bool, ParameterInput.Flag b -> Ok(ParameterValue.Bool b)
@@ -349,10 +387,10 @@ module Parameters =
             else
                 expected "a list of strings"
         | ParameterType.List, ParameterInput.Text t ->
-            t.Split([| ','; ' ' |], StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
-            |> List.ofArray
-            |> ParameterValue.List
-            |> Ok
+            match t.Split([| ','; ' ' |], StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) with
+            | items when items.Length > MaxListItems ->
+                Error $"more than {MaxListItems} items ({items.Length}); give long lists as an uploaded file"
+            | items -> Ok(ParameterValue.List(List.ofArray items))
         | ParameterType.Str, _ -> expected "a string"
         | ParameterType.File, _ -> expected "an upload id or a path"
         | ParameterType.Bool, _ -> expected "true or false"
@@ -373,11 +411,25 @@ module Parameters =
             | [], _ -> None
             | choices, ParameterValue.Str s when not (List.contains s choices) ->
                 let allowed = String.Join(", ", choices)
-                Some $"must be one of {allowed}, got '{s}'"
+                Some $"must be one of {allowed}, got {quote s}"
             | _ -> None
 
+    /// At most `MaxErrors` problems, the rest counted in a last one (on the first parameter named).
+    let private bounded (errors: ParameterError list) : ParameterError list =
+        if errors.Length <= MaxErrors then
+            errors
+        else
+            (List.truncate MaxErrors errors)
+            @ [
+                {
+                    Parameter = errors[MaxErrors].Parameter
+                    Detail = $"and {errors.Length - MaxErrors} more problem(s) not listed"
+                }
+            ]
+
     /// Validates `given` against the descriptor: unknown names, type coercion, choices, ranges and
-    /// required parameters; defaults fill the rest. Every problem is reported, one per parameter.
+    /// required parameters; defaults fill the rest. Every problem is reported, one per parameter,
+    /// up to `MaxErrors`; more than `MaxParameters` parameters is one problem.
     let validate
         (descriptor: ToolDescriptor)
         (given: (string * ParameterInput) list)
@@ -385,15 +437,33 @@ module Parameters =
         let errors = ResizeArray<ParameterError>()
         let specs = descriptor.Parameters |> List.map (fun p -> p.Name, p) |> Map.ofList
         let mutable values = Map.empty
+        let mutable knownListed = false
 
-        for name, input in given do
+        let tooMany =
+            if given.Length > MaxParameters then
+                Some {
+                    Parameter = fst given[MaxParameters]
+                    Detail =
+                        $"more than {MaxParameters} parameters ({given.Length}); {descriptor.Id} has {descriptor.Parameters.Length}"
+                }
+            else
+                None
+
+        for name, input in (if tooMany.IsSome then [] else given) do
             match specs.TryFind name with
             | None ->
-                let known = String.Join(", ", descriptor.Parameters |> List.map _.Name)
+                // The known names once, not with every unknown one.
+                let detail =
+                    if knownListed then
+                        $"unknown parameter of {descriptor.Id}"
+                    else
+                        knownListed <- true
+                        let known = String.Join(", ", descriptor.Parameters |> List.map _.Name)
+                        $"unknown parameter of {descriptor.Id} (known: {known})"
 
                 errors.Add {
                     Parameter = name
-                    Detail = $"unknown parameter of {descriptor.Id} (known: {known})"
+                    Detail = detail
                 }
             | Some _ when values.ContainsKey name ->
                 errors.Add {
@@ -423,10 +493,10 @@ module Parameters =
                     }
                 | None -> ()
 
-        if errors.Count > 0 then
-            Error(List.ofSeq errors)
-        else
-            Ok(ToolParameters values)
+        match tooMany with
+        | Some e -> Error [ e ]
+        | None when errors.Count > 0 -> Error(bounded (List.ofSeq errors))
+        | None -> Ok(ToolParameters values)
 
     /// Validates and then runs the tool's own checks.
     let validateFor (tool: Tool) (given: (string * ParameterInput) list) : Result<ToolParameters, ParameterError list> =

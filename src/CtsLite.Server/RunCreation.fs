@@ -51,8 +51,18 @@ module RunCreation =
         | None, None -> Error [ field "/input" "is required ({type: path|upload|uploads, value})" ]
         | Some i, None -> InputRef.ofDto "/input" i
 
+    /// The most UTF-8 bytes of a run's name.
+    [<Literal>]
+    let MaxNameBytes = 256
+
+    /// The most uploads one `uploads` input may list (a route of that many segments).
+    [<Literal>]
+    let MaxUploadsPerInput = 1000
+
     let private parameterErrors (errors: ParameterError list) : Api.FieldError list =
-        errors |> List.map (fun e -> field $"/params/{e.Parameter}" e.Detail)
+        // JSON pointer escaping (RFC 6901): a name may hold "~" or "/".
+        errors
+        |> List.map (fun e -> field $"""/params/{e.Parameter.Replace("~", "~0").Replace("/", "~1")}""" e.Detail)
 
     /// The tool and its parameters, or every problem of the request with its pointer.
     let private validate (request: Api.RunRequest) : Result<PreparedRun * InputRef, CreateRunError> =
@@ -67,11 +77,26 @@ module RunCreation =
                     | Error(ToolError.InvalidParameters errors) -> Error(parameterErrors errors)
                     | Error e -> Error [ field "/tool_id" (ToolError.describe e) ])
 
-            match ToolRunner.find toolId, prepared, inputOf toolId request with
+            let input =
+                inputOf toolId request
+                |> Result.bind (function
+                    | InputRef.Uploads ids when ids.Length > MaxUploadsPerInput ->
+                        Error [ field "/input/value" $"at most {MaxUploadsPerInput} uploads ({ids.Length})" ]
+                    | input -> Ok input)
+
+            let name =
+                match request.Name with
+                | Some n when Encoding.UTF8.GetByteCount n > MaxNameBytes -> [
+                    field "/name" $"longer than {MaxNameBytes} bytes ({Encoding.UTF8.GetByteCount n})"
+                  ]
+                | _ -> []
+
+            match ToolRunner.find toolId, prepared, input with
             | Error e, _, _ -> Error(CreateRunError.UnknownTool(ToolError.describe e))
-            | _, Error e1, Error e2 -> Error(CreateRunError.Invalid(e1 @ e2))
+            | _, Error e1, Error e2 -> Error(CreateRunError.Invalid(e1 @ e2 @ name))
             | _, Error e, _
-            | _, _, Error e -> Error(CreateRunError.Invalid e)
+            | _, _, Error e -> Error(CreateRunError.Invalid(e @ name))
+            | _, Ok _, Ok _ when not name.IsEmpty -> Error(CreateRunError.Invalid name)
             | _, Ok prepared, Ok input -> Ok(prepared, input)
 
     /// The hash an Idempotency-Key is bound to: the request as it will be stored.

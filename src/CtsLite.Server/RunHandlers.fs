@@ -91,6 +91,10 @@ module RunHandlers =
     /// `GET /v1/runs/{run_id}`.
     let get (args: RouteArgs) : HttpHandler = withRun args runJson
 
+    /// The bytes after which a listing page ends (and gives a cursor), whatever its `limit`.
+    [<Literal>]
+    let MaxListBytes = 4 * 1024 * 1024
+
     /// `GET /v1/runs?status=&tool_id=&cursor=&limit=`.
     let list: HttpHandler =
         fun (next: HttpFunc) (ctx: HttpContext) ->
@@ -116,10 +120,26 @@ module RunHandlers =
                     svc.Runs.ListRuns(status |> Option.bind snd, q "tool_id", q "cursor", limit)
 
                 let responses = ResizeArray<Api.RunResponse>()
+                // A page is bounded in bytes as well as rows: once it holds about MaxListBytes, it
+                // ends there and its cursor continues after the last run it holds.
+                let mutable bytes = 0
+                let mutable cursor = cursor
+                let mutable remaining = runs
+                let mutable last = None
 
-                for run in runs do
-                    let! r = response svc run
-                    responses.Add r
+                while not remaining.IsEmpty do
+                    let run = remaining.Head
+                    bytes <- bytes + RunRecord.approximateJsonBytes run
+
+                    match last with
+                    | Some previous when bytes > MaxListBytes ->
+                        cursor <- Some(RunRecord.cursorAfter previous)
+                        remaining <- []
+                    | _ ->
+                        let! r = response svc run
+                        responses.Add r
+                        last <- Some run
+                        remaining <- remaining.Tail
 
                 return!
                     json

@@ -70,6 +70,20 @@ type RunRecord = {
 [<RequireQualifiedAccess>]
 module RunRecord =
 
+    /// The page cursor that continues a newest-first listing after `run` (`GET /v1/runs`).
+    let cursorAfter (run: RunRecord) : string =
+        let created =
+            run.CreatedAt.ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture)
+
+        $"{created}|{run.RunId}"
+
+    /// About how many bytes the run takes as JSON: what bounds a listing's size.
+    let approximateJsonBytes (run: RunRecord) : int =
+        400
+        + run.ParamsJson.Length
+        + (run.Name |> Option.map (fun n -> 2 * n.Length) |> Option.defaultValue 0)
+        + (run.Error |> Option.map (fun e -> 2 * e.Length) |> Option.defaultValue 0)
+
     /// A new run of `toolId`, queued at `now`, with a fresh id.
     let queued
         (toolId: string)
@@ -452,8 +466,7 @@ module SqliteRunStore =
 
                     let next =
                         if rows.Length > limit then
-                            let last = List.last page
-                            Some $"{iso last.CreatedAt}|{last.RunId}"
+                            Some(RunRecord.cursorAfter (List.last page))
                         else
                             None
 

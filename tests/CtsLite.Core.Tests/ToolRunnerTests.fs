@@ -218,4 +218,40 @@ let all =
                     Expect.equal (e.Source, e.Reason) (empty, CtsLite.Capnp.DecodeReason.NoEvents) toolId
                 | other -> failtestf "%s: %A" toolId other
         }
+        test "parameter validation is bounded: values, lists, counts and the problems reported" {
+            let tool = ToolRunner.find "rlog-to-csv" |> Result.defaultWith (failwithf "%A")
+            let text (v: string) = ParameterInput.Text v
+
+            let problems given =
+                match Parameters.validateFor tool given with
+                | Error errors -> errors
+                | Ok _ -> failtest "accepted"
+
+            match problems [ "window_start", text (String('x', Parameters.MaxStringBytes + 1)) ] with
+            | [ e ] ->
+                Expect.stringContains e.Detail "longer than 4096 bytes" "a long string"
+                Expect.isLessThan e.Detail.Length 200 "the value is not echoed"
+            | other -> failtestf "%A" other
+
+            match
+                problems [
+                    "addresses", ParameterInput.Items [ for i in 0 .. Parameters.MaxListItems -> text $"0x{i:X}" ]
+                ]
+            with
+            | [ e ] -> Expect.stringContains e.Detail "more than 10000 items" "a long list"
+            | other -> failtestf "%A" other
+
+            match problems [ for i in 1..60_000 -> $"p{i}", text "1" ] with
+            | [ e ] -> Expect.stringContains e.Detail "more than 64 parameters" "one problem for 60,000 parameters"
+            | other -> failtestf "%d problems" other.Length
+
+            let unknown = problems [ for i in 1..40 -> $"p{i}", text "1" ]
+            Expect.equal unknown.Length (Parameters.MaxErrors + 1) "20 problems and a count of the rest"
+            Expect.stringContains (List.last unknown).Detail "20 more problem(s)" "the rest counted"
+
+            Expect.equal
+                (unknown |> List.filter (fun e -> e.Detail.Contains "known:") |> List.length)
+                1
+                "the known names are listed once"
+        }
     ]

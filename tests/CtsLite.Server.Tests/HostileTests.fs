@@ -9,6 +9,7 @@ open System.Net.Http
 open System.Net.Http.Headers
 open System.Text
 open Expecto
+open CtsLite.Server
 open CtsLite.Tests
 open CtsLite.Server.Tests.RunTests
 
@@ -75,4 +76,73 @@ let private multipart =
             }))
     ]
 
-let all = testList "hostile clients" [ multipart ]
+let private bounded =
+    testList "bounded answers" [
+        testCaseTask "a run name over 256 bytes and 60,000 unknown parameters get small 422s" (fun () ->
+            withRuns [] 1 (fun _ client -> task {
+                let longName =
+                    $"""{{"tool_id":"log-summary","name":"{String('n', 300)}","input":{{"type":"path","value":"synthetic/default.rlog.zst"}}}}"""
+
+                let! named = post client longName None
+                let! p = EndpointTests.expectProblem named 422
+                Expect.equal (p.GetProperty("errors").Item(0).GetProperty("pointer").GetString()) "/name" "the name"
+
+                let many =
+                    let ps = String.Join(",", [ for i in 1..60_000 -> $"\"p{i}\":1" ])
+                    $"""{{"tool_id":"log-summary","params":{{{ps}}},"input":{{"type":"path","value":"synthetic/default.rlog.zst"}}}}"""
+
+                let! response = post client many None
+                Expect.equal (int response.StatusCode) 422 "422"
+                let! body = response.Content.ReadAsStringAsync()
+                Expect.isLessThan body.Length 4096 $"a small body ({body.Length} bytes)"
+                Expect.stringContains body "more than 64 parameters" "says why"
+            }))
+        testCaseTask "GET /v1/runs is bounded in bytes: a page ends early and its cursor goes on" (fun () ->
+            withRuns [] 1 (fun svc client -> task {
+                // Runs with large parameters, stored directly (the API refuses values this long).
+                let big = String('v', 100_000)
+
+                for i in 1..60 do
+                    let run = {
+                        RunRecord.queued
+                            "log-summary"
+                            $"""{{"pad":"{big}"}}"""
+                            (CtsLite.InputRef.Path "synthetic/default.rlog.zst")
+                            (Some $"run {i}")
+                            (DateTimeOffset.UtcNow.AddSeconds(float i)) with
+                            Status = RunStatus.Completed
+                    }
+
+                    let! _ = svc.Runs.CreateRun(run, None, 100_000)
+                    ()
+
+                let seen = Collections.Generic.HashSet<string>()
+                let mutable cursor: string option = None
+                let mutable pages = 0
+                let mutable go = true
+
+                while go do
+                    let url =
+                        match cursor with
+                        | Some c -> $"/v1/runs?limit=500&cursor={Uri.EscapeDataString c}"
+                        | None -> "/v1/runs?limit=500"
+
+                    let! response = client.GetAsync(url: string)
+                    let! body = response.Content.ReadAsStringAsync()
+                    Expect.isLessThan body.Length (5 * 1024 * 1024) $"page {pages} is bounded ({body.Length} bytes)"
+                    let page = Text.Json.JsonDocument.Parse(body).RootElement
+                    pages <- pages + 1
+
+                    for r in page.GetProperty("runs").EnumerateArray() do
+                        Expect.isTrue (seen.Add(r.GetProperty("run_id").GetString())) "no run twice"
+
+                    match page.GetProperty("next_cursor").ValueKind with
+                    | Text.Json.JsonValueKind.String -> cursor <- Some(page.GetProperty("next_cursor").GetString())
+                    | _ -> go <- false
+
+                Expect.equal seen.Count 60 "every run, over the pages"
+                Expect.isGreaterThan pages 1 "more than one page for 6 MB of runs"
+            }))
+    ]
+
+let all = testList "hostile clients" [ multipart; bounded ]
