@@ -313,6 +313,7 @@ let private toolLoop (shared: string) (toolId: string) (n: int) =
                 Log = fun _ _ -> ()
                 Cancellation = Threading.CancellationToken.None
                 ResolveFile = Ok
+                ShowPath = id
             }
         with
         | Ok _ -> ()
@@ -358,6 +359,7 @@ let private toolBenchmarks (shared: string) (repeats: int) =
             Log = fun _ _ -> ()
             Cancellation = Threading.CancellationToken.None
             ResolveFile = Ok
+            ShowPath = id
         }
 
         let started = Stopwatch.GetTimestamp()

@@ -173,11 +173,14 @@ type ToolInput =
 [<RequireQualifiedAccess>]
 module ToolInput =
 
-    /// The path, or the files joined by ` + `.
-    let describe (input: ToolInput) : string =
+    /// The path, or the files joined by ` + `, each shown by `show`.
+    let describeWith (show: string -> string) (input: ToolInput) : string =
         match input with
-        | ToolInput.Path p -> p
-        | ToolInput.Files files -> String.Join(" + ", files)
+        | ToolInput.Path p -> show p
+        | ToolInput.Files files -> String.Join(" + ", files |> List.map show)
+
+    /// The path, or the files joined by ` + `.
+    let describe (input: ToolInput) : string = describeWith id input
 
 /// Everything a tool run gets from the edge that runs it (CLI, service, C# library).
 type ToolContext = {
@@ -193,6 +196,10 @@ type ToolContext = {
     Cancellation: CancellationToken
     /// Turns a `file` parameter's value (a path, or an upload id in the service) into a readable path.
     ResolveFile: string -> Result<string, string>
+    /// How a path of this machine is shown in what the tool writes (artifacts): the service shows
+    /// an upload as `upload <id>` and a path under an input root relative to it, so no server path
+    /// reaches a client; local runs show paths as they are.
+    ShowPath: string -> string
 }
 
 /// Why a run did not complete: one closed set of reasons for every edge (CLI, service, C#), each
@@ -461,10 +468,7 @@ module Parameters =
                         let known = String.Join(", ", descriptor.Parameters |> List.map _.Name)
                         $"unknown parameter of {descriptor.Id} (known: {known})"
 
-                errors.Add {
-                    Parameter = name
-                    Detail = detail
-                }
+                errors.Add { Parameter = name; Detail = detail }
             | Some _ when values.ContainsKey name ->
                 errors.Add {
                     Parameter = name

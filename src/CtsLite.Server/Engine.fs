@@ -94,8 +94,11 @@ type RunEngine
         let runDir = Path.Combine(config.DataDir, "runs", run.RunId)
         let outDir = Path.Combine(runDir, "artifacts")
 
-        let finish status reason = task {
-            let! _ = runs.Finish(run.RunId, owner, status, reason, time.GetUtcNow())
+        // What a client reads of a run (its error, its log) never shows a path of this machine.
+        let finish status (reason: string option) = task {
+            let! _ =
+                runs.Finish(run.RunId, owner, status, reason |> Option.map (ServerPaths.mask config), time.GetUtcNow())
+
             ()
         }
 
@@ -119,7 +122,8 @@ type RunEngine
                 Channel.CreateUnbounded<string * string * string>(UnboundedChannelOptions(SingleReader = true))
 
             let log (level: string) (source: string) (message: string) =
-                lines.Writer.TryWrite((level, source, message)) |> ignore
+                lines.Writer.TryWrite((level, source, ServerPaths.mask config message))
+                |> ignore
 
             let writer = task {
                 let mutable more = true
@@ -198,6 +202,7 @@ type RunEngine
                             Cancellation = runCts.Token
                             Timeout = Some config.RunTimeout
                             ResolveFile = resolveFile
+                            ShowPath = ServerPaths.show config
                         }
 
                         // The tool is synchronous and CPU-bound: its own thread.

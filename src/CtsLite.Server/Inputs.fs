@@ -8,7 +8,6 @@ open CtsLite
 open CtsLite.Logs
 open CtsLite.Tools
 open FsToolkit.ErrorHandling
-open FsToolkit.ErrorHandling
 
 /// Paths that requests name (run inputs, file parameters), confined to the configured input roots.
 [<RequireQualifiedAccess>]
@@ -78,6 +77,14 @@ module InputPaths =
                 else
                     roots |> List.map (fun r -> Path.Combine(r, value))
 
+            // An absolute path outside every root is refused before anything is looked up, with
+            // the same answer whether or not it exists: the answer tells nothing of the disk.
+            let lexicallyInside (path: string) =
+                let full = Path.GetFullPath path
+
+                (roots @ realRoots)
+                |> List.exists (fun r -> inside (Path.GetFullPath(r).TrimEnd('/')) full)
+
             // A candidate is usable when it is a file, or a segment folder or route with logs.
             let usable (candidate: string) =
                 File.Exists candidate || Result.isOk (Route.resolve candidate)
@@ -86,6 +93,8 @@ module InputPaths =
                 realRoots |> List.exists (fun r -> inside r (realPath path))
 
             match candidates |> List.tryFind usable with
+            | _ when Path.IsPathRooted value && not (lexicallyInside value) ->
+                Error $"'{value}' is outside the input roots"
             | None -> Error $"'{value}' does not exist under the input roots"
             | Some candidate ->
                 // A route address names no file itself: its parent folder is what must be inside.
@@ -109,6 +118,65 @@ module InputPaths =
                     Error $"'{value}' leads outside the input roots"
                 else
                     Ok candidate
+
+/// How paths of this machine are shown to clients: never as they are here. An upload is
+/// `upload <id>`, a path under an input root is relative to that root (as a client names it), a
+/// path in the data folder is relative to it, and any other path is its file name.
+[<RequireQualifiedAccess>]
+module ServerPaths =
+
+    /// The folders a path is shown relative to, most specific first, each with what replaces it.
+    let private prefixes (config: ServiceConfig) : (string * string) list =
+        let withReal (dirs: string list) =
+            dirs
+            |> List.collect (fun d ->
+                let full = Path.GetFullPath(d).TrimEnd('/')
+                [ full; InputPaths.realPath full ])
+            |> List.distinct
+
+        (withReal config.InputRoots |> List.map (fun r -> r, "<input root>"))
+        @ (withReal [ config.DataDir ] |> List.map (fun d -> d, "<data dir>"))
+        |> List.sortByDescending (fun (d, _) -> d.Length)
+
+    let private uploadPattern (config: ServiceConfig) =
+        let uploads = Path.Combine(Path.GetFullPath config.DataDir, "uploads")
+        let real = InputPaths.realPath uploads
+
+        Text.RegularExpressions.Regex(
+            "(?:"
+            + String.Join(
+                "|",
+                [ uploads; real ]
+                |> List.distinct
+                |> List.map Text.RegularExpressions.Regex.Escape
+            )
+            + ")/([0-9a-fA-F-]{36})"
+        )
+
+    /// One path as a client may see it.
+    let show (config: ServiceConfig) (path: string) : string =
+        let m = (uploadPattern config).Match path
+
+        if m.Success && m.Index = 0 then
+            $"upload {m.Groups[1].Value}" + path.Substring(m.Length)
+        else
+            match
+                prefixes config
+                |> List.tryFind (fun (d, _) -> path.StartsWith(d + "/", StringComparison.Ordinal))
+            with
+            | Some(d, _) -> path.Substring(d.Length + 1)
+            | None -> Path.GetFileName path
+
+    /// `text` with every path of the data folder and the input roots in it shown as `show` does
+    /// (for error texts and log lines, which tools write with the paths they read).
+    let mask (config: ServiceConfig) (text: string) : string =
+        if String.IsNullOrEmpty text then
+            text
+        else
+            let uploads = (uploadPattern config).Replace(text, "upload $1")
+
+            prefixes config
+            |> List.fold (fun (t: string) (d, label) -> t.Replace(d + "/", "").Replace(d, label)) uploads
 
 /// What a run names (its input, its `file` parameters) as readable paths on this node: one
 /// definition for the check when a run is created and for the engine that runs it.

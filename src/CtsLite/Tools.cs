@@ -206,7 +206,8 @@ namespace CtsLite
                     log?.Invoke($"{level.ToString().ToLowerInvariant()}: {line}")),
                 cancellationToken,
                 FSharpOption<TimeSpan>.None,
-                FuncConvert.FromFunc<string, FSharpResult<string, string>>(CoreTools.ToolRunner.localFiles));
+                FuncConvert.FromFunc<string, FSharpResult<string, string>>(CoreTools.ToolRunner.localFiles),
+                FuncConvert.FromFunc<string, string>(path => path));
 
             return Task.Run(() =>
             {

@@ -134,6 +134,7 @@ let all =
                 Log = fun _ _ -> ()
                 Cancellation = Threading.CancellationToken.None
                 ResolveFile = Ok
+                ShowPath = id
             }
 
             let settings = CruiseTool.settings ctx.Parameters

@@ -145,4 +145,83 @@ let private bounded =
             }))
     ]
 
-let all = testList "hostile clients" [ multipart; bounded ]
+let private paths =
+    testList "paths" [
+        testCaseTask "a path outside the roots is refused the same way whether or not it exists" (fun () ->
+            withRuns [] 1 (fun _ client -> task {
+                let answer (path: string) = task {
+                    let! response = post client (runBody "log-summary" "{}" path) None
+                    let! problem = EndpointTests.expectProblem response 400
+                    return problem.GetProperty("detail").GetString().Replace(path, "<path>")
+                }
+
+                let! existing = answer "/etc/hostname"
+                let! missing = answer "/etc/no-such-file-here"
+                let! missingFolder = answer "/no/such/folder/rlog.zst"
+                Expect.stringContains existing "outside the input roots" "refused"
+                Expect.equal missing existing "a missing file answers like an existing one"
+                Expect.equal missingFolder existing "a missing folder too"
+            }))
+        testCaseTask "a run's error and log name the upload, never a server path" (fun () ->
+            withRuns [] 1 (fun svc client -> task {
+                let log =
+                    Path.Combine(TestEnv.sharedDir (), "data", "rlogs", "synthetic", "default.rlog.zst")
+
+                let bytes = File.ReadAllBytes log
+
+                let runOn (content: byte array) = task {
+                    let! uploaded = upload client "application/octet-stream" content
+                    Expect.equal uploaded.StatusCode HttpStatusCode.Created "uploaded"
+                    let! u = EndpointTests.parse uploaded
+                    let id = u.GetProperty("upload_id").GetString()
+
+                    let body =
+                        $"""{{"tool_id":"log-summary","input":{{"type":"upload","value":"{id}"}}}}"""
+
+                    let! created = post client body None
+                    let! c = EndpointTests.parse created
+                    let runId = c.GetProperty("run_id").GetString()
+                    let! final = waitTerminal client runId
+                    let! logs = client.GetStringAsync($"/v1/runs/{runId}/logs?format=json")
+                    return id, final, logs
+                }
+
+                let clean (what: string) (text: string) =
+                    Expect.isFalse (text.Contains svc.Config.DataDir) $"{what} shows no data dir: {text}"
+                    Expect.isFalse (text.Contains "/uploads/") $"{what} shows no upload path"
+
+                // Cut short: read up to the damage, which is a warning in the run's log.
+                let! cutId, cutRun, cutLogs = runOn bytes[.. bytes.Length / 3]
+                Expect.equal (cutRun.GetProperty("status").GetString()) "completed" "tolerated damage"
+                clean "the log" cutLogs
+                Expect.stringContains cutLogs $"upload {cutId}" "the warning names the upload"
+
+                // A zstd header and garbage: no event at all, so the run fails naming the upload.
+                let garbage = Array.append bytes[..3] (Array.create 256 0xEEuy)
+                let! badId, badRun, badLogs = runOn garbage
+                Expect.equal (badRun.GetProperty("status").GetString()) "failed" "no event"
+                let error = badRun.GetProperty("error").GetString()
+                clean "the error" error
+                clean "the log" badLogs
+                Expect.stringContains error $"upload {badId}" "the error names the upload"
+            }))
+        test "ServerPaths shows uploads, input roots and the data dir without their server paths" {
+            let config = {
+                EndpointTests.configFor "/srv/cts/data" with
+                    InputRoots = [ "/mnt/drives" ]
+            }
+
+            let id = "0d9b7f7e-2a6b-4f0e-9a51-0c2f1e3d4b5a"
+            Expect.equal (ServerPaths.show config $"/srv/cts/data/uploads/{id}") $"upload {id}" "an upload"
+            Expect.equal (ServerPaths.show config "/mnt/drives/car/rlog.zst") "car/rlog.zst" "under a root"
+            Expect.equal (ServerPaths.show config "/srv/cts/data/runs/x/a.csv") "runs/x/a.csv" "in the data dir"
+            Expect.equal (ServerPaths.show config "/etc/passwd") "passwd" "elsewhere: the name only"
+
+            Expect.equal
+                (ServerPaths.mask config $"/srv/cts/data/uploads/{id}: byte 12: truncated; see /mnt/drives/a/b")
+                $"upload {id}: byte 12: truncated; see a/b"
+                "in a text"
+        }
+    ]
+
+let all = testList "hostile clients" [ multipart; bounded; paths ]

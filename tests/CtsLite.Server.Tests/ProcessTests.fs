@@ -349,11 +349,14 @@ let everyToolTest =
                     (a.GetProperty("sha256").GetString())
                     $"{toolId}/{name}: sha256"
 
-                let ours =
-                    mask [ uploadDir; Path.Combine(dataDir, "runs") ] (Text.Encoding.UTF8.GetString bytes)
+                let text = Text.Encoding.UTF8.GetString bytes
+                Expect.isFalse (text.Contains dataDir) $"{toolId}/{name}: no server path in what a client downloads"
+                let ours = mask [ uploadDir; Path.Combine(dataDir, "runs") ] text
 
+                // The service shows its input as the upload it is; the local run as its path.
                 let theirs =
-                    mask [ localDir; localOut ] (File.ReadAllText(Path.Combine(localOut, name)))
+                    (mask [ localDir; localOut ] (File.ReadAllText(Path.Combine(localOut, name))))
+                        .Replace("<dir>/<id>", "upload <id>")
 
                 Expect.equal ours theirs $"{toolId}/{name}: equal to the local run"
     })

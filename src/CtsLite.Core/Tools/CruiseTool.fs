@@ -293,7 +293,7 @@ module internal CruiseTool =
                     "schema_version", Artifacts.str schema
                     "analysis_id", Artifacts.str analysisId
                     "tool_version", Artifacts.str Product.version
-                    "input_files", Artifacts.strings a.Files
+                    "input_files", Artifacts.strings (a.Files |> List.map ctx.ShowPath)
                     "input_hashes", Artifacts.strings hashing.Result
                     "time_origin", Artifacts.str "first_event"
                     "time_origin_abs_s", Artifacts.num (float a.FirstNs / 1e9)
@@ -344,12 +344,12 @@ module internal CruiseTool =
                             "analysis_id", Artifacts.str analysisId
                             "tool_id", Artifacts.str descriptor.Id
                             "tool_version", Artifacts.str Product.version
-                            "input", Artifacts.str (ToolInput.describe ctx.Input)
+                            "input", Artifacts.str (ToolInput.describeWith ctx.ShowPath ctx.Input)
                             "input_files",
                             Artifacts.arr [
                                 for file, hash in List.zip a.Files hashing.Result ->
                                     Artifacts.obj [
-                                        "path", Artifacts.str file
+                                        "path", Artifacts.str (ctx.ShowPath file)
                                         "size", Artifacts.int (FileInfo(file).Length)
                                         "sha256", Artifacts.str hash
                                     ]
@@ -374,7 +374,7 @@ module internal CruiseTool =
                             CruiseHtml.report
                                 s
                                 a
-                                (ToolInput.describe ctx.Input)
+                                (ToolInput.describeWith ctx.ShowPath ctx.Input)
                                 paramPairs
                                 dataFiles
                                 warnings

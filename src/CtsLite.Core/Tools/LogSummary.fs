@@ -123,7 +123,7 @@ module LogSummary =
                 Artifacts.writeJson ctx.OutputDir "log_summary.json" json
 
                 Artifacts.writeWith ctx.OutputDir "log_summary.html" (fun w ->
-                    w.Write(html (ToolInput.describe ctx.Input) info duration rates))
+                    w.Write(html (ToolInput.describeWith ctx.ShowPath ctx.Input) info duration rates))
 
                 {
                     Artifacts = [ "log_summary.json"; "log_summary.html" ]

@@ -53,6 +53,8 @@ type ToolRunRequest = {
     Timeout: TimeSpan option
     /// Turns a `file` parameter's value (a path; an upload id in the service) into a readable path.
     ResolveFile: string -> Result<string, string>
+    /// How the tool shows a path of this machine in its artifacts (see `ToolContext.ShowPath`).
+    ShowPath: string -> string
 }
 
 /// The one way to run a tool: look it up, validate its parameters, check its `file` parameters
@@ -86,6 +88,7 @@ module ToolRunner =
         Cancellation = CancellationToken.None
         Timeout = None
         ResolveFile = localFiles
+        ShowPath = id
     }
 
     /// The catalog's tool with this id.
@@ -162,6 +165,7 @@ module ToolRunner =
                 Log = request.Log
                 Cancellation = limit.Token
                 ResolveFile = request.ResolveFile
+                ShowPath = request.ShowPath
             }
 
             let outcome =

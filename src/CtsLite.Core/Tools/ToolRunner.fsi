@@ -52,6 +52,8 @@ type ToolRunRequest = {
     Timeout: TimeSpan option
     /// Turns a `file` parameter's value (a path; an upload id in the service) into a readable path.
     ResolveFile: string -> Result<string, string>
+    /// How the tool shows a path of this machine in its artifacts (see `ToolContext.ShowPath`).
+    ShowPath: string -> string
 }
 
 /// The one way to run a tool: look it up, validate its parameters, check its `file` parameters
