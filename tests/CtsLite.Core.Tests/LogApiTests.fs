@@ -54,8 +54,100 @@ let private cursorAgrees (file: string) : int =
 
     frames
 
+/// One `can` event (cereal's layout) whose frames have payloads of these lengths, framed as one
+/// message: the test-side encoder writes what no real log holds.
+let private canEvent (logMonoTime: uint64) (payloadLengths: int list) : byte array =
+    let schema = Schema.cereal ()
+    let layout = EventLayout.ofSchema schema |> ok
+
+    let canData =
+        schema.TryFindStruct "CanData"
+        |> Option.defaultWith (fun () -> failtest "no CanData")
+
+    let data = Array.zeroCreate<uint64> layout.Event.DataWords
+
+    let put (words: uint64 array) (byteOffset: int) (bytes: int) (value: uint64) =
+        let shift = 8 * (byteOffset % 8)
+
+        let mask =
+            (if bytes = 8 then
+                 UInt64.MaxValue
+             else
+                 (1UL <<< (8 * bytes)) - 1UL)
+            <<< shift
+
+        words[byteOffset / 8] <- (words[byteOffset / 8] &&& ~~~mask) ||| ((value <<< shift) &&& mask)
+
+    put data layout.LogMonoTimeByte 8 logMonoTime
+    put data layout.DiscriminantByte 2 (uint64 layout.CanDiscriminant)
+
+    let frames = [|
+        for i, length in List.indexed payloadLengths ->
+            let d = Array.zeroCreate<uint64> canData.DataWords
+            put d layout.AddressByte 4 (uint64 (0x100 + i))
+            put d layout.SrcByte 1 0UL
+            let pointers = Array.create canData.PointerCount None
+
+            pointers[layout.DatPointer] <-
+                Some(Encoder.Primitives(2, Array.init length (fun j -> uint64 (j % 256))), Encoder.Near)
+
+            d, pointers
+    |]
+
+    let pointers = Array.create layout.Event.PointerCount None
+
+    pointers[layout.CanPointer] <-
+        Some(Encoder.Composite(canData.DataWords, canData.PointerCount, frames), Encoder.Near)
+
+    Encoder.encode 1 (Encoder.Struct(data, pointers)) Encoder.Near
+
 let all =
     testList "Log API" [
+        test "a CAN payload over 64 bytes is damage, not a frame: no reader copies it" {
+            let file = Path.Combine(TestEnv.tempDir "canpayload", "long.rlog")
+
+            File.WriteAllBytes(
+                file,
+                Array.concat [
+                    canEvent 1_000UL [ 8; 64 ]
+                    canEvent 2_000UL [ 8; 65_536 ]
+                    canEvent 3_000UL [ 8 ]
+                ]
+            )
+
+            let events = Log.events ReaderOptions.Default None [] file |> ok
+
+            let frames = [
+                for e in events do
+                    yield! e.CanFrames()
+            ]
+
+            // Every frame before the long one (its own event's first included); the file ends there.
+            Expect.equal (frames |> List.map _.Payload.Length) [ 8; 64; 8 ] "the frames before the long one"
+            Expect.equal events.Warnings.Count 1 "one warning"
+            Expect.stringContains events.Warnings[0] "65536 bytes (CAN FD carries at most 64)" "says why"
+
+            match
+                Log.events
+                    {
+                        ReaderOptions.Default with
+                            Strict = true
+                    }
+                    None
+                    []
+                    file
+                |> ok
+            with
+            | strict ->
+                for e in strict do
+                    e.CanFrames() |> ignore
+
+                match strict.Error with
+                | Some {
+                           Reason = DecodeReason.CanPayloadTooLong 65536
+                       } -> ()
+                | other -> failtestf "strict: %A" other
+        }
         test "events filter by service and read fields by path" {
             let events = Log.events ReaderOptions.Default None [ "carState" ] (demo ()) |> ok
             let speeds = [ for e in events -> e.Field "carState.vEgo" |> ok ]

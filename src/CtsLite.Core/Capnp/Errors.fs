@@ -54,6 +54,8 @@ type DecodeReason =
     | Unreadable of detail: string
     /// Not one event could be read: an empty file, or one that ends before its first message.
     | NoEvents
+    /// A CAN frame whose payload is longer than any CAN frame's (64 bytes, CAN FD).
+    | CanPayloadTooLong of length: int
 
 /// A decoding failure: where (source name and byte offset in the decompressed stream) and why.
 type DecodeError = {
@@ -86,6 +88,8 @@ module DecodeError =
         | DecodeReason.Schema detail -> $"schema: {detail}"
         | DecodeReason.Unreadable detail -> $"cannot read: {detail}"
         | DecodeReason.NoEvents -> "no event could be read (an empty file, or one that ends before its first message)"
+        | DecodeReason.CanPayloadTooLong length ->
+            $"a CAN frame with a payload of {length} bytes (CAN FD carries at most 64)"
 
     /// `source: byte N: reason` (`byte N: reason` for bytes without a name).
     let describe (e: DecodeError) : string =

@@ -243,6 +243,9 @@ type CanCursor =
             payloadLength = 0
         }
 
+    /// The longest payload a CAN frame has (CAN FD); a longer one is damage.
+    static member MaxPayload = 64
+
     /// Moves to the next frame; false after the last.
     member this.MoveNext() : bool =
         this.index <- this.index + 1
@@ -283,6 +286,11 @@ type CanCursor =
                 this.src <- f.Src
                 this.payloadPos <- f.PayloadPos
                 this.payloadLength <- f.PayloadLength
+
+            // Not a CAN frame: no reader copies more than a real frame's bytes, whatever a log
+            // claims (100,000 frames pointing at one 64 KiB blob would otherwise be 6 GB).
+            if this.payloadLength > CanCursor.MaxPayload then
+                Throw.decode (int64 this.pos) (DecodeReason.CanPayloadTooLong this.payloadLength)
 
             true
 
