@@ -15,4 +15,5 @@ let all =
         LimitsTests.all
         ProcessTests.all
         HostileTests.all
+        FuzzTests.all
     ]
