@@ -157,11 +157,17 @@ module Handlers =
             return result |> Result.mapError StoreError.describe
         }
 
+        let storeWrite (ct: CancellationToken) = task {
+            let! result = svc.Store.CheckWrite ct
+            return result |> Result.mapError StoreError.describe
+        }
+
         // Shared by every caller: no single caller's disconnect may cancel it.
         let! checks =
             Task.WhenAll(
                 runCheck "data_dir_writable" (checkDataDir svc.Config.DataDir) CancellationToken.None,
-                runCheck "store_reachable" storeCheck CancellationToken.None
+                runCheck "store_reachable" storeCheck CancellationToken.None,
+                runCheck "store_writable" storeWrite CancellationToken.None
             )
 
         let healthy = checks |> Array.forall (fun c -> c.Status = "pass")

@@ -25,6 +25,10 @@ type IStore =
     /// A round trip to the store, for health checks.
     abstract Check: CancellationToken -> Task<Result<unit, StoreError>>
 
+    /// A write the store takes and then rolls back, for health checks: a store that reads but
+    /// cannot write (a read-only file, a full disk) fails here, not on the next run.
+    abstract CheckWrite: CancellationToken -> Task<Result<unit, StoreError>>
+
     /// Bytes the store occupies on disk.
     abstract SizeBytes: unit -> int64
 
@@ -161,6 +165,28 @@ module SqliteStore =
                     return Error(StoreError.Unavailable $"SQLite error {e.SqliteErrorCode}")
             }
 
+            member _.CheckWrite(cancellationToken: CancellationToken) = task {
+                try
+                    use connection = new SqliteConnection(connectionString)
+                    do! connection.OpenAsync cancellationToken
+                    use transaction = connection.BeginTransaction()
+                    use command = connection.CreateCommand()
+                    command.Transaction <- transaction
+                    // Rewriting the header's version is a real write, and changes nothing.
+                    command.CommandText <- $"PRAGMA user_version = {version}"
+                    let! _ = command.ExecuteNonQueryAsync cancellationToken
+                    transaction.Rollback()
+                    return Ok()
+                with :? SqliteException as e ->
+                    let why =
+                        match e.SqliteErrorCode with
+                        | 8 -> "the database is read-only"
+                        | 13 -> "the disk is full"
+                        | code -> $"SQLite error {code}"
+
+                    return Error(StoreError.Unavailable $"cannot write: {why}")
+            }
+
             member _.SizeBytes() =
                 [ databasePath; databasePath + "-wal"; databasePath + "-shm" ]
                 |> List.sumBy (fun p ->
@@ -170,16 +196,33 @@ module SqliteStore =
 
             member _.Dispose() = SqliteConnection.ClearAllPools()
 
-    /// The connection string of the database in `dataDir`.
-    let connectionString (dataDir: string) : string =
+    let private connectionStringWith (mode: SqliteOpenMode) (dataDir: string) : string =
         SqliteConnectionStringBuilder(
             DataSource = Path.Combine(dataDir, FileName),
-            Mode = SqliteOpenMode.ReadWriteCreate,
+            Mode = mode,
             Cache = SqliteCacheMode.Private,
             Pooling = true,
             DefaultTimeout = 30
         )
             .ToString()
+
+    /// The connection string of the database in `dataDir`.
+    let connectionString (dataDir: string) : string =
+        connectionStringWith SqliteOpenMode.ReadWriteCreate dataDir
+
+    /// The existing store in `dataDir` opened read-only: what a read-only file or mount looks like
+    /// to the service (the seam for storage-fault tests; tests run as root, which ignores modes).
+    let openReadOnly (dataDir: string) : Result<IStore, StoreError> =
+        let databasePath = Path.Combine(dataDir, FileName)
+        let connectionString = connectionStringWith SqliteOpenMode.ReadOnly dataDir
+
+        try
+            use connection = new SqliteConnection(connectionString)
+            connection.Open()
+            let version = Convert.ToInt32(scalar connection "PRAGMA user_version")
+            Ok(new Store(connectionString, databasePath, version) :> IStore)
+        with :? SqliteException as e ->
+            Error(StoreError.Unavailable $"cannot open {databasePath}: SQLite error {e.SqliteErrorCode}")
 
     /// Opens (creating and migrating as needed) the store in `dataDir`.
     let openIn (dataDir: string) : Result<IStore, StoreError> =

@@ -76,6 +76,9 @@ type FailingStore() =
         member _.Check _ =
             Task.FromResult(Error(StoreError.Unavailable "disk on fire"))
 
+        member _.CheckWrite _ =
+            Task.FromResult(Error(StoreError.Unavailable "disk on fire"))
+
         member _.SizeBytes() = 0L
         member _.Dispose() = ()
 
@@ -98,7 +101,38 @@ let endpoints =
                         c.GetProperty("name").GetString(), c.GetProperty("status").GetString()
                 ]
 
-                Expect.equal checks [ "data_dir_writable", "pass"; "store_reachable", "pass" ] "checks"
+                Expect.equal
+                    checks
+                    [
+                        "data_dir_writable", "pass"
+                        "store_reachable", "pass"
+                        "store_writable", "pass"
+                    ]
+                    "checks"
+            }))
+
+        testCaseTask "a store that reads but cannot write is unhealthy, and health says which part" (fun () ->
+            let dataDir = TestEnv.tempDir "readonly"
+            (openStore dataDir).Dispose()
+
+            let readOnly =
+                match SqliteStore.openReadOnly dataDir with
+                | Ok s -> s
+                | Error e -> failtest (StoreError.describe e)
+
+            withService (Some readOnly) (fun _ client -> task {
+                use! response = client.GetAsync "/v1/health"
+                Expect.equal response.StatusCode HttpStatusCode.ServiceUnavailable "503"
+                let! body = parse response
+
+                let check (name: string) =
+                    body.GetProperty("checks").EnumerateArray()
+                    |> Seq.find (fun c -> c.GetProperty("name").GetString() = name)
+
+                Expect.equal ((check "store_reachable").GetProperty("status").GetString()) "pass" "it reads"
+                let write = check "store_writable"
+                Expect.equal (write.GetProperty("status").GetString()) "fail" "it cannot write"
+                Expect.stringContains (write.GetProperty("detail").GetString()) "read-only" "why"
             }))
 
         testCaseTask "health is 503 naming the failed check when the store is down" (fun () ->
