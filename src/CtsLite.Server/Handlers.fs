@@ -45,6 +45,9 @@ type ServiceContext = {
     Features: string list
     /// Uploads streaming now, against `max_concurrent_uploads`.
     Uploads: ConcurrencyGate
+    /// Creates a new file to write an upload into (the seam for storage-fault tests: a disk
+    /// that fills up is a stream that fails, since tests run as root).
+    CreateFile: string -> IO.Stream
 }
 
 /// The handlers of the `/v1` endpoints.

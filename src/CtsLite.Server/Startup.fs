@@ -40,6 +40,9 @@ module Startup =
         StartedAt = time.GetUtcNow()
         Features = features
         Uploads = ConcurrencyGate config.MaxConcurrentUploads
+        CreateFile =
+            fun path ->
+                new IO.FileStream(path, IO.FileMode.CreateNew, IO.FileAccess.Write, IO.FileShare.None, 81920, true)
     }
 
     /// What browsers on `origins` may do: the API's methods and headers, and read the headers

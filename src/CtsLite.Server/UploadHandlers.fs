@@ -53,6 +53,19 @@ module UploadHandlers =
         | BodyBroken
         | Stored of UploadRecord * bool
 
+    /// A write failed because the disk (or the file system's quota) is full.
+    let private (|DiskFull|_|) (e: exn) =
+        match e with
+        // ENOSPC and EDQUOT on Linux; ERROR_DISK_FULL and ERROR_HANDLE_DISK_FULL on Windows.
+        | :? IOException as io when
+            io.HResult = 28
+            || io.HResult = 122
+            || (io.HResult &&& 0xFFFF) = 112
+            || (io.HResult &&& 0xFFFF) = 39
+            ->
+            Some()
+        | _ -> None
+
     /// Reading the request body failed in a way the client caused (not a cancellation).
     let private (|BodyFailure|_|) (e: exn) =
         match e with
@@ -82,8 +95,7 @@ module UploadHandlers =
                     let mutable total = 0L
                     let mutable tooLarge = false
 
-                    use file =
-                        new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 81920, true)
+                    use file = svc.CreateFile temp
 
                     let mutable reading = true
 
@@ -297,8 +309,17 @@ module UploadHandlers =
                                         StatusCodes.Status200OK
 
                                 return! (setStatusCode status >=> json (wire upload)) next ctx
-                        with :? BadHttpRequestException as e when e.StatusCode = StatusCodes.Status413PayloadTooLarge ->
+                        with
+                        | :? BadHttpRequestException as e when e.StatusCode = StatusCodes.Status413PayloadTooLarge ->
                             return! Problem.payloadTooLarge limit next ctx
+                        | DiskFull ->
+                            return!
+                                Problem.write
+                                    StatusCodes.Status507InsufficientStorage
+                                    "the service's disk is full: the upload was not stored (free space, or lower retention_days)"
+                                    []
+                                    next
+                                    ctx
                 finally
                     svc.Uploads.Exit()
         }

@@ -8,6 +8,7 @@ open System.Net
 open System.Net.Http
 open System.Net.Http.Headers
 open System.Text
+open Microsoft.AspNetCore.TestHost
 open Expecto
 open CtsLite.Server
 open CtsLite.Tests
@@ -224,4 +225,74 @@ let private paths =
         }
     ]
 
-let all = testList "hostile clients" [ multipart; bounded; paths ]
+/// A file that takes `room` bytes and then fails as a full disk does (ENOSPC).
+type private FillingFile(path: string, room: int64) =
+    inherit Stream()
+    let file = new FileStream(path, FileMode.CreateNew, FileAccess.Write)
+    let mutable written = 0L
+
+    override _.CanRead = false
+    override _.CanSeek = false
+    override _.CanWrite = true
+    override _.Length = written
+
+    override _.Position
+        with get () = written
+        and set _ = raise (NotSupportedException())
+
+    override _.Flush() = file.Flush()
+    override _.Read(_, _, _) = raise (NotSupportedException())
+    override _.Seek(_, _) = raise (NotSupportedException())
+    override _.SetLength _ = raise (NotSupportedException())
+
+    override _.Write(buffer: byte array, offset: int, count: int) =
+        if written + int64 count > room then
+            raise (IOException("No space left on device", 28))
+
+        file.Write(buffer, offset, count)
+        written <- written + int64 count
+
+    override this.WriteAsync(buffer: byte array, offset: int, count: int, _: Threading.CancellationToken) =
+        this.Write(buffer, offset, count)
+        Threading.Tasks.Task.CompletedTask
+
+    override _.Dispose(disposing: bool) =
+        if disposing then
+            file.Dispose()
+
+        base.Dispose disposing
+
+let private storage =
+    testList "failing storage" [
+        testCaseTask "a full disk answers an upload 507 and keeps nothing of it" (fun () -> task {
+            let dataDir = TestEnv.tempDir "full"
+            let store = EndpointTests.openStore dataDir
+
+            let context = {
+                Startup.createContext (EndpointTests.configFor dataDir) store TimeProvider.System with
+                    CreateFile = fun path -> new FillingFile(path, 100_000L)
+            }
+
+            use host = EndpointTests.startHost context Startup.configureApp
+            use client = host.GetTestClient()
+
+            let log =
+                Path.Combine(TestEnv.sharedDir (), "data", "rlogs", "synthetic", "default.rlog.zst")
+
+            let! response = upload client "application/octet-stream" (File.ReadAllBytes log)
+            let! problem = EndpointTests.expectProblem response 507
+            Expect.stringContains (problem.GetProperty("detail").GetString()) "disk is full" "says why"
+            Expect.isFalse ((problem.GetProperty("detail").GetString()).Contains dataDir) "no server path"
+            Expect.isEmpty (Directory.GetFiles(Path.Combine(dataDir, "uploads"))) "nothing partial kept"
+
+            // What fits still goes in.
+            let bytes = File.ReadAllBytes log
+            let! small = upload client "application/octet-stream" bytes[..50_000]
+
+            Expect.equal small.StatusCode HttpStatusCode.Created "a smaller upload fits"
+            do! host.StopAsync()
+            store.Dispose()
+        })
+    ]
+
+let all = testList "hostile clients" [ multipart; bounded; paths; storage ]
