@@ -48,6 +48,9 @@ type ServiceConfig = {
     MaxConcurrentUploads: int
     /// Runs waiting in the queue; a new run beyond this is refused with 429.
     MaxQueuedRuns: int
+    /// Times a run is claimed before it is failed: a run whose worker died, or whose end the
+    /// store could not record, is tried again up to this many times in all.
+    MaxAttempts: int
     /// Largest JSON request body, in bytes.
     MaxJsonBodyBytes: int
     /// Silence after which an SSE stream gets a keepalive comment.
@@ -121,6 +124,7 @@ module Config =
         CorsOrigins = []
         MaxConcurrentUploads = 4
         MaxQueuedRuns = 1000
+        MaxAttempts = 3
         MaxJsonBodyBytes = 1024 * 1024
         SseKeepalive = TimeSpan.FromSeconds 15.0
     }
@@ -401,6 +405,7 @@ module Config =
             c with
                 MaxQueuedRuns = int n
         })
+        ranged "max_attempts" 1L 100L "an integer from 1 to 100" (fun n c -> { c with MaxAttempts = int n })
         ranged "max_json_body_bytes" 1024L 104857600L "a number of bytes from 1024 to 104857600" (fun n c -> {
             c with
                 MaxJsonBodyBytes = int n

@@ -107,6 +107,13 @@ type RunEngine
             RunParameters.ofObject doc.RootElement
 
         match ToolRunner.prepare run.ToolId given with
+        | _ when run.Attempts > config.MaxAttempts ->
+            // Claimed again and again without an end on record: its worker keeps dying, or the
+            // store could not record how it ended. Stop here instead of looping for ever.
+            do!
+                finish
+                    RunStatus.Failed
+                    (Some $"gave up after {config.MaxAttempts} attempts: the run never ended on record (max_attempts)")
         | Error(ToolError.UnknownTool _) -> do! finish RunStatus.Failed (Some $"no tool '{run.ToolId}' in this build")
         | Error e -> do! finish RunStatus.Failed (Some $"invalid parameters: {ToolError.describe e}")
         | Ok prepared ->
@@ -269,13 +276,45 @@ type RunEngine
     }
 
     member private this.Worker(stopping: CancellationToken) : Task = task {
+        // While the store fails, the claim loop backs off (1 s doubling to a minute) and the
+        // condition is logged once per ten minutes, not once a poll.
+        let mutable backoff = TimeSpan.Zero
+        let mutable lastLogged = None
+
         while not stopping.IsCancellationRequested do
             let! claimed = task {
                 try
                     let now = time.GetUtcNow()
-                    return! runs.ClaimNext(owner, now, now + RunEngine.LeaseDuration)
-                with e ->
-                    logger.LogError(e, "claiming a run failed")
+                    let! run = runs.ClaimNext(owner, now, now + RunEngine.LeaseDuration)
+
+                    if backoff > TimeSpan.Zero then
+                        logger.LogInformation("The store answers again: claiming runs")
+
+                    backoff <- TimeSpan.Zero
+                    lastLogged <- None
+                    return run
+                with
+                | :? OperationCanceledException -> return None
+                | e ->
+                    let now = time.GetUtcNow()
+
+                    match lastLogged with
+                    | Some(at: DateTimeOffset) when now - at < TimeSpan.FromMinutes 10.0 -> ()
+                    | _ ->
+                        logger.LogError(e, "Claiming a run failed; retrying with back-off (logged once per 10 minutes)")
+                        lastLogged <- Some now
+
+                    backoff <-
+                        if backoff = TimeSpan.Zero then
+                            TimeSpan.FromSeconds 1.0
+                        else
+                            TimeSpan.FromTicks(min (backoff.Ticks * 2L) (TimeSpan.FromMinutes 1.0).Ticks)
+
+                    try
+                        do! Task.Delay(backoff, time, stopping)
+                    with :? OperationCanceledException ->
+                        ()
+
                     return None
             }
 

@@ -64,6 +64,9 @@ type RunRecord = {
     Progress: float
     Error: string option
     CancelRequested: bool
+    /// How many times a worker has claimed the run (1 on its first run; more after a worker died
+    /// or the store could not record how the run ended).
+    Attempts: int
 }
 
 /// Building run records.
@@ -104,6 +107,7 @@ module RunRecord =
         Progress = 0.0
         Error = None
         CancelRequested = false
+        Attempts = 0
     }
 
 /// One line of a run's log.
@@ -257,7 +261,7 @@ module SqliteRunStore =
         if r.IsDBNull i then None else Some(r.GetString i)
 
     let private runColumns =
-        "run_id, tool_id, name, status, params_json, input_json, created_at, started_at, completed_at, progress, error, cancel_requested"
+        "run_id, tool_id, name, status, params_json, input_json, created_at, started_at, completed_at, progress, error, cancel_requested, attempts"
 
     let private readRun (r: SqliteDataReader) : RunRecord =
         // Stored as the wire's input object; a row this build cannot read names nothing, so
@@ -286,6 +290,7 @@ module SqliteRunStore =
             Progress = if r.IsDBNull 9 then 0.0 else r.GetDouble 9
             Error = optText r 10
             CancelRequested = r.GetInt64 11 <> 0L
+            Attempts = int (r.GetInt64 12)
         }
 
     let private readArtifact (r: SqliteDataReader) : ArtifactRecord = {
@@ -477,7 +482,8 @@ module SqliteRunStore =
                     // One statement: concurrent claimers (threads or processes) never get the same run.
                     query
                         $"""UPDATE runs SET status = 'running', lease_owner = $owner, lease_expires_at = $until,
-                               started_at = COALESCE(started_at, $now), cancel_requested = cancel_requested
+                               started_at = COALESCE(started_at, $now), cancel_requested = cancel_requested,
+                               attempts = attempts + 1
                             WHERE run_id = (SELECT run_id FROM runs
                                             WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < $now)
                                             ORDER BY created_at, run_id LIMIT 1)

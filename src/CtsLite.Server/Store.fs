@@ -113,6 +113,10 @@ module SqliteStore =
             ALTER TABLE uploads ADD COLUMN last_used_at TEXT;
             CREATE INDEX artifacts_by_created ON artifacts (created_at);
             """
+        4,
+        """
+            ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+            """
     ]
 
     /// The schema version this build creates and understands.

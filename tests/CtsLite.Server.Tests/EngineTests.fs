@@ -106,4 +106,51 @@ let all =
 
             Expect.isEmpty problems "the engine logged no warning or error"
         })
+        testCaseTask "a run claimed max_attempts times without an end on record is failed, not run again" (fun () -> task {
+            let dataDir = TestEnv.tempDir "attempts"
+            let roots = [ Path.Combine(TestEnv.sharedDir (), "data", "rlogs") ]
+
+            let config = {
+                EndpointTests.configFor dataDir with
+                    InputRoots = roots
+                    MaxAttempts = 3
+            }
+
+            use _store = EndpointTests.openStore dataDir
+            let runs = SqliteRunStore.create dataDir
+            let run = queued "log-summary" "synthetic/default.rlog.zst"
+            let! _ = runs.CreateRun(run, None, 1000)
+
+            // Three workers that claimed it an hour ago and died (or could not record its end):
+            // each lease ran out before the next claim.
+            let past = DateTimeOffset.UtcNow.AddHours -1.0
+
+            for i in 0..2 do
+                let at = past.AddMinutes(float i)
+                let! claimed = runs.ClaimNext($"dead-{i}", at, at.AddSeconds 30.0)
+                Expect.equal (claimed |> Option.map _.Attempts) (Some(i + 1)) $"claim {i + 1} counted"
+
+            let logger = CapturingLogger()
+
+            use engine =
+                new RunEngine(config, runs, TimeProvider.System, logger, RunInputs.fileResolver runs roots)
+
+            do! engine.StartAsync CancellationToken.None
+            (engine :> IRunEngine).Notify()
+            let! records = waitAll runs [ run.RunId ] (TimeSpan.FromMinutes 1.0)
+            do! engine.StopAsync CancellationToken.None
+
+            match records with
+            | [ r ] ->
+                Expect.equal r.Status RunStatus.Failed "failed"
+                Expect.equal r.Attempts 4 "the fourth claim gave up"
+                Expect.stringContains (r.Error |> Option.defaultValue "") "gave up after 3 attempts" "says why"
+            | other -> failtestf "%A" other
+
+            let! logs = runs.GetLogs(run.RunId, 0L)
+
+            Expect.isFalse
+                (logs |> List.exists (fun l -> l.Message.StartsWith "started"))
+                "the tool never started again"
+        })
     ]
