@@ -143,23 +143,10 @@ module Api =
         Warnings: string list
     }
 
-    /// Validated parameters as the JSON object of a run's `params`.
+    /// Validated parameters as the JSON object of a run's `params` (`Parameters.toJson`).
     let parameters (p: ToolParameters) : System.Text.Json.JsonElement =
-        JsonSerializer.SerializeToElement(
-            p.Values
-            |> Seq.map (fun (KeyValue(name, value)) ->
-                KeyValuePair(
-                    name,
-                    match value with
-                    | ParameterValue.Str s
-                    | ParameterValue.File s -> box s
-                    | ParameterValue.Int i -> box i
-                    | ParameterValue.Float f -> box f
-                    | ParameterValue.Bool b -> box b
-                    | ParameterValue.List l -> box (Array.ofList l)
-                ))
-            |> Dictionary
-        )
+        use doc = JsonDocument.Parse(Parameters.toJson p)
+        doc.RootElement.Clone()
 
     /// `GET /v1/runs`.
     type RunList = {

@@ -510,6 +510,36 @@ module Parameters =
             | [] -> Ok p
             | errors -> Error errors)
 
+    /// Validated parameters as a compact JSON object: the one encoding of parameter values, for
+    /// a run's `params` and the parameters the artifacts record.
+    let toJson (p: ToolParameters) : string =
+        use stream = new IO.MemoryStream()
+
+        do
+            use w = new Text.Json.Utf8JsonWriter(stream)
+            w.WriteStartObject()
+
+            for KeyValue(name, value) in p.Values do
+                w.WritePropertyName name
+
+                match value with
+                | ParameterValue.Str s
+                | ParameterValue.File s -> w.WriteStringValue s
+                | ParameterValue.Int i -> w.WriteNumberValue i
+                | ParameterValue.Float f -> w.WriteNumberValue f
+                | ParameterValue.Bool b -> w.WriteBooleanValue b
+                | ParameterValue.List items ->
+                    w.WriteStartArray()
+
+                    for item in items do
+                        w.WriteStringValue item
+
+                    w.WriteEndArray()
+
+            w.WriteEndObject()
+
+        Text.Encoding.UTF8.GetString(stream.ToArray())
+
     /// The value as JSON-like text for snapshots and logs.
     let render (value: ParameterValue) : string =
         match value with

@@ -204,16 +204,5 @@ module internal Artifacts =
     /// Escapes text for HTML element content and attribute values.
     let html (text: string) : string = Net.WebUtility.HtmlEncode text
 
-    /// A parameter value as JSON.
-    let parameter (v: ParameterValue) : JsonNode =
-        match v with
-        | ParameterValue.Str s
-        | ParameterValue.File s -> str s
-        | ParameterValue.Int i -> int i
-        | ParameterValue.Float f -> num f
-        | ParameterValue.Bool b -> bool b
-        | ParameterValue.List l -> strings l
-
-    /// Validated parameters as a JSON object.
-    let parameters (p: ToolParameters) : JsonNode =
-        obj [ for KeyValue(k, v) in p.Values -> k, parameter v ]
+    /// Validated parameters as a JSON object (`Parameters.toJson`'s encoding).
+    let parameters (p: ToolParameters) : JsonNode = JsonNode.Parse(Parameters.toJson p)
