@@ -46,6 +46,13 @@ type ServiceConfig = {
     CorsOrigins: string list
     /// Uploads streaming at once; more are refused with 429.
     MaxConcurrentUploads: int
+    /// Uploads one caller (token subject, else remote address) may stream at once; more get 429.
+    MaxUploadsPerCaller: int
+    /// The longest an upload may take from its first byte to its last; beyond, 408.
+    UploadTimeout: TimeSpan
+    /// The slowest an upload may stream on average once its first 10 s are over, and the longest
+    /// it may send nothing (30 s); slower, 408. 0 turns the rate check off.
+    UploadMinBytesPerSecond: int
     /// Runs waiting in the queue; a new run beyond this is refused with 429.
     MaxQueuedRuns: int
     /// Times a run is claimed before it is failed: a run whose worker died, or whose end the
@@ -123,6 +130,9 @@ module Config =
         RetentionDays = 7
         CorsOrigins = []
         MaxConcurrentUploads = 4
+        MaxUploadsPerCaller = 2
+        UploadTimeout = TimeSpan.FromHours 1.0
+        UploadMinBytesPerSecond = 4096
         MaxQueuedRuns = 1000
         MaxAttempts = 3
         MaxJsonBodyBytes = 1024 * 1024
@@ -400,6 +410,18 @@ module Config =
         ranged "max_concurrent_uploads" 1L 1024L "an integer from 1 to 1024" (fun n c -> {
             c with
                 MaxConcurrentUploads = int n
+        })
+        ranged "max_uploads_per_caller" 1L 1024L "an integer from 1 to 1024" (fun n c -> {
+            c with
+                MaxUploadsPerCaller = int n
+        })
+        ranged "upload_timeout_s" 1L 86400L "a whole number of seconds from 1 to 86400" (fun n c -> {
+            c with
+                UploadTimeout = TimeSpan.FromSeconds(float n)
+        })
+        ranged "upload_min_bytes_per_second" 0L 104857600L "bytes per second from 0 (off) to 104857600" (fun n c -> {
+            c with
+                UploadMinBytesPerSecond = int n
         })
         ranged "max_queued_runs" 1L 1000000L "an integer from 1 to 1000000" (fun n c -> {
             c with

@@ -33,6 +33,30 @@ type ConcurrencyGate(limit: int) =
     /// Gives back a slot taken by `TryEnter`.
     member _.Exit() : unit = Interlocked.Decrement &inUse |> ignore
 
+/// Slots per caller: at most `limit` held by one caller at once.
+[<Sealed>]
+type CallerGate(limit: int) =
+    let held = Collections.Generic.Dictionary<string, int>()
+
+    /// Takes one of `caller`'s slots; false (and nothing taken) when it holds all of them.
+    member _.TryEnter(caller: string) : bool =
+        lock held (fun () ->
+            match held.TryGetValue caller with
+            | true, n when n >= limit -> false
+            | true, n ->
+                held[caller] <- n + 1
+                true
+            | false, _ ->
+                held[caller] <- 1
+                true)
+
+    /// Gives back a slot taken by `TryEnter`.
+    member _.Exit(caller: string) : unit =
+        lock held (fun () ->
+            match held.TryGetValue caller with
+            | true, n when n > 1 -> held[caller] <- n - 1
+            | _ -> held.Remove caller |> ignore)
+
 /// What the handlers need from the running service; one instance per service.
 type ServiceContext = {
     Config: ServiceConfig
@@ -45,6 +69,8 @@ type ServiceContext = {
     Features: string list
     /// Uploads streaming now, against `max_concurrent_uploads`.
     Uploads: ConcurrencyGate
+    /// Uploads streaming now per caller, against `max_uploads_per_caller`.
+    UploadsPerCaller: CallerGate
     /// Creates a new file to write an upload into (the seam for storage-fault tests: a disk
     /// that fills up is a stream that fails, since tests run as root).
     CreateFile: string -> IO.Stream

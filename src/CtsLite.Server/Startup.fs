@@ -40,6 +40,7 @@ module Startup =
         StartedAt = time.GetUtcNow()
         Features = features
         Uploads = ConcurrencyGate config.MaxConcurrentUploads
+        UploadsPerCaller = CallerGate config.MaxUploadsPerCaller
         CreateFile =
             fun path ->
                 new IO.FileStream(path, IO.FileMode.CreateNew, IO.FileAccess.Write, IO.FileShare.None, 81920, true)

@@ -51,6 +51,8 @@ module UploadHandlers =
         | Unaccepted
         /// The body could not be read to its end (a multipart part that never ends, a bad chunk).
         | BodyBroken
+        /// The body came too slowly, stalled, or took longer than the upload deadline.
+        | TooSlow of reason: string
         | Stored of UploadRecord * bool
 
     /// A write failed because the disk (or the file system's quota) is full.
@@ -78,6 +80,12 @@ module UploadHandlers =
 
     /// Streams `source` to a temporary file while hashing and counting (memory stays flat), checks
     /// the content's kind, then renames it into place: a half-written upload is never visible.
+    /// The longest an upload may send nothing.
+    let private IdleLimit = TimeSpan.FromSeconds 30.0
+
+    /// How long an upload streams before its average rate is checked.
+    let private RateGrace = TimeSpan.FromSeconds 10.0
+
     let private store (svc: ServiceContext) (filename: string) (source: Stream) (aborted: Threading.CancellationToken) =
         task {
             let dir = Path.Combine(svc.Config.DataDir, "uploads")
@@ -99,18 +107,43 @@ module UploadHandlers =
 
                     let mutable reading = true
 
-                    let mutable broken = false
+                    let mutable broken = None
+                    let started = svc.Time.GetTimestamp()
+                    let minRate = svc.Config.UploadMinBytesPerSecond
 
                     while reading do
+                        // A sender that sends nothing for IdleLimit holds a slot for nothing.
+                        use idle = new Threading.CancellationTokenSource(IdleLimit, svc.Time)
+
+                        use read =
+                            Threading.CancellationTokenSource.CreateLinkedTokenSource(aborted, idle.Token)
+
                         let! n = task {
                             try
-                                return! source.ReadAsync(buffer, 0, buffer.Length, aborted)
-                            with BodyFailure ->
-                                broken <- true
+                                return! source.ReadAsync(buffer, 0, buffer.Length, read.Token)
+                            with
+                            | :? OperationCanceledException when
+                                idle.IsCancellationRequested && not aborted.IsCancellationRequested
+                                ->
+                                broken <- Some(TooSlow $"nothing arrived for {int IdleLimit.TotalSeconds} s")
+                                return 0
+                            | BodyFailure ->
+                                broken <- Some BodyBroken
                                 return 0
                         }
 
-                        if n = 0 then
+                        let elapsed = svc.Time.GetElapsedTime started
+
+                        if
+                            n > 0
+                            && minRate > 0
+                            && elapsed > RateGrace
+                            && float total < float minRate * elapsed.TotalSeconds
+                        then
+                            broken <-
+                                Some(TooSlow $"slower than upload_min_bytes_per_second ({minRate} bytes/s on average)")
+
+                        if n = 0 || broken.IsSome then
                             reading <- false
                         else
                             total <- total + int64 n
@@ -128,13 +161,19 @@ module UploadHandlers =
                                 do! file.WriteAsync(buffer, 0, n, aborted)
 
                     do! file.FlushAsync aborted
-                    return total, headLength, (if broken then None else Some tooLarge)
+
+                    return
+                        total,
+                        headLength,
+                        (match broken with
+                         | Some b -> Error b
+                         | None -> Ok tooLarge)
                 }
 
                 match tooLarge with
-                | None -> return BodyBroken
-                | Some true -> return TooLarge
-                | Some false ->
+                | Error outcome -> return outcome
+                | Ok true -> return TooLarge
+                | Ok false ->
                     match FileKind.classify (ReadOnlySpan(head, 0, headLength)) with
                     | None -> return Unaccepted
                     | Some kind ->
@@ -164,6 +203,10 @@ module UploadHandlers =
                     File.Delete temp
         }
 
+    /// 408: the upload came too slowly, stalled or ran past its deadline (nothing is kept).
+    let private tooSlow (reason: string) : HttpHandler =
+        Problem.write StatusCodes.Status408RequestTimeout $"the upload was too slow: {reason}; nothing was kept" []
+
     /// The longest multipart boundary RFC 2046 allows.
     [<Literal>]
     let MaxBoundaryLength = 70
@@ -182,6 +225,11 @@ module UploadHandlers =
             let svc = service ctx
             let limit = svc.Config.MaxUploadBytes
 
+            let caller =
+                match ctx.Items.TryGetValue Auth.SubjectKey with
+                | true, (:? string as subject) -> $"sub:{subject}"
+                | _ -> $"ip:{RemoteAddress.ofRequest svc.Config.TrustedProxies ctx}"
+
             match ctx.Features.Get<IHttpMaxRequestBodySizeFeature>() with
             | null -> ()
             | f when not f.IsReadOnly -> f.MaxRequestBodySize <- Nullable limit
@@ -189,7 +237,18 @@ module UploadHandlers =
 
             if ctx.Request.ContentLength.HasValue && ctx.Request.ContentLength.Value > limit then
                 return! Problem.payloadTooLarge limit next ctx
+            elif not (svc.UploadsPerCaller.TryEnter caller) then
+                return!
+                    (setHttpHeader "Retry-After" "5"
+                     >=> Problem.write
+                         StatusCodes.Status429TooManyRequests
+                         $"you are already streaming {svc.Config.MaxUploadsPerCaller} upload(s) (max_uploads_per_caller); retry when one ends"
+                         [])
+                        next
+                        ctx
             elif not (svc.Uploads.TryEnter()) then
+                svc.UploadsPerCaller.Exit caller
+
                 return!
                     (setHttpHeader "Retry-After" "5"
                      >=> Problem.write
@@ -199,129 +258,147 @@ module UploadHandlers =
                         next
                         ctx
             else
+                // The whole upload, headers and body, within upload_timeout_s.
+                use deadline =
+                    new Threading.CancellationTokenSource(svc.Config.UploadTimeout, svc.Time)
+
+                use body =
+                    Threading.CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted, deadline.Token)
+
                 try
-                    let contentType = ctx.Request.ContentType |> Option.ofObj |> Option.defaultValue ""
+                    try
+                        let contentType = ctx.Request.ContentType |> Option.ofObj |> Option.defaultValue ""
 
-                    let! source = task {
-                        if contentType.StartsWith("multipart/form-data", StringComparison.OrdinalIgnoreCase) then
-                            match MediaTypeHeaderValue.TryParse contentType with
-                            | false, _ ->
-                                return
-                                    Error
-                                        "the Content-Type header is not a valid media type (multipart/form-data; boundary=…)"
-                            | true, media ->
-                                let boundary = HeaderUtilities.RemoveQuotes(media.Boundary).Value
-
-                                if String.IsNullOrEmpty boundary then
-                                    return Error "multipart/form-data needs a boundary parameter"
-                                elif boundary.Length > MaxBoundaryLength then
+                        let! source = task {
+                            if contentType.StartsWith("multipart/form-data", StringComparison.OrdinalIgnoreCase) then
+                                match MediaTypeHeaderValue.TryParse contentType with
+                                | false, _ ->
                                     return
                                         Error
-                                            $"the multipart boundary is longer than {MaxBoundaryLength} characters (RFC 2046)"
-                                else
-                                    let reader =
-                                        MultipartReader(
-                                            boundary,
-                                            ctx.Request.Body,
-                                            HeadersLengthLimit = MaxPartHeaderBytes
-                                        )
+                                            "the Content-Type header is not a valid media type (multipart/form-data; boundary=…)"
+                                | true, media ->
+                                    let boundary = HeaderUtilities.RemoveQuotes(media.Boundary).Value
 
-                                    let mutable found = Ok None
-                                    let mutable finished = false
+                                    if String.IsNullOrEmpty boundary then
+                                        return Error "multipart/form-data needs a boundary parameter"
+                                    elif boundary.Length > MaxBoundaryLength then
+                                        return
+                                            Error
+                                                $"the multipart boundary is longer than {MaxBoundaryLength} characters (RFC 2046)"
+                                    else
+                                        let reader =
+                                            MultipartReader(
+                                                boundary,
+                                                ctx.Request.Body,
+                                                HeadersLengthLimit = MaxPartHeaderBytes
+                                            )
 
-                                    while not finished do
-                                        let! section = task {
-                                            try
-                                                let! section = reader.ReadNextSectionAsync ctx.RequestAborted
-                                                return Ok section
-                                            with
-                                            | :? InvalidDataException ->
-                                                return
-                                                    Error
-                                                        $"a part's headers are malformed or longer than {MaxPartHeaderBytes / 1024} KiB"
-                                            | BodyFailure ->
-                                                return Error "the multipart body ended before its closing boundary"
-                                        }
+                                        let mutable found = Ok None
+                                        let mutable finished = false
 
-                                        match section with
-                                        | Error e ->
-                                            found <- Error e
-                                            finished <- true
-                                        | Ok null -> finished <- true
-                                        | Ok s ->
-                                            match ContentDispositionHeaderValue.TryParse(s.ContentDisposition) with
-                                            | true, cd when cd.FileName.HasValue || cd.FileNameStar.HasValue ->
-                                                let name =
-                                                    if cd.FileNameStar.HasValue then
-                                                        cd.FileNameStar.Value
-                                                    else
-                                                        HeaderUtilities.RemoveQuotes(cd.FileName).Value
+                                        while not finished do
+                                            let! section = task {
+                                                try
+                                                    let! section = reader.ReadNextSectionAsync body.Token
+                                                    return Ok section
+                                                with
+                                                | :? InvalidDataException ->
+                                                    return
+                                                        Error
+                                                            $"a part's headers are malformed or longer than {MaxPartHeaderBytes / 1024} KiB"
+                                                | BodyFailure ->
+                                                    return Error "the multipart body ended before its closing boundary"
+                                            }
 
-                                                found <- Ok(Some(name, s.Body))
+                                            match section with
+                                            | Error e ->
+                                                found <- Error e
                                                 finished <- true
-                                            | _ -> ()
+                                            | Ok null -> finished <- true
+                                            | Ok s ->
+                                                match ContentDispositionHeaderValue.TryParse(s.ContentDisposition) with
+                                                | true, cd when cd.FileName.HasValue || cd.FileNameStar.HasValue ->
+                                                    let name =
+                                                        if cd.FileNameStar.HasValue then
+                                                            cd.FileNameStar.Value
+                                                        else
+                                                            HeaderUtilities.RemoveQuotes(cd.FileName).Value
 
-                                    return
-                                        found
-                                        |> Result.bind (function
-                                            | Some file -> Ok file
-                                            | None -> Error "the multipart body has no file part")
-                        else
-                            let name =
-                                match
-                                    ctx.Request.Headers["X-Filename"].ToString(),
-                                    ctx.Request.Query["filename"].ToString()
-                                with
-                                | "", "" -> "upload"
-                                | "", q -> q
-                                | h, _ -> h
+                                                    found <- Ok(Some(name, s.Body))
+                                                    finished <- true
+                                                | _ -> ()
 
-                            return Ok(name, ctx.Request.Body)
-                    }
+                                        return
+                                            found
+                                            |> Result.bind (function
+                                                | Some file -> Ok file
+                                                | None -> Error "the multipart body has no file part")
+                            else
+                                let name =
+                                    match
+                                        ctx.Request.Headers["X-Filename"].ToString(),
+                                        ctx.Request.Query["filename"].ToString()
+                                    with
+                                    | "", "" -> "upload"
+                                    | "", q -> q
+                                    | h, _ -> h
 
-                    match source with
-                    | Error problem -> return! Problem.badRequest problem next ctx
-                    | Ok(name, body) ->
-                        try
-                            match! store svc (cleanName name) body ctx.RequestAborted with
-                            | TooLarge -> return! Problem.payloadTooLarge limit next ctx
-                            | BodyBroken ->
-                                return!
-                                    Problem.badRequest
-                                        "the request body ended before the file did (an unterminated part or chunk)"
-                                        next
-                                        ctx
-                            | Unaccepted ->
+                                return Ok(name, ctx.Request.Body)
+                        }
+
+                        match source with
+                        | Error problem -> return! Problem.badRequest problem next ctx
+                        | Ok(name, stream) ->
+                            try
+                                match! store svc (cleanName name) stream body.Token with
+                                | TooLarge -> return! Problem.payloadTooLarge limit next ctx
+                                | TooSlow reason -> return! tooSlow reason next ctx
+                                | BodyBroken ->
+                                    return!
+                                        Problem.badRequest
+                                            "the request body ended before the file did (an unterminated part or chunk)"
+                                            next
+                                            ctx
+                                | Unaccepted ->
+                                    return!
+                                        Problem.write
+                                            StatusCodes.Status415UnsupportedMediaType
+                                            "the content is not an rlog/qlog (zstd, bzip2 or raw Cap'n Proto), a CSV or a DBC file"
+                                            []
+                                            next
+                                            ctx
+                                | Stored(upload, isNew) ->
+                                    ctx.Response.Headers.Location <- $"/v1/uploads/{upload.UploadId}"
+
+                                    let status =
+                                        if isNew then
+                                            StatusCodes.Status201Created
+                                        else
+                                            StatusCodes.Status200OK
+
+                                    return! (setStatusCode status >=> json (wire upload)) next ctx
+                            with
+                            | :? BadHttpRequestException as e when e.StatusCode = StatusCodes.Status413PayloadTooLarge ->
+                                return! Problem.payloadTooLarge limit next ctx
+                            | DiskFull ->
                                 return!
                                     Problem.write
-                                        StatusCodes.Status415UnsupportedMediaType
-                                        "the content is not an rlog/qlog (zstd, bzip2 or raw Cap'n Proto), a CSV or a DBC file"
+                                        StatusCodes.Status507InsufficientStorage
+                                        "the service's disk is full: the upload was not stored (free space, or lower retention_days)"
                                         []
                                         next
                                         ctx
-                            | Stored(upload, isNew) ->
-                                ctx.Response.Headers.Location <- $"/v1/uploads/{upload.UploadId}"
-
-                                let status =
-                                    if isNew then
-                                        StatusCodes.Status201Created
-                                    else
-                                        StatusCodes.Status200OK
-
-                                return! (setStatusCode status >=> json (wire upload)) next ctx
-                        with
-                        | :? BadHttpRequestException as e when e.StatusCode = StatusCodes.Status413PayloadTooLarge ->
-                            return! Problem.payloadTooLarge limit next ctx
-                        | DiskFull ->
-                            return!
-                                Problem.write
-                                    StatusCodes.Status507InsufficientStorage
-                                    "the service's disk is full: the upload was not stored (free space, or lower retention_days)"
-                                    []
-                                    next
-                                    ctx
+                    with :? OperationCanceledException when
+                        deadline.IsCancellationRequested
+                        && not ctx.RequestAborted.IsCancellationRequested ->
+                        return!
+                            tooSlow
+                                $"it took longer than upload_timeout_s ({int svc.Config.UploadTimeout.TotalSeconds} s)"
+                                next
+                                ctx
                 finally
                     svc.Uploads.Exit()
+                    svc.UploadsPerCaller.Exit caller
         }
 
     let private withUpload: RouteArgs -> (ServiceContext -> UploadRecord -> HttpHandler) -> HttpHandler =

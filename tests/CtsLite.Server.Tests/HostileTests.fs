@@ -9,6 +9,7 @@ open System.Net.Http
 open System.Net.Http.Headers
 open System.Text
 open Microsoft.AspNetCore.TestHost
+open Microsoft.Extensions.Time.Testing
 open Expecto
 open CtsLite.Server
 open CtsLite.Tests
@@ -295,4 +296,140 @@ let private storage =
         })
     ]
 
-let all = testList "hostile clients" [ multipart; bounded; paths; storage ]
+/// A request body that the test drives: each read returns `chunk` bytes (a zstd frame's magic
+/// first) and then runs `afterRead`, or, with `stall`, waits until the server gives up on it.
+type private DrivenBody(chunk: int, stall: int -> bool, afterRead: unit -> unit) =
+    inherit Stream()
+    let mutable reads = 0
+
+    override _.CanRead = true
+    override _.CanSeek = false
+    override _.CanWrite = false
+    override _.Length = raise (NotSupportedException())
+
+    override _.Position
+        with get () = 0L
+        and set _ = raise (NotSupportedException())
+
+    override _.Flush() = ()
+    override _.Seek(_, _) = raise (NotSupportedException())
+    override _.SetLength _ = raise (NotSupportedException())
+    override _.Write(_, _, _) = raise (NotSupportedException())
+
+    override this.Read(buffer, offset, count) =
+        this.ReadAsync(buffer, offset, count).Result
+
+    override _.ReadAsync(buffer: byte array, offset: int, count: int, token: Threading.CancellationToken) = task {
+        token.ThrowIfCancellationRequested()
+        reads <- reads + 1
+
+        if stall reads then
+            do! Threading.Tasks.Task.Delay(Threading.Timeout.Infinite, token)
+
+        let n = min count chunk
+
+        for i in 0 .. n - 1 do
+            buffer[offset + i] <- [| 0x28uy; 0xB5uy; 0x2Fuy; 0xFDuy |].[i % 4]
+
+        afterRead ()
+        return n
+    }
+
+/// A service on a fake clock; uploads are sent from a chosen address with a driven body.
+let private withClockedServer
+    (change: ServiceConfig -> ServiceConfig)
+    (f: TestServer -> FakeTimeProvider -> Threading.Tasks.Task<unit>)
+    = task {
+    let dataDir = TestEnv.tempDir "slow"
+    let store = EndpointTests.openStore dataDir
+    let clock = FakeTimeProvider(DateTimeOffset(2026, 12, 1, 12, 0, 0, TimeSpan.Zero))
+
+    let context =
+        Startup.createContext (change (EndpointTests.configFor dataDir)) store clock
+
+    use host = EndpointTests.startHost context Startup.configureApp
+    do! f (host.GetTestServer()) clock
+    do! host.StopAsync()
+    store.Dispose()
+}
+
+let private sendUpload (server: TestServer) (address: string) (body: Stream) =
+    server.SendAsync(fun ctx ->
+        ctx.Request.Method <- "POST"
+        ctx.Request.Path <- Microsoft.AspNetCore.Http.PathString "/v1/uploads"
+        ctx.Request.ContentType <- "application/octet-stream"
+        ctx.Connection.RemoteIpAddress <- IPAddress.Parse address
+        ctx.Request.Body <- body)
+
+let private detailOf (ctx: Microsoft.AspNetCore.Http.HttpContext) =
+    use reader = new StreamReader(ctx.Response.Body)
+    reader.ReadToEnd()
+
+let private slowSenders =
+    testList "slow senders" [
+        testCaseTask "one caller's uploads are limited; others still get in" (fun () ->
+            withClockedServer (fun c -> { c with MaxUploadsPerCaller = 1 }) (fun server clock -> task {
+                // Caller A's first upload sends a little, then waits.
+                let first =
+                    sendUpload server "192.0.2.1" (new DrivenBody(1024, (fun n -> n = 2), ignore))
+
+                do! Threading.Tasks.Task.Delay 200
+
+                let! second =
+                    sendUpload server "192.0.2.1" (new DrivenBody(1024, (fun n -> n > 3), ignore))
+
+                Expect.equal second.Response.StatusCode 429 "the same caller waits for its first upload"
+                Expect.stringContains (detailOf second) "max_uploads_per_caller" "says which limit"
+
+                // Another caller is not held up (its body ends after three reads).
+                let zstdLike =
+                    Array.init 3000 (fun i -> [| 0x28uy; 0xB5uy; 0x2Fuy; 0xFDuy |].[i % 4])
+
+                let! other = sendUpload server "192.0.2.2" (new MemoryStream(zstdLike))
+                Expect.notEqual other.Response.StatusCode 429 "another caller gets a slot"
+
+                // The held upload stalls past the idle limit and ends; its slot comes back.
+                clock.Advance(TimeSpan.FromSeconds 31.0)
+                let! held = first
+                Expect.equal held.Response.StatusCode 408 "the stalled one ends"
+                let! again = sendUpload server "192.0.2.1" (new MemoryStream(zstdLike))
+                Expect.notEqual again.Response.StatusCode 429 "the caller's slot was given back"
+            }))
+        testCaseTask "a sender that stalls, trickles or runs past the deadline gets 408, nothing kept" (fun () ->
+            withClockedServer
+                (fun c -> {
+                    c with
+                        UploadMinBytesPerSecond = 4096
+                        UploadTimeout = TimeSpan.FromSeconds 60.0
+                })
+                (fun server clock -> task {
+                    // Stalls after its first read; the clock moves past the idle limit.
+                    let stalled =
+                        sendUpload server "198.51.100.1" (new DrivenBody(1024, (fun n -> n = 2), ignore))
+
+                    do! Threading.Tasks.Task.Delay 200
+                    clock.Advance(TimeSpan.FromSeconds 31.0)
+                    let! s = stalled
+                    Expect.equal s.Response.StatusCode 408 "stalled"
+                    Expect.stringContains (detailOf s) "nothing arrived for 30 s" "says why"
+
+                    // 300 bytes a second, the reproduction's rate.
+                    let trickle =
+                        new DrivenBody(300, (fun _ -> false), (fun () -> clock.Advance(TimeSpan.FromSeconds 1.0)))
+
+                    let! t = sendUpload server "198.51.100.2" trickle
+                    Expect.equal t.Response.StatusCode 408 "trickling"
+                    Expect.stringContains (detailOf t) "upload_min_bytes_per_second" "says which limit"
+
+                    // Fast enough, but for longer than the deadline.
+                    let long =
+                        new DrivenBody(16_384, (fun _ -> false), (fun () -> clock.Advance(TimeSpan.FromSeconds 2.0)))
+
+                    let! l = sendUpload server "198.51.100.3" long
+                    Expect.equal l.Response.StatusCode 408 "past the deadline"
+                    Expect.stringContains (detailOf l) "upload_timeout_s" "says which limit"
+                }))
+    ]
+
+let all =
+    testList "hostile clients" [ multipart; bounded; paths; storage; slowSenders ]
