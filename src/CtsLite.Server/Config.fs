@@ -62,6 +62,10 @@ type ServiceConfig = {
     MaxJsonBodyBytes: int
     /// Silence after which an SSE stream gets a keepalive comment.
     SseKeepalive: TimeSpan
+    /// Log streams (SSE) open at once; one more gets 429.
+    MaxSseStreams: int
+    /// Log streams one caller may hold open at once; one more gets 429.
+    MaxSseStreamsPerCaller: int
 }
 
 /// Where a setting came from.
@@ -137,6 +141,8 @@ module Config =
         MaxAttempts = 3
         MaxJsonBodyBytes = 1024 * 1024
         SseKeepalive = TimeSpan.FromSeconds 15.0
+        MaxSseStreams = 512
+        MaxSseStreamsPerCaller = 32
     }
 
     /// The environment variable overriding `key`: `api_port` -> `CTS_API_PORT`.
@@ -435,6 +441,11 @@ module Config =
         ranged "sse_keepalive_s" 1L 3600L "a whole number of seconds from 1 to 3600" (fun n c -> {
             c with
                 SseKeepalive = TimeSpan.FromSeconds(float n)
+        })
+        ranged "max_sse_streams" 1L 100000L "an integer from 1 to 100000" (fun n c -> { c with MaxSseStreams = int n })
+        ranged "max_sse_streams_per_caller" 1L 100000L "an integer from 1 to 100000" (fun n c -> {
+            c with
+                MaxSseStreamsPerCaller = int n
         })
         {
             Key = "environment"

@@ -71,6 +71,10 @@ type ServiceContext = {
     Uploads: ConcurrencyGate
     /// Uploads streaming now per caller, against `max_uploads_per_caller`.
     UploadsPerCaller: CallerGate
+    /// Log streams open now, against `max_sse_streams`.
+    Streams: ConcurrencyGate
+    /// Log streams open now per caller, against `max_sse_streams_per_caller`.
+    StreamsPerCaller: CallerGate
     /// Creates a new file to write an upload into (the seam for storage-fault tests: a disk
     /// that fills up is a stream that fails, since tests run as root).
     CreateFile: string -> IO.Stream

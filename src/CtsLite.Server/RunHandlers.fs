@@ -13,6 +13,76 @@ open Microsoft.Net.Http.Headers
 open CtsLite.Tools
 open CtsLite.Server.Http
 
+/// One followed run as its streams see it: the run and every log line so far.
+type private FeedEntry() =
+    member val Run: RunRecord option = None with get, set
+    member val Lines = ResizeArray<LogRecord>()
+    member val Taken = 0L with get, set
+    member val Used = 0L with get, set
+    member val Refreshing: Task = Task.CompletedTask with get, set
+
+/// What every log stream of a run reads: the run and its log lines, fetched from the store by
+/// one poll per run at most every `interval`, however many streams follow it (one per service,
+/// a DI singleton). Runs nobody has read for a minute are dropped.
+[<Sealed>]
+type RunFeed(runs: IRunStore, time: TimeProvider, interval: TimeSpan) =
+    let entries = Collections.Concurrent.ConcurrentDictionary<string, FeedEntry>()
+
+    let refresh (runId: string) (entry: FeedEntry) : Task = task {
+        // The run first: when it is terminal, the lines read after it include its last ones.
+        let! run = runs.GetRun runId
+
+        let after =
+            lock entry (fun () ->
+                if entry.Lines.Count = 0 then
+                    0L
+                else
+                    entry.Lines[entry.Lines.Count - 1].Seq)
+
+        let! lines = runs.GetLogs(runId, after)
+
+        lock entry (fun () ->
+            entry.Run <- run
+            entry.Lines.AddRange lines
+            entry.Taken <- time.GetTimestamp())
+    }
+
+    /// The run (None once it is gone) and its lines after `afterSeq`, at most `interval` old.
+    member _.Read(runId: string, afterSeq: int64) : Task<RunRecord option * LogRecord list> = task {
+        let now = time.GetTimestamp()
+        let entry = entries.GetOrAdd(runId, fun _ -> FeedEntry())
+
+        let pending =
+            lock entry (fun () ->
+                entry.Used <- now
+
+                if
+                    entry.Refreshing.IsCompleted
+                    && (entry.Taken = 0L || time.GetElapsedTime(entry.Taken) >= interval)
+                then
+                    entry.Refreshing <- refresh runId entry
+
+                entry.Refreshing)
+
+        do! pending
+
+        for KeyValue(id, e) in entries do
+            if time.GetElapsedTime(e.Used) > TimeSpan.FromMinutes 1.0 then
+                entries.TryRemove id |> ignore
+
+        return
+            lock entry (fun () ->
+                entry.Run,
+                [
+                    for l in entry.Lines do
+                        if l.Seq > afterSeq then
+                            l
+                ])
+    }
+
+    /// Runs followed now (for tests and health).
+    member _.Followed = entries.Count
+
 /// The handlers of runs, their logs and artifacts.
 [<RequireQualifiedAccess>]
 module RunHandlers =
@@ -274,89 +344,119 @@ module RunHandlers =
                     args
                     (fun svc run ->
                         fun (_: HttpFunc) (ctx: HttpContext) -> task {
-                            let options = Json.optionsOf ctx
-                            let aborted = ctx.RequestAborted
+                            let caller =
+                                match ctx.Items.TryGetValue Auth.SubjectKey with
+                                | true, (:? string as subject) -> $"sub:{subject}"
+                                | _ -> $"ip:{RemoteAddress.ofRequest svc.Config.TrustedProxies ctx}"
 
-                            let resumeFrom =
-                                let header = ctx.Request.Headers["Last-Event-ID"].ToString()
+                            let tooMany (detail: string) =
+                                (setHttpHeader "Retry-After" "5"
+                                 >=> Problem.write StatusCodes.Status429TooManyRequests detail [])
+                                    earlyReturn
+                                    ctx
 
-                                let value =
-                                    if header <> "" then
-                                        header
-                                    else
-                                        ctx.Request.Query["last_event_id"].ToString()
+                            if not (svc.StreamsPerCaller.TryEnter caller) then
+                                return!
+                                    tooMany
+                                        $"you already follow {svc.Config.MaxSseStreamsPerCaller} log stream(s) (max_sse_streams_per_caller)"
+                            elif not (svc.Streams.TryEnter()) then
+                                svc.StreamsPerCaller.Exit caller
 
-                                match Int64.TryParse value with
-                                | true, n when n >= 0L -> n
-                                | _ -> 0L
+                                return!
+                                    tooMany $"{svc.Streams.Limit} log streams are open (max_sse_streams); retry later"
+                            else
+                                try
+                                    let options = Json.optionsOf ctx
+                                    let aborted = ctx.RequestAborted
 
-                            ctx.Response.StatusCode <- 200
-                            ctx.Response.ContentType <- "text/event-stream; charset=utf-8"
-                            ctx.Response.Headers.CacheControl <- "no-cache"
-                            ctx.Response.Headers["X-Accel-Buffering"] <- "no"
-                            let body = ctx.Response.Body
-                            let mutable lastSeq = resumeFrom
-                            let mutable lastStatus = ""
-                            let mutable lastWrite = DateTimeOffset.UtcNow
-                            let mutable finished = false
+                                    let resumeFrom =
+                                        let header = ctx.Request.Headers["Last-Event-ID"].ToString()
 
-                            let send (id: int64) (event: string) (data: byte array) = task {
-                                let head = Encoding.UTF8.GetBytes $"id: {id}\nevent: {event}\ndata: "
-                                do! body.WriteAsync(head, aborted)
-                                do! body.WriteAsync(data, aborted)
-                                do! body.WriteAsync(Encoding.UTF8.GetBytes "\n\n", aborted)
-                                lastWrite <- DateTimeOffset.UtcNow
-                            }
+                                        let value =
+                                            if header <> "" then
+                                                header
+                                            else
+                                                ctx.Request.Query["last_event_id"].ToString()
 
-                            let sendLogs () = task {
-                                let! lines = svc.Runs.GetLogs(run.RunId, lastSeq)
+                                        match Int64.TryParse value with
+                                        | true, n when n >= 0L -> n
+                                        | _ -> 0L
 
-                                for l in lines do
-                                    do! send l.Seq "log" (JsonSerializer.SerializeToUtf8Bytes(entry l, options))
-                                    lastSeq <- l.Seq
-                            }
+                                    ctx.Response.StatusCode <- 200
+                                    ctx.Response.ContentType <- "text/event-stream; charset=utf-8"
+                                    ctx.Response.Headers.CacheControl <- "no-cache"
+                                    ctx.Response.Headers["X-Accel-Buffering"] <- "no"
+                                    let body = ctx.Response.Body
+                                    let mutable lastSeq = resumeFrom
+                                    let mutable lastStatus = ""
+                                    let mutable lastWrite = DateTimeOffset.UtcNow
+                                    let mutable finished = false
 
-                            try
-                                while not finished && not aborted.IsCancellationRequested do
-                                    do! sendLogs ()
+                                    let send (id: int64) (event: string) (data: byte array) = task {
+                                        let head = Encoding.UTF8.GetBytes $"id: {id}\nevent: {event}\ndata: "
+                                        do! body.WriteAsync(head, aborted)
+                                        do! body.WriteAsync(data, aborted)
+                                        do! body.WriteAsync(Encoding.UTF8.GetBytes "\n\n", aborted)
+                                        lastWrite <- DateTimeOffset.UtcNow
+                                    }
 
-                                    match! svc.Runs.GetRun run.RunId with
-                                    | None -> finished <- true
-                                    | Some current ->
-                                        let state = $"{RunStatus.name current.Status}:{current.Progress}"
+                                    let feed = ctx.RequestServices.GetRequiredService<RunFeed>()
 
-                                        if RunStatus.isTerminal current.Status then
-                                            // Lines written just before the end are sent before it.
-                                            do! sendLogs ()
+                                    try
+                                        while not finished && not aborted.IsCancellationRequested do
+                                            let! current, lines = feed.Read(run.RunId, lastSeq)
 
-                                            let! final = response svc current
-                                            let final = JsonSerializer.SerializeToUtf8Bytes(final, options)
+                                            for l in lines do
+                                                do!
+                                                    send
+                                                        l.Seq
+                                                        "log"
+                                                        (JsonSerializer.SerializeToUtf8Bytes(entry l, options))
 
-                                            do! send lastSeq "end" final
-                                            finished <- true
-                                        elif state <> lastStatus then
-                                            lastStatus <- state
-                                            let! body = response svc current
+                                                lastSeq <- l.Seq
 
-                                            do!
-                                                send
-                                                    lastSeq
-                                                    "status"
-                                                    (JsonSerializer.SerializeToUtf8Bytes(body, options))
+                                            match current with
+                                            | None -> finished <- true
+                                            | Some current ->
+                                                let state = $"{RunStatus.name current.Status}:{current.Progress}"
 
-                                    if not finished then
-                                        if DateTimeOffset.UtcNow - lastWrite >= svc.Config.SseKeepalive then
-                                            do! body.WriteAsync(Encoding.UTF8.GetBytes ": keepalive\n\n", aborted)
-                                            lastWrite <- DateTimeOffset.UtcNow
+                                                if RunStatus.isTerminal current.Status then
+                                                    let! final = response svc current
+                                                    let final = JsonSerializer.SerializeToUtf8Bytes(final, options)
+
+                                                    do! send lastSeq "end" final
+                                                    finished <- true
+                                                elif state <> lastStatus then
+                                                    lastStatus <- state
+                                                    let! body = response svc current
+
+                                                    do!
+                                                        send
+                                                            lastSeq
+                                                            "status"
+                                                            (JsonSerializer.SerializeToUtf8Bytes(body, options))
+
+                                            if not finished then
+                                                if DateTimeOffset.UtcNow - lastWrite >= svc.Config.SseKeepalive then
+                                                    do!
+                                                        body.WriteAsync(
+                                                            Encoding.UTF8.GetBytes ": keepalive\n\n",
+                                                            aborted
+                                                        )
+
+                                                    lastWrite <- DateTimeOffset.UtcNow
+
+                                                do! body.FlushAsync aborted
+                                                do! Task.Delay(200, aborted)
 
                                         do! body.FlushAsync aborted
-                                        do! Task.Delay(200, aborted)
+                                    with :? OperationCanceledException when aborted.IsCancellationRequested ->
+                                        ()
 
-                                do! body.FlushAsync aborted
-                            with :? OperationCanceledException when aborted.IsCancellationRequested ->
-                                ()
-
-                            return Some ctx
+                                    return Some ctx
+                                finally
+                                    svc.Streams.Exit()
+                                    svc.StreamsPerCaller.Exit caller
                         })
                     next
                     ctx

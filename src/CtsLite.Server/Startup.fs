@@ -41,6 +41,8 @@ module Startup =
         Features = features
         Uploads = ConcurrencyGate config.MaxConcurrentUploads
         UploadsPerCaller = CallerGate config.MaxUploadsPerCaller
+        Streams = ConcurrencyGate config.MaxSseStreams
+        StreamsPerCaller = CallerGate config.MaxSseStreamsPerCaller
         CreateFile =
             fun path ->
                 new IO.FileStream(path, IO.FileMode.CreateNew, IO.FileAccess.Write, IO.FileShare.None, 81920, true)
@@ -94,6 +96,7 @@ module Startup =
                 }
             )
             .AddSingleton<RateLimiter>(RateLimiter(context.Config.RateLimitPerMinute, context.Time))
+            .AddSingleton<RunFeed>(RunFeed(context.Runs, context.Time, TimeSpan.FromMilliseconds 200.0))
             .AddSingleton<AuthFailures>(fun sp ->
                 AuthFailures(
                     RateLimiter(context.Config.RateLimitPerMinute, context.Time),

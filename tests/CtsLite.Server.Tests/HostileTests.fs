@@ -431,5 +431,65 @@ let private slowSenders =
                 }))
     ]
 
+let private streams =
+    testList "log streams" [
+        testCaseTask "log streams are limited per caller and in total; a closed one gives its slot back" (fun () ->
+            withConfig
+                []
+                1
+                (fun c -> {
+                    c with
+                        MaxSseStreamsPerCaller = 2
+                        MaxSseStreams = 3
+                })
+                (fun svc client -> task {
+                    // A run a live worker elsewhere holds for an hour: its streams stay open.
+                    let run =
+                        RunRecord.queued
+                            "log-summary"
+                            "{}"
+                            (CtsLite.InputRef.Path "synthetic/default.rlog.zst")
+                            None
+                            DateTimeOffset.UtcNow
+
+                    let! _ = svc.Runs.CreateRun(run, None, 1000)
+                    let now = DateTimeOffset.UtcNow
+                    let! _ = svc.Runs.ClaimNext("elsewhere", now, now.AddHours 1.0)
+
+                    let openStream () =
+                        client.GetAsync($"/v1/runs/{run.RunId}/logs", HttpCompletionOption.ResponseHeadersRead)
+
+                    let! first = openStream ()
+                    let! second = openStream ()
+                    Expect.equal (int first.StatusCode, int second.StatusCode) (200, 200) "two streams"
+                    let! third = openStream ()
+                    let! p = EndpointTests.expectProblem third 429
+
+                    Expect.stringContains
+                        (p.GetProperty("detail").GetString())
+                        "max_sse_streams_per_caller"
+                        "per caller"
+
+                    first.Dispose()
+
+                    // The server notices the closed stream at its next write (within a poll or two).
+                    let mutable again = None
+                    let deadline = DateTime.UtcNow.AddSeconds 10.0
+
+                    while again.IsNone && DateTime.UtcNow < deadline do
+                        let! r = openStream ()
+
+                        if r.StatusCode = HttpStatusCode.OK then
+                            again <- Some r
+                        else
+                            r.Dispose()
+                            do! Threading.Tasks.Task.Delay 100
+
+                    Expect.isSome again "a closed stream gives its slot back"
+                    second.Dispose()
+                    again |> Option.iter (fun r -> r.Dispose())
+                }))
+    ]
+
 let all =
-    testList "hostile clients" [ multipart; bounded; paths; storage; slowSenders ]
+    testList "hostile clients" [ multipart; bounded; paths; storage; slowSenders; streams ]
