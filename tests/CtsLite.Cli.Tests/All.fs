@@ -3,4 +3,4 @@ module CtsLite.Cli.Tests.All
 open Expecto
 
 let all =
-    testList "Cli" (Tests.cliTests @ [ LogTests.all; RunTests.all; PackageTests.all ])
+    testList "Cli" (Tests.cliTests @ [ DbcCommandTests.all; RunTests.all; PackageTests.all ])
