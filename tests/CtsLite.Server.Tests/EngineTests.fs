@@ -57,8 +57,104 @@ let private waitAll (runs: IRunStore) (ids: string list) (limit: TimeSpan) = tas
     return records
 }
 
+/// The store `inner`, except that claiming fails as a store that went away does; counts the claims.
+type private ClaimsFail(inner: IRunStore) =
+    member val Claims = 0 with get, set
+
+    interface IRunStore with
+        member _.CreateRun(run, idempotency, maxQueued) =
+            inner.CreateRun(run, idempotency, maxQueued)
+
+        member _.GetRun runId = inner.GetRun runId
+
+        member _.ListRuns(status, toolId, cursor, limit) =
+            inner.ListRuns(status, toolId, cursor, limit)
+
+        member this.ClaimNext(_, _, _) =
+            this.Claims <- this.Claims + 1
+            Task.FromException<RunRecord option>(IOException "the store went away")
+
+        member _.RenewLease(runId, owner, until) = inner.RenewLease(runId, owner, until)
+
+        member _.SetProgress(runId, owner, progress) =
+            inner.SetProgress(runId, owner, progress)
+
+        member _.Requeue(runId, owner) = inner.Requeue(runId, owner)
+
+        member _.Finish(runId, owner, status, error, now) =
+            inner.Finish(runId, owner, status, error, now)
+
+        member _.RequestCancel(runId, now) = inner.RequestCancel(runId, now)
+
+        member _.AppendLog(runId, level, message, source, now) =
+            inner.AppendLog(runId, level, message, source, now)
+
+        member _.GetLogs(runId, afterSeq) = inner.GetLogs(runId, afterSeq)
+        member _.AddArtifacts artifacts = inner.AddArtifacts artifacts
+        member _.ListArtifacts runId = inner.ListArtifacts runId
+        member _.GetArtifact artifactId = inner.GetArtifact artifactId
+        member _.AddUpload upload = inner.AddUpload upload
+        member _.GetUpload uploadId = inner.GetUpload uploadId
+        member _.DeleteUpload uploadId = inner.DeleteUpload uploadId
+        member _.TouchUpload(uploadId, now) = inner.TouchUpload(uploadId, now)
+        member _.ExpiredUploads cutoff = inner.ExpiredUploads cutoff
+
+        member _.DeleteExpiredUpload(uploadId, cutoff) =
+            inner.DeleteExpiredUpload(uploadId, cutoff)
+
+        member _.ExpiredArtifacts cutoff = inner.ExpiredArtifacts cutoff
+        member _.DeleteArtifact artifactId = inner.DeleteArtifact artifactId
+        member _.Storage() = inner.Storage()
+
 let all =
     testList "engine" [
+        testCaseTask "while claiming fails, the worker backs off and logs the condition once" (fun () -> task {
+            let dataDir = TestEnv.tempDir "backoff"
+            use _store = EndpointTests.openStore dataDir
+            let failing = ClaimsFail(SqliteRunStore.create dataDir)
+
+            let clock =
+                Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow)
+
+            let logger = CapturingLogger()
+
+            let config = {
+                EndpointTests.configFor dataDir with
+                    MaxConcurrentRuns = 1
+            }
+
+            use engine =
+                new RunEngine(config, failing, clock, logger, RunInputs.fileResolver failing [])
+
+            do! engine.StartAsync CancellationToken.None
+
+            // Eight minutes of the service's clock, a second at a time: polling every second would
+            // claim 480 times; the back-off (1 s doubling to 60 s) claims about 14 times. A worker
+            // slowed by a busy machine claims less, never more.
+            for _ in 1..480 do
+                do! Task.Delay 1
+                clock.Advance(TimeSpan.FromSeconds 1.0)
+
+            // However slow this machine is, the worker gets through its first back-offs (still
+            // within ten minutes of the clock, so within one logging interval).
+            let mutable extra = 0
+
+            while failing.Claims < 4 && extra < 10 do
+                do! Task.Delay 200
+                clock.Advance(TimeSpan.FromSeconds 10.0)
+                extra <- extra + 1
+
+            do! engine.StopAsync CancellationToken.None
+            Expect.isGreaterThanOrEqual failing.Claims 4 $"it kept trying ({failing.Claims} claims)"
+            Expect.isLessThan failing.Claims 30 $"with back-off ({failing.Claims} claims)"
+
+            let errors =
+                logger.Entries
+                |> Seq.filter (fun (level, _, _) -> level = LogLevel.Error)
+                |> List.ofSeq
+
+            Expect.equal errors.Length 1 "logged once in ten minutes, not once a claim"
+        })
         testCaseTask "a lease renewal in flight when a run finishes never touches its disposed cancellation" (fun () -> task {
             let dataDir = TestEnv.tempDir "engine"
             let roots = [ Path.Combine(TestEnv.sharedDir (), "data", "rlogs") ]
