@@ -139,9 +139,20 @@ module Auth =
         else
             None
 
-    let private tooMany (retryAfter: int) : HttpHandler =
+    /// 429 with `Retry-After` (seconds) and the detail.
+    let tooManyRequests (retryAfter: int) (detail: string) : HttpHandler =
         setHttpHeader "Retry-After" (string retryAfter)
-        >=> Problem.write StatusCodes.Status429TooManyRequests $"too many requests; retry in {retryAfter} s" []
+        >=> Problem.write StatusCodes.Status429TooManyRequests detail []
+
+    let private tooMany (retryAfter: int) : HttpHandler =
+        tooManyRequests retryAfter $"too many requests; retry in {retryAfter} s"
+
+    /// Who is calling, for per-caller limits: the token's subject once authenticated, else the
+    /// remote address (through `trusted_proxies`).
+    let callerOf (ctx: HttpContext) : string =
+        match ctx.Items.TryGetValue SubjectKey with
+        | true, (:? string as subject) -> $"sub:{subject}"
+        | _ -> $"ip:{RemoteAddress.ofRequest (service ctx).Config.TrustedProxies ctx}"
 
     /// With a secret configured, a valid token is required; without one, everyone passes (the
     /// service then listens on loopback only). A remote address whose authentications failed
@@ -191,11 +202,11 @@ module Auth =
         fun (next: HttpFunc) (ctx: HttpContext) ->
             let limiter = ctx.RequestServices.GetService<RateLimiter>()
 
-            let caller =
-                match ctx.Items.TryGetValue SubjectKey with
-                | true, (:? string as s) -> $"sub:{s}"
-                | _ -> $"ip:{RemoteAddress.ofRequest (service ctx).Config.TrustedProxies ctx}"
-
-            match if isNull (box limiter) then None else limiter.Check caller with
+            match
+                if isNull (box limiter) then
+                    None
+                else
+                    limiter.Check(callerOf ctx)
+            with
             | None -> next ctx
             | Some retryAfter -> tooMany retryAfter next ctx

@@ -57,6 +57,43 @@ type CallerGate(limit: int) =
             | true, n when n > 1 -> held[caller] <- n - 1
             | _ -> held.Remove caller |> ignore)
 
+/// Which limit refused a slot.
+[<RequireQualifiedAccess>]
+type SlotRefusal =
+    /// The caller holds all of its own slots.
+    | CallerFull
+    /// Every slot of the service is held.
+    | AllFull
+
+/// Slots of one kind (uploads, log streams): at most `total` held at once, at most `perCaller` by
+/// one caller. A refused slot takes nothing; `Exit` gives back what `TryEnter` took.
+[<Sealed>]
+type SlotGate(total: int, perCaller: int) =
+    let all = ConcurrencyGate total
+    let callers = CallerGate perCaller
+
+    /// The service-wide limit.
+    member _.Limit = total
+    /// The per-caller limit.
+    member _.PerCaller = perCaller
+    /// How many slots are held now.
+    member _.InUse = all.InUse
+
+    /// Takes a slot for `caller`, or says which limit refuses it.
+    member _.TryEnter(caller: string) : Result<unit, SlotRefusal> =
+        if not (callers.TryEnter caller) then
+            Error SlotRefusal.CallerFull
+        elif not (all.TryEnter()) then
+            callers.Exit caller
+            Error SlotRefusal.AllFull
+        else
+            Ok()
+
+    /// Gives back a slot `TryEnter` took for `caller`.
+    member _.Exit(caller: string) : unit =
+        all.Exit()
+        callers.Exit caller
+
 /// What the handlers need from the running service; one instance per service.
 type ServiceContext = {
     Config: ServiceConfig
@@ -67,14 +104,10 @@ type ServiceContext = {
     StartedAt: DateTimeOffset
     /// Features the service really offers, as listed by `/v1/capabilities`.
     Features: string list
-    /// Uploads streaming now, against `max_concurrent_uploads`.
-    Uploads: ConcurrencyGate
-    /// Uploads streaming now per caller, against `max_uploads_per_caller`.
-    UploadsPerCaller: CallerGate
-    /// Log streams open now, against `max_sse_streams`.
-    Streams: ConcurrencyGate
-    /// Log streams open now per caller, against `max_sse_streams_per_caller`.
-    StreamsPerCaller: CallerGate
+    /// Uploads streaming now, against `max_concurrent_uploads` and `max_uploads_per_caller`.
+    Uploads: SlotGate
+    /// Log streams open now, against `max_sse_streams` and `max_sse_streams_per_caller`.
+    Streams: SlotGate
     /// Creates a new file to write an upload into (the seam for storage-fault tests: a disk
     /// that fills up is a stream that fails, since tests run as root).
     CreateFile: string -> IO.Stream

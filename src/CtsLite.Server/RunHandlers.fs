@@ -141,11 +141,9 @@ module RunHandlers =
                         | Error(CreateRunError.UnknownTool detail) -> Problem.notFound detail
                         | Error(CreateRunError.BadInput detail) -> Problem.badRequest detail
                         | Error(CreateRunError.QueueFull limit) ->
-                            setHttpHeader "Retry-After" "10"
-                            >=> Problem.write
-                                StatusCodes.Status429TooManyRequests
+                            Auth.tooManyRequests
+                                10
                                 $"the run queue is full ({limit} runs waiting, max_queued_runs); retry later"
-                                []
                         | Error CreateRunError.IdempotencyConflict ->
                             Problem.write
                                 StatusCodes.Status409Conflict
@@ -344,27 +342,24 @@ module RunHandlers =
                     args
                     (fun svc run ->
                         fun (_: HttpFunc) (ctx: HttpContext) -> task {
-                            let caller =
-                                match ctx.Items.TryGetValue Auth.SubjectKey with
-                                | true, (:? string as subject) -> $"sub:{subject}"
-                                | _ -> $"ip:{RemoteAddress.ofRequest svc.Config.TrustedProxies ctx}"
+                            let caller = Auth.callerOf ctx
 
-                            let tooMany (detail: string) =
-                                (setHttpHeader "Retry-After" "5"
-                                 >=> Problem.write StatusCodes.Status429TooManyRequests detail [])
-                                    earlyReturn
-                                    ctx
-
-                            if not (svc.StreamsPerCaller.TryEnter caller) then
+                            match svc.Streams.TryEnter caller with
+                            | Error SlotRefusal.CallerFull ->
                                 return!
-                                    tooMany
-                                        $"you already follow {svc.Config.MaxSseStreamsPerCaller} log stream(s) (max_sse_streams_per_caller)"
-                            elif not (svc.Streams.TryEnter()) then
-                                svc.StreamsPerCaller.Exit caller
-
+                                    Auth.tooManyRequests
+                                        5
+                                        $"you already follow {svc.Streams.PerCaller} log stream(s) (max_sse_streams_per_caller)"
+                                        earlyReturn
+                                        ctx
+                            | Error SlotRefusal.AllFull ->
                                 return!
-                                    tooMany $"{svc.Streams.Limit} log streams are open (max_sse_streams); retry later"
-                            else
+                                    Auth.tooManyRequests
+                                        5
+                                        $"{svc.Streams.Limit} log streams are open (max_sse_streams); retry later"
+                                        earlyReturn
+                                        ctx
+                            | Ok() ->
                                 try
                                     let options = Json.optionsOf ctx
                                     let aborted = ctx.RequestAborted
@@ -455,8 +450,7 @@ module RunHandlers =
 
                                     return Some ctx
                                 finally
-                                    svc.Streams.Exit()
-                                    svc.StreamsPerCaller.Exit caller
+                                    svc.Streams.Exit caller
                         })
                     next
                     ctx

@@ -39,10 +39,8 @@ module Startup =
         Time = time
         StartedAt = time.GetUtcNow()
         Features = features
-        Uploads = ConcurrencyGate config.MaxConcurrentUploads
-        UploadsPerCaller = CallerGate config.MaxUploadsPerCaller
-        Streams = ConcurrencyGate config.MaxSseStreams
-        StreamsPerCaller = CallerGate config.MaxSseStreamsPerCaller
+        Uploads = SlotGate(config.MaxConcurrentUploads, config.MaxUploadsPerCaller)
+        Streams = SlotGate(config.MaxSseStreams, config.MaxSseStreamsPerCaller)
         CreateFile =
             fun path ->
                 new IO.FileStream(path, IO.FileMode.CreateNew, IO.FileAccess.Write, IO.FileShare.None, 81920, true)

@@ -225,10 +225,7 @@ module UploadHandlers =
             let svc = service ctx
             let limit = svc.Config.MaxUploadBytes
 
-            let caller =
-                match ctx.Items.TryGetValue Auth.SubjectKey with
-                | true, (:? string as subject) -> $"sub:{subject}"
-                | _ -> $"ip:{RemoteAddress.ofRequest svc.Config.TrustedProxies ctx}"
+            let caller = Auth.callerOf ctx
 
             match ctx.Features.Get<IHttpMaxRequestBodySizeFeature>() with
             | null -> ()
@@ -237,168 +234,170 @@ module UploadHandlers =
 
             if ctx.Request.ContentLength.HasValue && ctx.Request.ContentLength.Value > limit then
                 return! Problem.payloadTooLarge limit next ctx
-            elif not (svc.UploadsPerCaller.TryEnter caller) then
-                return!
-                    (setHttpHeader "Retry-After" "5"
-                     >=> Problem.write
-                         StatusCodes.Status429TooManyRequests
-                         $"you are already streaming {svc.Config.MaxUploadsPerCaller} upload(s) (max_uploads_per_caller); retry when one ends"
-                         [])
-                        next
-                        ctx
-            elif not (svc.Uploads.TryEnter()) then
-                svc.UploadsPerCaller.Exit caller
-
-                return!
-                    (setHttpHeader "Retry-After" "5"
-                     >=> Problem.write
-                         StatusCodes.Status429TooManyRequests
-                         $"{svc.Uploads.Limit} uploads are already streaming (max_concurrent_uploads); retry later"
-                         [])
-                        next
-                        ctx
             else
-                // The whole upload, headers and body, within upload_timeout_s.
-                use deadline =
-                    new Threading.CancellationTokenSource(svc.Config.UploadTimeout, svc.Time)
+                match svc.Uploads.TryEnter caller with
+                | Error SlotRefusal.CallerFull ->
+                    return!
+                        Auth.tooManyRequests
+                            5
+                            $"you are already streaming {svc.Uploads.PerCaller} upload(s) (max_uploads_per_caller); retry when one ends"
+                            next
+                            ctx
+                | Error SlotRefusal.AllFull ->
+                    return!
+                        Auth.tooManyRequests
+                            5
+                            $"{svc.Uploads.Limit} uploads are already streaming (max_concurrent_uploads); retry later"
+                            next
+                            ctx
+                | Ok() ->
+                    // The whole upload, headers and body, within upload_timeout_s.
+                    use deadline =
+                        new Threading.CancellationTokenSource(svc.Config.UploadTimeout, svc.Time)
 
-                use body =
-                    Threading.CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted, deadline.Token)
+                    use body =
+                        Threading.CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted, deadline.Token)
 
-                try
                     try
-                        let contentType = ctx.Request.ContentType |> Option.ofObj |> Option.defaultValue ""
+                        try
+                            let contentType = ctx.Request.ContentType |> Option.ofObj |> Option.defaultValue ""
 
-                        let! source = task {
-                            if contentType.StartsWith("multipart/form-data", StringComparison.OrdinalIgnoreCase) then
-                                match MediaTypeHeaderValue.TryParse contentType with
-                                | false, _ ->
-                                    return
-                                        Error
-                                            "the Content-Type header is not a valid media type (multipart/form-data; boundary=…)"
-                                | true, media ->
-                                    let boundary = HeaderUtilities.RemoveQuotes(media.Boundary).Value
-
-                                    if String.IsNullOrEmpty boundary then
-                                        return Error "multipart/form-data needs a boundary parameter"
-                                    elif boundary.Length > MaxBoundaryLength then
+                            let! source = task {
+                                if
+                                    contentType.StartsWith("multipart/form-data", StringComparison.OrdinalIgnoreCase)
+                                then
+                                    match MediaTypeHeaderValue.TryParse contentType with
+                                    | false, _ ->
                                         return
                                             Error
-                                                $"the multipart boundary is longer than {MaxBoundaryLength} characters (RFC 2046)"
-                                    else
-                                        let reader =
-                                            MultipartReader(
-                                                boundary,
-                                                ctx.Request.Body,
-                                                HeadersLengthLimit = MaxPartHeaderBytes
-                                            )
+                                                "the Content-Type header is not a valid media type (multipart/form-data; boundary=…)"
+                                    | true, media ->
+                                        let boundary = HeaderUtilities.RemoveQuotes(media.Boundary).Value
 
-                                        let mutable found = Ok None
-                                        let mutable finished = false
+                                        if String.IsNullOrEmpty boundary then
+                                            return Error "multipart/form-data needs a boundary parameter"
+                                        elif boundary.Length > MaxBoundaryLength then
+                                            return
+                                                Error
+                                                    $"the multipart boundary is longer than {MaxBoundaryLength} characters (RFC 2046)"
+                                        else
+                                            let reader =
+                                                MultipartReader(
+                                                    boundary,
+                                                    ctx.Request.Body,
+                                                    HeadersLengthLimit = MaxPartHeaderBytes
+                                                )
 
-                                        while not finished do
-                                            let! section = task {
-                                                try
-                                                    let! section = reader.ReadNextSectionAsync body.Token
-                                                    return Ok section
-                                                with
-                                                | :? InvalidDataException ->
-                                                    return
-                                                        Error
-                                                            $"a part's headers are malformed or longer than {MaxPartHeaderBytes / 1024} KiB"
-                                                | BodyFailure ->
-                                                    return Error "the multipart body ended before its closing boundary"
-                                            }
+                                            let mutable found = Ok None
+                                            let mutable finished = false
 
-                                            match section with
-                                            | Error e ->
-                                                found <- Error e
-                                                finished <- true
-                                            | Ok null -> finished <- true
-                                            | Ok s ->
-                                                match ContentDispositionHeaderValue.TryParse(s.ContentDisposition) with
-                                                | true, cd when cd.FileName.HasValue || cd.FileNameStar.HasValue ->
-                                                    let name =
-                                                        if cd.FileNameStar.HasValue then
-                                                            cd.FileNameStar.Value
-                                                        else
-                                                            HeaderUtilities.RemoveQuotes(cd.FileName).Value
+                                            while not finished do
+                                                let! section = task {
+                                                    try
+                                                        let! section = reader.ReadNextSectionAsync body.Token
+                                                        return Ok section
+                                                    with
+                                                    | :? InvalidDataException ->
+                                                        return
+                                                            Error
+                                                                $"a part's headers are malformed or longer than {MaxPartHeaderBytes / 1024} KiB"
+                                                    | BodyFailure ->
+                                                        return
+                                                            Error "the multipart body ended before its closing boundary"
+                                                }
 
-                                                    found <- Ok(Some(name, s.Body))
+                                                match section with
+                                                | Error e ->
+                                                    found <- Error e
                                                     finished <- true
-                                                | _ -> ()
+                                                | Ok null -> finished <- true
+                                                | Ok s ->
+                                                    match
+                                                        ContentDispositionHeaderValue.TryParse(s.ContentDisposition)
+                                                    with
+                                                    | true, cd when cd.FileName.HasValue || cd.FileNameStar.HasValue ->
+                                                        let name =
+                                                            if cd.FileNameStar.HasValue then
+                                                                cd.FileNameStar.Value
+                                                            else
+                                                                HeaderUtilities.RemoveQuotes(cd.FileName).Value
 
-                                        return
-                                            found
-                                            |> Result.bind (function
-                                                | Some file -> Ok file
-                                                | None -> Error "the multipart body has no file part")
-                            else
-                                let name =
-                                    match
-                                        ctx.Request.Headers["X-Filename"].ToString(),
-                                        ctx.Request.Query["filename"].ToString()
-                                    with
-                                    | "", "" -> "upload"
-                                    | "", q -> q
-                                    | h, _ -> h
+                                                        found <- Ok(Some(name, s.Body))
+                                                        finished <- true
+                                                    | _ -> ()
 
-                                return Ok(name, ctx.Request.Body)
-                        }
+                                            return
+                                                found
+                                                |> Result.bind (function
+                                                    | Some file -> Ok file
+                                                    | None -> Error "the multipart body has no file part")
+                                else
+                                    let name =
+                                        match
+                                            ctx.Request.Headers["X-Filename"].ToString(),
+                                            ctx.Request.Query["filename"].ToString()
+                                        with
+                                        | "", "" -> "upload"
+                                        | "", q -> q
+                                        | h, _ -> h
 
-                        match source with
-                        | Error problem -> return! Problem.badRequest problem next ctx
-                        | Ok(name, stream) ->
-                            try
-                                match! store svc (cleanName name) stream body.Token with
-                                | TooLarge -> return! Problem.payloadTooLarge limit next ctx
-                                | TooSlow reason -> return! tooSlow reason next ctx
-                                | BodyBroken ->
-                                    return!
-                                        Problem.badRequest
-                                            "the request body ended before the file did (an unterminated part or chunk)"
-                                            next
-                                            ctx
-                                | Unaccepted ->
+                                    return Ok(name, ctx.Request.Body)
+                            }
+
+                            match source with
+                            | Error problem -> return! Problem.badRequest problem next ctx
+                            | Ok(name, stream) ->
+                                try
+                                    match! store svc (cleanName name) stream body.Token with
+                                    | TooLarge -> return! Problem.payloadTooLarge limit next ctx
+                                    | TooSlow reason -> return! tooSlow reason next ctx
+                                    | BodyBroken ->
+                                        return!
+                                            Problem.badRequest
+                                                "the request body ended before the file did (an unterminated part or chunk)"
+                                                next
+                                                ctx
+                                    | Unaccepted ->
+                                        return!
+                                            Problem.write
+                                                StatusCodes.Status415UnsupportedMediaType
+                                                "the content is not an rlog/qlog (zstd, bzip2 or raw Cap'n Proto), a CSV or a DBC file"
+                                                []
+                                                next
+                                                ctx
+                                    | Stored(upload, isNew) ->
+                                        ctx.Response.Headers.Location <- $"/v1/uploads/{upload.UploadId}"
+
+                                        let status =
+                                            if isNew then
+                                                StatusCodes.Status201Created
+                                            else
+                                                StatusCodes.Status200OK
+
+                                        return! (setStatusCode status >=> json (wire upload)) next ctx
+                                with
+                                | :? BadHttpRequestException as e when
+                                    e.StatusCode = StatusCodes.Status413PayloadTooLarge
+                                    ->
+                                    return! Problem.payloadTooLarge limit next ctx
+                                | DiskFull ->
                                     return!
                                         Problem.write
-                                            StatusCodes.Status415UnsupportedMediaType
-                                            "the content is not an rlog/qlog (zstd, bzip2 or raw Cap'n Proto), a CSV or a DBC file"
+                                            StatusCodes.Status507InsufficientStorage
+                                            "the service's disk is full: the upload was not stored (free space, or lower retention_days)"
                                             []
                                             next
                                             ctx
-                                | Stored(upload, isNew) ->
-                                    ctx.Response.Headers.Location <- $"/v1/uploads/{upload.UploadId}"
-
-                                    let status =
-                                        if isNew then
-                                            StatusCodes.Status201Created
-                                        else
-                                            StatusCodes.Status200OK
-
-                                    return! (setStatusCode status >=> json (wire upload)) next ctx
-                            with
-                            | :? BadHttpRequestException as e when e.StatusCode = StatusCodes.Status413PayloadTooLarge ->
-                                return! Problem.payloadTooLarge limit next ctx
-                            | DiskFull ->
-                                return!
-                                    Problem.write
-                                        StatusCodes.Status507InsufficientStorage
-                                        "the service's disk is full: the upload was not stored (free space, or lower retention_days)"
-                                        []
-                                        next
-                                        ctx
-                    with :? OperationCanceledException when
-                        deadline.IsCancellationRequested
-                        && not ctx.RequestAborted.IsCancellationRequested ->
-                        return!
-                            tooSlow
-                                $"it took longer than upload_timeout_s ({int svc.Config.UploadTimeout.TotalSeconds} s)"
-                                next
-                                ctx
-                finally
-                    svc.Uploads.Exit()
-                    svc.UploadsPerCaller.Exit caller
+                        with :? OperationCanceledException when
+                            deadline.IsCancellationRequested
+                            && not ctx.RequestAborted.IsCancellationRequested ->
+                            return!
+                                tooSlow
+                                    $"it took longer than upload_timeout_s ({int svc.Config.UploadTimeout.TotalSeconds} s)"
+                                    next
+                                    ctx
+                    finally
+                        svc.Uploads.Exit caller
         }
 
     let private withUpload: RouteArgs -> (ServiceContext -> UploadRecord -> HttpHandler) -> HttpHandler =
