@@ -58,6 +58,7 @@ type RunEngine
 
     let owner = $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid():N}"
     let wake = new SemaphoreSlim(0)
+    let paths = ServerPaths config
     let active = ConcurrentDictionary<string, CancellationTokenSource>()
 
     /// How long a claim lasts without renewal; renewed every third of it.
@@ -97,7 +98,7 @@ type RunEngine
         // What a client reads of a run (its error, its log) never shows a path of this machine.
         let finish status (reason: string option) = task {
             let! _ =
-                runs.Finish(run.RunId, owner, status, reason |> Option.map (ServerPaths.mask config), time.GetUtcNow())
+                runs.Finish(run.RunId, owner, status, reason |> Option.map paths.Mask, time.GetUtcNow())
 
             ()
         }
@@ -129,8 +130,7 @@ type RunEngine
                 Channel.CreateUnbounded<string * string * string>(UnboundedChannelOptions(SingleReader = true))
 
             let log (level: string) (source: string) (message: string) =
-                lines.Writer.TryWrite((level, source, ServerPaths.mask config message))
-                |> ignore
+                lines.Writer.TryWrite((level, source, paths.Mask message)) |> ignore
 
             let writer = task {
                 let mutable more = true
@@ -209,7 +209,7 @@ type RunEngine
                             Cancellation = runCts.Token
                             Timeout = Some config.RunTimeout
                             ResolveFile = resolveFile
-                            ShowPath = ServerPaths.show config
+                            ShowPath = paths.Show
                         }
 
                         // The tool is synchronous and CPU-bound: its own thread.

@@ -121,32 +121,31 @@ module InputPaths =
 
 /// How paths of this machine are shown to clients: never as they are here. An upload is
 /// `upload <id>`, a path under an input root is relative to that root (as a client names it), a
-/// path in the data folder is relative to it, and any other path is its file name.
-[<RequireQualifiedAccess>]
-module ServerPaths =
+/// path in the data folder is relative to it, and any other path is its file name. Built once
+/// per service (it resolves the folders' links): `Mask` runs on every log line of every run.
+[<Sealed>]
+type ServerPaths(config: ServiceConfig) =
+    let withReal (dirs: string list) =
+        dirs
+        |> List.collect (fun d ->
+            let full = Path.GetFullPath(d).TrimEnd('/')
+            [ full; InputPaths.realPath full ])
+        |> List.distinct
 
-    /// The folders a path is shown relative to, most specific first, each with what replaces it.
-    let private prefixes (config: ServiceConfig) : (string * string) list =
-        let withReal (dirs: string list) =
-            dirs
-            |> List.collect (fun d ->
-                let full = Path.GetFullPath(d).TrimEnd('/')
-                [ full; InputPaths.realPath full ])
-            |> List.distinct
-
+    // The folders a path is shown relative to, most specific first, each with what replaces it.
+    let prefixes =
         (withReal config.InputRoots |> List.map (fun r -> r, "<input root>"))
         @ (withReal [ config.DataDir ] |> List.map (fun d -> d, "<data dir>"))
         |> List.sortByDescending (fun (d, _) -> d.Length)
 
-    let private uploadPattern (config: ServiceConfig) =
-        let uploads = Path.Combine(Path.GetFullPath config.DataDir, "uploads")
-        let real = InputPaths.realPath uploads
+    let uploads =
+        let dir = Path.Combine(Path.GetFullPath config.DataDir, "uploads")
 
         Text.RegularExpressions.Regex(
             "(?:"
             + String.Join(
                 "|",
-                [ uploads; real ]
+                [ dir; InputPaths.realPath dir ]
                 |> List.distinct
                 |> List.map Text.RegularExpressions.Regex.Escape
             )
@@ -154,29 +153,29 @@ module ServerPaths =
         )
 
     /// One path as a client may see it.
-    let show (config: ServiceConfig) (path: string) : string =
-        let m = (uploadPattern config).Match path
+    member _.Show(path: string) : string =
+        let m = uploads.Match path
 
         if m.Success && m.Index = 0 then
             $"upload {m.Groups[1].Value}" + path.Substring(m.Length)
         else
             match
-                prefixes config
+                prefixes
                 |> List.tryFind (fun (d, _) -> path.StartsWith(d + "/", StringComparison.Ordinal))
             with
             | Some(d, _) -> path.Substring(d.Length + 1)
             | None -> Path.GetFileName path
 
-    /// `text` with every path of the data folder and the input roots in it shown as `show` does
+    /// `text` with every path of the data folder and the input roots in it shown as `Show` does
     /// (for error texts and log lines, which tools write with the paths they read).
-    let mask (config: ServiceConfig) (text: string) : string =
+    member _.Mask(text: string) : string =
         if String.IsNullOrEmpty text then
             text
         else
-            let uploads = (uploadPattern config).Replace(text, "upload $1")
-
-            prefixes config
-            |> List.fold (fun (t: string) (d, label) -> t.Replace(d + "/", "").Replace(d, label)) uploads
+            prefixes
+            |> List.fold
+                (fun (t: string) (d, label) -> t.Replace(d + "/", "").Replace(d, label))
+                (uploads.Replace(text, "upload $1"))
 
 /// What a run names (its input, its `file` parameters) as readable paths on this node: one
 /// definition for the check when a run is created and for the engine that runs it.

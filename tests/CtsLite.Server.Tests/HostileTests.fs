@@ -214,13 +214,13 @@ let private paths =
             }
 
             let id = "0d9b7f7e-2a6b-4f0e-9a51-0c2f1e3d4b5a"
-            Expect.equal (ServerPaths.show config $"/srv/cts/data/uploads/{id}") $"upload {id}" "an upload"
-            Expect.equal (ServerPaths.show config "/mnt/drives/car/rlog.zst") "car/rlog.zst" "under a root"
-            Expect.equal (ServerPaths.show config "/srv/cts/data/runs/x/a.csv") "runs/x/a.csv" "in the data dir"
-            Expect.equal (ServerPaths.show config "/etc/passwd") "passwd" "elsewhere: the name only"
+            Expect.equal (ServerPaths(config).Show $"/srv/cts/data/uploads/{id}") $"upload {id}" "an upload"
+            Expect.equal (ServerPaths(config).Show "/mnt/drives/car/rlog.zst") "car/rlog.zst" "under a root"
+            Expect.equal (ServerPaths(config).Show "/srv/cts/data/runs/x/a.csv") "runs/x/a.csv" "in the data dir"
+            Expect.equal (ServerPaths(config).Show "/etc/passwd") "passwd" "elsewhere: the name only"
 
             Expect.equal
-                (ServerPaths.mask config $"/srv/cts/data/uploads/{id}: byte 12: truncated; see /mnt/drives/a/b")
+                (ServerPaths(config).Mask $"/srv/cts/data/uploads/{id}: byte 12: truncated; see /mnt/drives/a/b")
                 $"upload {id}: byte 12: truncated; see a/b"
                 "in a text"
         }
