@@ -29,6 +29,11 @@ type RunFeed(runs: IRunStore, time: TimeProvider, interval: TimeSpan) =
     let entries = Collections.Concurrent.ConcurrentDictionary<string, FeedEntry>()
 
     let refresh (runId: string) (entry: FeedEntry) : Task = task {
+        // Swept here, once per run per interval, rather than on every stream's every read.
+        for KeyValue(id, e) in entries do
+            if time.GetElapsedTime(e.Used) > TimeSpan.FromMinutes 1.0 then
+                entries.TryRemove id |> ignore
+
         // The run first: when it is terminal, the lines read after it include its last ones.
         let! run = runs.GetRun runId
 
@@ -65,10 +70,6 @@ type RunFeed(runs: IRunStore, time: TimeProvider, interval: TimeSpan) =
                 entry.Refreshing)
 
         do! pending
-
-        for KeyValue(id, e) in entries do
-            if time.GetElapsedTime(e.Used) > TimeSpan.FromMinutes 1.0 then
-                entries.TryRemove id |> ignore
 
         return
             lock entry (fun () ->
