@@ -43,9 +43,8 @@ module internal LogInput =
         try
             use source = new LogSource(files, options)
 
+            // An input with no event at all is already an error of the source (its rule 3).
             match source.Iter visit with
-            // Nothing to analyse: the input is not a log (a tool never reports an empty success).
-            | Ok { Events = 0L; FirstDamage = Some e } -> Error(ToolError.InputDamaged e)
             | Ok reading ->
                 for w in reading.Warnings do
                     ctx.Log ToolLogLevel.Warning w
