@@ -117,7 +117,15 @@ module InputPaths =
                 elif not (List.forall within files) then
                     Error $"'{value}' leads outside the input roots"
                 else
-                    Ok candidate
+                    // A FIFO or device would block the run's read, or never end: refused here.
+                    let refusal (file: string) =
+                        match Io.regularFile file with
+                        | Error reason -> Some reason
+                        | Ok() -> None
+
+                    match List.tryPick refusal files with
+                    | Some reason -> Error $"'{value}' is {reason}"
+                    | None -> Ok candidate
 
 /// How paths of this machine are shown to clients: never as they are here. An upload is
 /// `upload <id>`, a path under an input root is relative to that root (as a client names it), a

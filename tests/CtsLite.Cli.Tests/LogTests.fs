@@ -526,6 +526,24 @@ let damageTests =
                     Expect.stringContains (err.ToString()) file "names the file"
                     Expect.isFalse (err.ToString().Contains "warning:") "an error, not a warning"
         }
+        test "a FIFO is refused, not waited on, by log and tool commands alike" {
+            let pipe = TestEnv.fifo (TestEnv.tempDir "fifo") "rlog.zst"
+
+            for args in
+                [
+                    [ "log"; "info"; pipe ]
+                    [ "log"; "dump"; pipe ]
+                    [ "run"; "log-summary"; pipe; "--local" ]
+                ] do
+                use err = new StringWriter()
+
+                let work =
+                    Threading.Tasks.Task.Run(fun () -> Program.run (Array.ofList args) (new MemoryStream()) err)
+
+                Expect.isTrue (work.Wait(TimeSpan.FromSeconds 30.0)) $"{args}: answered, not blocked"
+                Expect.equal work.Result ExitCode.ClientError $"{args}: exit 1"
+                Expect.stringContains (err.ToString()) "not a regular file: a named pipe (FIFO)" $"{args}: says why"
+        }
         test "a truncated log keeps the events before the damage, warns, and fails under --strict" {
             let dir = TestEnv.tempDir "trunc"
             let raw = Path.Combine(dir, "rlog")

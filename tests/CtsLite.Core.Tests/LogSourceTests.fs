@@ -40,6 +40,15 @@ let private iterAll (options: LogSourceOptions) (files: string list) =
     use source = new LogSource(files, options)
     source.Iter(fun _ -> true)
 
+/// `f ()`, failed (not hung) when it takes more than 20 s: a blocked open would hang the suite.
+let private withinSeconds (what: string) (f: unit -> 'T) : 'T =
+    let work = Tasks.Task.Run f
+
+    if not (work.Wait(TimeSpan.FromSeconds 20.0)) then
+        failtest $"{what}: still blocked after 20 s"
+
+    work.Result
+
 let all =
     testList "log source" [
         test "files are one stream: every event of each, in order, by Iter and by Next alike" {
@@ -194,5 +203,41 @@ let all =
                         (segments ())
                     |> ignore)
                 "canceled"
+        }
+        test "a FIFO, a device or a folder is refused before it is opened, naming what it is" {
+            let pipe = TestEnv.fifo (TestEnv.tempDir "fifo") "rlog.zst"
+
+            Expect.equal (CtsLite.Io.regularFile pipe) (Error "not a regular file: a named pipe (FIFO)") "a FIFO"
+
+            Expect.equal
+                (CtsLite.Io.regularFile "/dev/null")
+                (Error "not a regular file: a character device")
+                "a device"
+
+            Expect.equal (CtsLite.Io.regularFile (Path.GetTempPath())) (Error "not a regular file: a folder") "a folder"
+            Expect.equal (CtsLite.Io.regularFile (segments ()).[0]) (Ok()) "a log file"
+            Expect.equal (CtsLite.Io.regularFile (Path.Combine(pipe + ".missing"))) (Ok()) "missing: the open says so"
+
+            match withinSeconds "Route.resolve" (fun () -> Route.resolve pipe) with
+            | Error e -> Expect.stringContains e "named pipe (FIFO)" "the path input is refused"
+            | Ok files -> failtestf "accepted %A" files
+
+            // The same file given among others (as uploads are) ends the reading at its turn.
+            let files = [ (segments ()).[0]; pipe ]
+
+            match withinSeconds "LogSource" (fun () -> iterAll (LogSourceOptions.Of ReaderOptions.Default) files) with
+            | Error {
+                        Source = source
+                        Reason = DecodeReason.Unreadable reason
+                    } ->
+                Expect.equal source pipe "names the FIFO"
+                Expect.stringContains reason "not a regular file: a named pipe (FIFO)" "says what it is"
+            | other -> failtestf "%A" other
+
+            match withinSeconds "LogReader" (fun () -> LogReader.Open(pipe, ReaderOptions.Default)) with
+            | Error e -> Expect.stringContains e "named pipe" "the reader alone refuses it too"
+            | Ok _ -> failtest "opened"
+
+            Expect.isNone (withinSeconds "CanText.sniff" (fun () -> CanText.sniff pipe)) "not sniffed as text"
         }
     ]

@@ -8,6 +8,7 @@ open System.Net
 open System.Net.Http
 open System.Net.Http.Headers
 open System.Text
+open System.Text.Json
 open Microsoft.AspNetCore.TestHost
 open Microsoft.Extensions.Time.Testing
 open Expecto
@@ -163,6 +164,47 @@ let private paths =
                 Expect.stringContains existing "outside the input roots" "refused"
                 Expect.equal missing existing "a missing file answers like an existing one"
                 Expect.equal missingFolder existing "a missing folder too"
+            }))
+        testCaseTask "a FIFO as input or DBC is refused when the run is asked for, not read" (fun () ->
+            let root = TestEnv.tempDir "fifo-root"
+            let segment = Path.Combine(root, "5ca1ab1e5ca1ab1e_2025-01-16--07-45-12--0")
+            Directory.CreateDirectory segment |> ignore
+            TestEnv.fifo segment "rlog.zst" |> ignore
+            TestEnv.fifo root "pipe.rlog.zst" |> ignore
+            TestEnv.fifo root "pipe.dbc" |> ignore
+
+            let log =
+                Path.Combine(TestEnv.sharedDir (), "data", "rlogs", "synthetic", "default.rlog.zst")
+
+            File.Copy(log, Path.Combine(root, "real.rlog.zst"))
+
+            withRuns [ root ] 1 (fun _ client -> task {
+                let refusedAs (status: int) (body: string) = task {
+                    let! response = post client body None
+                    let! problem = EndpointTests.expectProblem response status
+                    return problem.GetProperty("detail").GetString()
+                }
+
+                // Named relative to the root: the answer shows that name, not where the root is.
+                // The input is a 400, as every unusable path input; a bad parameter is a 422.
+                let refused = refusedAs 400
+                let! file = refused (runBody "log-summary" "{}" "pipe.rlog.zst")
+
+                Expect.stringContains file "not a regular file: a named pipe (FIFO)" "a FIFO as the input"
+                Expect.isFalse (file.Contains root) "no server path"
+
+                let! folder = refused (runBody "log-summary" "{}" segment)
+                Expect.stringContains folder "named pipe (FIFO)" "a segment folder whose log is a FIFO"
+
+                let! dbc =
+                    refusedAs
+                        422
+                        (runBody
+                            "signal-export"
+                            $"""{{"dbc":{JsonSerializer.Serialize(Path.Combine(root, "pipe.dbc"))},"signals":["Wheel_Speeds.FL"]}}"""
+                            (Path.Combine(root, "real.rlog.zst")))
+
+                Expect.stringContains dbc "named pipe (FIFO)" "a FIFO as the DBC"
             }))
         testCaseTask "a run's error and log name the upload, never a server path" (fun () ->
             withRuns [] 1 (fun svc client -> task {

@@ -77,3 +77,16 @@ let waitUntil (what: string) (limit: TimeSpan) (check: unit -> Threading.Tasks.T
         let! next = check ()
         ok <- next
 }
+
+/// A named pipe (FIFO) `name` in `dir` that no writer ever opens: opening it for reading would
+/// block for ever, which is what the tests of refusing it rely on.
+let fifo (dir: string) (name: string) : string =
+    let path = Path.Combine(dir, name)
+
+    if
+        Mono.Unix.Native.Syscall.mkfifo (path, Mono.Unix.Native.FilePermissions.ACCESSPERMS)
+        <> 0
+    then
+        failwith $"mkfifo {path} failed"
+
+    path

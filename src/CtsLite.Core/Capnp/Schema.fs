@@ -390,33 +390,37 @@ module Schema =
     /// Loads a schema from a file: a compiled CodeGeneratorRequest, or a `.capnp` source when the
     /// `capnp` tool is installed (it is run as `capnp compile -o- -I <folder> <file>`).
     let loadFile (path: string) : Result<Schema, string> =
-        try
-            if path.EndsWith(".capnp", StringComparison.OrdinalIgnoreCase) then
-                let folder = Path.GetDirectoryName(Path.GetFullPath path)
+        match CtsLite.Io.regularFile path with
+        | Error e -> Error $"{path}: {e}"
+        | Ok() ->
 
-                let info =
-                    Diagnostics.ProcessStartInfo(
-                        "capnp",
-                        [ "compile"; "-o-"; "-I"; folder; Path.GetFullPath path ],
-                        RedirectStandardOutput = true,
-                        RedirectStandardError = true,
-                        UseShellExecute = false
-                    )
+            try
+                if path.EndsWith(".capnp", StringComparison.OrdinalIgnoreCase) then
+                    let folder = Path.GetDirectoryName(Path.GetFullPath path)
 
-                use proc = Diagnostics.Process.Start info
-                use output = new MemoryStream()
-                let errors = proc.StandardError.ReadToEndAsync()
-                proc.StandardOutput.BaseStream.CopyTo output
-                proc.WaitForExit()
+                    let info =
+                        Diagnostics.ProcessStartInfo(
+                            "capnp",
+                            [ "compile"; "-o-"; "-I"; folder; Path.GetFullPath path ],
+                            RedirectStandardOutput = true,
+                            RedirectStandardError = true,
+                            UseShellExecute = false
+                        )
 
-                match proc.ExitCode with
-                | 0 -> load path (output.ToArray()) |> Result.mapError DecodeError.describe
-                | code -> Error $"{path}: capnp compile failed ({code}): {errors.Result.Trim()}"
-            else
-                load path (File.ReadAllBytes path) |> Result.mapError DecodeError.describe
-        with
-        | :? ComponentModel.Win32Exception ->
-            Error $"{path}: compiling a .capnp file needs the capnp tool (Debian: apt-get install capnproto)"
-        | :? FileNotFoundException
-        | :? DirectoryNotFoundException -> Error $"{path}: no such file"
-        | :? IOException as e -> Error $"{path}: {e.Message}"
+                    use proc = Diagnostics.Process.Start info
+                    use output = new MemoryStream()
+                    let errors = proc.StandardError.ReadToEndAsync()
+                    proc.StandardOutput.BaseStream.CopyTo output
+                    proc.WaitForExit()
+
+                    match proc.ExitCode with
+                    | 0 -> load path (output.ToArray()) |> Result.mapError DecodeError.describe
+                    | code -> Error $"{path}: capnp compile failed ({code}): {errors.Result.Trim()}"
+                else
+                    load path (File.ReadAllBytes path) |> Result.mapError DecodeError.describe
+            with
+            | :? ComponentModel.Win32Exception ->
+                Error $"{path}: compiling a .capnp file needs the capnp tool (Debian: apt-get install capnproto)"
+            | :? FileNotFoundException
+            | :? DirectoryNotFoundException -> Error $"{path}: no such file"
+            | :? IOException as e -> Error $"{path}: {e.Message}"

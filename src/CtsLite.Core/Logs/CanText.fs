@@ -76,36 +76,41 @@ module CanText =
     /// The text format of a file by its first line: candump `-L` (`(time) iface id#data`) or the
     /// rlog-to-csv CSV (a header naming timestamp and address); `None` for anything else (logs).
     let sniff (path: string) : CanTextKind option =
-        try
-            use stream = File.OpenRead path
-            let head = Array.zeroCreate<byte> 512
-            let n = stream.Read(head, 0, head.Length)
-
-            let isText =
-                head
-                |> Array.take n
-                |> Array.forall (fun b -> b = 9uy || b = 10uy || b = 13uy || (b >= 32uy && b < 127uy))
-
-            if n = 0 || not isText then
-                None
-            else
-                let first =
-                    Text.Encoding.ASCII.GetString(head, 0, n).Split('\n')
-                    |> Array.map (fun l -> l.Trim())
-                    |> Array.tryFind (fun l -> l <> "")
-                    |> Option.defaultValue ""
-
-                if first.StartsWith "(" && first.Contains "#" then
-                    Some CanTextKind.Candump
-                elif
-                    first.ToLowerInvariant().Contains "timestamp"
-                    && first.ToLowerInvariant().Contains "address"
-                then
-                    Some CanTextKind.Csv
-                else
-                    None
-        with :? IOException ->
+        // Not a regular file: not text either (opening it as a log then says what it is).
+        if Result.isError (CtsLite.Io.regularFile path) then
             None
+        else
+
+            try
+                use stream = File.OpenRead path
+                let head = Array.zeroCreate<byte> 512
+                let n = stream.Read(head, 0, head.Length)
+
+                let isText =
+                    head
+                    |> Array.take n
+                    |> Array.forall (fun b -> b = 9uy || b = 10uy || b = 13uy || (b >= 32uy && b < 127uy))
+
+                if n = 0 || not isText then
+                    None
+                else
+                    let first =
+                        Text.Encoding.ASCII.GetString(head, 0, n).Split('\n')
+                        |> Array.map (fun l -> l.Trim())
+                        |> Array.tryFind (fun l -> l <> "")
+                        |> Option.defaultValue ""
+
+                    if first.StartsWith "(" && first.Contains "#" then
+                        Some CanTextKind.Candump
+                    elif
+                        first.ToLowerInvariant().Contains "timestamp"
+                        && first.ToLowerInvariant().Contains "address"
+                    then
+                        Some CanTextKind.Csv
+                    else
+                        None
+            with :? IOException ->
+                None
 
     /// candump `-L` lines: `(1436509052.249713) can0 123#DEADBEEF` (also `##<flags><data>` for CAN FD,
     /// `#R` for remote frames, which carry no data). `canN`/`vcanN` is bus N; other names are numbered

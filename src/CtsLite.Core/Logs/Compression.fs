@@ -273,21 +273,24 @@ module Compression =
     /// Opens a file for reading its decompressed bytes.
     let openFile (path: string) (options: ReaderOptions) : Result<Stream * Compression, string> =
         try
-            let file =
-                new FileStream(
-                    path,
-                    FileMode.Open,
-                    FileAccess.Read,
-                    FileShare.Read,
-                    1 <<< 16,
-                    FileOptions.SequentialScan
-                )
+            match CtsLite.Io.regularFile path with
+            | Error e -> Error $"{path}: {e}"
+            | Ok() ->
+                let file =
+                    new FileStream(
+                        path,
+                        FileMode.Open,
+                        FileAccess.Read,
+                        FileShare.Read,
+                        1 <<< 16,
+                        FileOptions.SequentialScan
+                    )
 
-            let head = Array.zeroCreate<byte> 4
-            let n = file.Read(head, 0, 4)
-            file.Position <- 0L
-            let kind = detect (ReadOnlySpan(head, 0, n)) path
-            Ok(decompress file kind options, kind)
+                let head = Array.zeroCreate<byte> 4
+                let n = file.Read(head, 0, 4)
+                file.Position <- 0L
+                let kind = detect (ReadOnlySpan(head, 0, n)) path
+                Ok(decompress file kind options, kind)
         with
         | :? FileNotFoundException
         | :? DirectoryNotFoundException -> Error $"{path}: no such file"

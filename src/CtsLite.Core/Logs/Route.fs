@@ -141,7 +141,9 @@ module Route =
     /// Resolves an input: a log file, a segment folder (its rlog, else qlog) or a route address.
     let resolve (input: string) : Result<string list, string> =
         if File.Exists input then
-            Ok [ input ]
+            CtsLite.Io.regularFile input
+            |> Result.map (fun () -> [ input ])
+            |> Result.mapError (fun e -> $"{input}: {e}")
         elif
             Directory.Exists input
             && segmentName.IsMatch(Path.GetFileName(input.TrimEnd '/'))
