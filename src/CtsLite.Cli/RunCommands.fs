@@ -318,7 +318,7 @@ module RunCommands =
 
                 let result =
                     try
-                        ToolRunner.run request
+                        (ToolRunner.runAsync ToolRunner.StopGrace request).GetAwaiter().GetResult()
                     finally
                         Console.CancelKeyPress.RemoveHandler onCancel
                         bar.Finish()

@@ -69,6 +69,9 @@ type RunEngine
     /// How often a running run's lease is renewed, its progress written and its cancel flag read.
     member val RenewInterval = TimeSpan.FromSeconds 1.0 with get, set
 
+    /// How long a cancelled or timed-out tool has to stop before the run ends without it.
+    member val StopGrace = ToolRunner.StopGrace with get, set
+
     interface IRunEngine with
         member _.Notify() = wake.Release() |> ignore
 
@@ -212,9 +215,9 @@ type RunEngine
                             ShowPath = paths.Show
                         }
 
-                        // The tool is synchronous and CPU-bound: its own thread.
-                        let! result =
-                            Task.Run((fun () -> ToolRunner.execute request prepared), CancellationToken.None)
+                        // The tool runs on its own thread; one blocked in a read that cancellation
+                        // cannot reach is left after StopGrace and the run ends all the same.
+                        let! result = ToolRunner.executeAsync this.StopGrace request prepared
 
                         let ended (level: string) (message: string) = task {
                             log level "engine" message

@@ -209,12 +209,18 @@ namespace CtsLite
                 FuncConvert.FromFunc<string, FSharpResult<string, string>>(CoreTools.ToolRunner.localFiles),
                 FuncConvert.FromFunc<string, string>(path => path));
 
-            return Task.Run(() =>
+            return Run(prepared.ResultValue);
+
+            // A tool blocked in a read that the token cannot reach is left after a grace period,
+            // so the returned task ends on cancellation all the same.
+            async Task<ToolRunResult> Run(CoreTools.PreparedRun ready)
             {
-                var result = CoreTools.ToolRunner.execute(request, prepared.ResultValue);
+                var result = await CoreTools.ToolRunner
+                    .executeAsync(CoreTools.ToolRunner.StopGrace, request, ready)
+                    .ConfigureAwait(false);
                 if (result.IsOk) return new ToolRunResult(result.ResultValue.OutputDir, result.ResultValue.Output);
                 throw ToException(toolId, result.ErrorValue, cancellationToken);
-            }, cancellationToken);
+            }
         }
 
         private static Exception ToException(string toolId, CoreTools.ToolError error, CancellationToken token) =>

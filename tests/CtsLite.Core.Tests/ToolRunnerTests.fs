@@ -23,6 +23,40 @@ let private requestFor (toolId: string) (given: (string * string) list) =
         (given |> List.map (fun (k, v) -> k, ParameterInput.Text v))
         dir
 
+/// A stream whose reads block until `release` is set, deaf to any cancellation: a read of a hung
+/// network mount, which no token reaches.
+type BlockingStream(release: ManualResetEventSlim) =
+    inherit Stream()
+    override _.CanRead = true
+    override _.CanSeek = false
+    override _.CanWrite = false
+    override _.Length = raise (NotSupportedException())
+
+    override _.Position
+        with get () = 0L
+        and set _ = raise (NotSupportedException())
+
+    override _.Flush() = ()
+    override _.Seek(_, _) = raise (NotSupportedException())
+    override _.SetLength _ = raise (NotSupportedException())
+    override _.Write(_, _, _) = raise (NotSupportedException())
+
+    override _.Read(_, _, _) =
+        release.Wait()
+        0
+
+/// signal-export with a DBC whose resolver reads through a `BlockingStream`: the tool's thread
+/// blocks where no cancellation reaches it until `release` is set.
+let blockedRequest (release: ManualResetEventSlim) (log: ResizeArray<string>) = {
+    requestFor "signal-export" [ "dbc", "on-a-hung-mount.dbc"; "signals", "Wheel_Speeds.FL" ] with
+        ResolveFile =
+            fun value ->
+                use stream = new BlockingStream(release)
+                stream.ReadByte() |> ignore
+                Ok value
+        Log = fun _ line -> lock log (fun () -> log.Add line)
+}
+
 let all =
     testList "tool runner" [
         test "defaults are written once, in the descriptor; a parameter without one is a bug" {
@@ -254,4 +288,68 @@ let all =
                 1
                 "the known names are listed once"
         }
+        testCaseTask "a tool blocked in a read no token reaches is left after the grace: Canceled, TimedOut" (fun () -> task {
+            use release = new ManualResetEventSlim(false)
+            let log = ResizeArray<string>()
+            let grace = TimeSpan.FromMilliseconds 300.0
+
+            try
+                // Canceled by the caller: answered within the grace, not when the read returns.
+                use cancel = new CancellationTokenSource()
+
+                let request = {
+                    blockedRequest release log with
+                        Cancellation = cancel.Token
+                }
+
+                let prepared =
+                    Result.defaultWith
+                        (fun e -> failtestf "%A" e)
+                        (ToolRunner.prepare request.ToolId request.Parameters)
+
+                let clock = Diagnostics.Stopwatch.StartNew()
+                let running = ToolRunner.executeAsync grace request prepared
+                do! Tasks.Task.Delay 200
+                Expect.isFalse running.IsCompleted "blocked before the cancel"
+                cancel.Cancel()
+                let! canceled = running.WaitAsync(TimeSpan.FromSeconds 20.0)
+                Expect.equal canceled (Error ToolError.Canceled) "canceled"
+                Expect.isLessThan clock.Elapsed.TotalSeconds 20.0 "without the read returning"
+                Expect.exists log (fun l -> l.Contains "did not stop within 0.3 s") "says it was left"
+
+                // Out of time: TimedOut, the caller's token untouched.
+                let request = {
+                    blockedRequest release log with
+                        Timeout = Some(TimeSpan.FromMilliseconds 200.0)
+                }
+
+                let! timedOut =
+                    (ToolRunner.runAsync grace request).WaitAsync(TimeSpan.FromSeconds 20.0)
+
+                Expect.equal timedOut (Error(ToolError.TimedOut(TimeSpan.FromMilliseconds 200.0))) "timed out"
+            finally
+                // The left threads end as their reads return.
+                release.Set()
+        })
+        testCaseTask "executeAsync answers as execute does when the tool stops by itself" (fun () -> task {
+            let request = requestFor "log-summary" []
+            let! asynchronous = ToolRunner.runAsync ToolRunner.StopGrace request
+
+            match asynchronous, ToolRunner.run (requestFor "log-summary" []) with
+            | Ok a, Ok b ->
+                Expect.equal a.Output.Summary b.Output.Summary "the same summary"
+                Expect.equal (a.Artifacts |> List.map _.Name) (b.Artifacts |> List.map _.Name) "the same artifacts"
+            | other -> failtestf "%A" other
+
+            use cancelled = new CancellationTokenSource()
+            cancelled.Cancel()
+
+            let! early =
+                ToolRunner.runAsync ToolRunner.StopGrace {
+                    requestFor "log-summary" [] with
+                        Cancellation = cancelled.Token
+                }
+
+            Expect.equal early (Error ToolError.Canceled) "a tool that stops on the token is not left"
+        })
     ]

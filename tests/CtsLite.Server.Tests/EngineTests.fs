@@ -249,4 +249,82 @@ let all =
                 (logs |> List.exists (fun l -> l.Message.StartsWith "started"))
                 "the tool never started again"
         })
+        testCaseTask "a run blocked in a read no cancellation reaches still ends canceled or timed out" (fun () -> task {
+            let dataDir = TestEnv.tempDir "blocked"
+            let roots = [ Path.Combine(TestEnv.sharedDir (), "data", "rlogs") ]
+
+            let config = {
+                EndpointTests.configFor dataDir with
+                    InputRoots = roots
+                    MaxConcurrentRuns = 2
+                    RunTimeout = TimeSpan.FromSeconds 1.0
+            }
+
+            use _store = EndpointTests.openStore dataDir
+            let runs = SqliteRunStore.create dataDir
+            let logger = CapturingLogger()
+            use release = new ManualResetEventSlim(false)
+
+            // The DBC sits on a mount that hung: reading it blocks, deaf to every token, until the
+            // test lets it go.
+            let hung (_: string list) =
+                Task.FromResult(fun (value: string) ->
+                    release.Wait()
+                    Ok value)
+
+            use engine =
+                new RunEngine(config, runs, TimeProvider.System, logger, hung, StopGrace = TimeSpan.FromSeconds 0.5)
+
+            let blocked () =
+                RunRecord.queued
+                    "signal-export"
+                    """{"dbc":"hung.dbc","signals":["Wheel_Speeds.FL"]}"""
+                    (CtsLite.InputRef.Path "synthetic/default.rlog.zst")
+                    None
+                    DateTimeOffset.UtcNow
+
+            let toCancel, toTimeOut = blocked (), blocked ()
+
+            try
+                for run in [ toCancel; toTimeOut ] do
+                    let! _ = runs.CreateRun(run, None, 1000)
+                    ()
+
+                do! engine.StartAsync CancellationToken.None
+                (engine :> IRunEngine).Notify()
+                (engine :> IRunEngine).Notify()
+
+                // Cancel one as the API does: the store's flag and the engine's token.
+                let mutable running = false
+
+                while not running do
+                    do! Task.Delay 20
+
+                    match! runs.GetRun toCancel.RunId with
+                    | Some r when r.Status = RunStatus.Running -> running <- true
+                    | _ -> ()
+
+                let! _ = runs.RequestCancel(toCancel.RunId, DateTimeOffset.UtcNow)
+                (engine :> IRunEngine).Cancel toCancel.RunId
+
+                let! records =
+                    waitAll runs [ toCancel.RunId; toTimeOut.RunId ] (TimeSpan.FromSeconds 30.0)
+
+                match records with
+                | [ canceled; timedOut ] ->
+                    Expect.equal canceled.Status RunStatus.Canceled "canceled while blocked"
+                    Expect.equal timedOut.Status RunStatus.Failed "failed while blocked"
+                    Expect.stringContains (timedOut.Error |> Option.defaultValue "") "timed out" "by its time limit"
+                | other -> failtestf "%A" other
+
+                let! logs = runs.GetLogs(toCancel.RunId, 0L)
+
+                Expect.exists logs (fun l -> l.Message.Contains "did not stop within 0.5 s") "the log says it was left"
+                Expect.isFalse release.IsSet "ended while the read was still blocked"
+            finally
+                release.Set()
+
+            do! engine.StopAsync CancellationToken.None
+            Expect.isEmpty (List.ofSeq logger.Entries) "nothing for the operator beyond the run's own log"
+        })
     ]

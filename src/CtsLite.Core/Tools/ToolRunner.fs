@@ -3,6 +3,7 @@ namespace CtsLite.Tools
 open System
 open System.IO
 open System.Threading
+open System.Threading.Tasks
 
 /// One file a completed run wrote, checked on disk.
 type ArtifactFile = {
@@ -193,3 +194,58 @@ module ToolRunner =
     /// Looks the tool up, validates, and runs it.
     let run (request: ToolRunRequest) : Result<ToolRunResult, ToolError> =
         prepare request.ToolId request.Parameters |> Result.bind (execute request)
+
+    /// How long `executeAsync` waits for a cancelled or timed-out tool to stop before it leaves it.
+    let StopGrace: TimeSpan = TimeSpan.FromSeconds 5.0
+
+    /// Runs a prepared tool as `execute` does, on a thread of its own. A tool stops within a few
+    /// thousand events of a cancel or its time limit; one blocked in a read that no cancellation
+    /// reaches (a hung network mount) is left after `grace`: the answer is `Canceled` or `TimedOut`
+    /// then, a warning goes to the request's log, and the thread ends whenever its read returns,
+    /// its results dropped.
+    let executeAsync
+        (grace: TimeSpan)
+        (request: ToolRunRequest)
+        (prepared: PreparedRun)
+        : Task<Result<ToolRunResult, ToolError>> =
+        // A thread of its own, so a blocked tool holds no thread-pool thread.
+        let work =
+            Task.Factory.StartNew(
+                (fun () -> execute request prepared),
+                CancellationToken.None,
+                TaskCreationOptions.LongRunning,
+                TaskScheduler.Default
+            )
+
+        task {
+            use afterTimeout = new CancellationTokenSource()
+            use afterCancel = new CancellationTokenSource()
+            request.Timeout |> Option.iter (fun t -> afterTimeout.CancelAfter(t + grace))
+            use _ = request.Cancellation.Register(fun () -> afterCancel.CancelAfter grace)
+
+            use either =
+                CancellationTokenSource.CreateLinkedTokenSource(afterTimeout.Token, afterCancel.Token)
+
+            let leave = Task.Delay(Timeout.Infinite, either.Token)
+            let! first = Task.WhenAny(work, leave)
+
+            if Object.ReferenceEquals(first, work) then
+                return! work
+            else
+                // Whatever the left thread ends with is observed, never raised.
+                work.ContinueWith(fun (t: Task<_>) -> t.Exception |> ignore) |> ignore
+
+                request.Log
+                    ToolLogLevel.Warning
+                    $"the tool did not stop within {grace.TotalSeconds:g} s (a read of its input does not return): left running, its results dropped"
+
+                match request.Timeout with
+                | Some t when not request.Cancellation.IsCancellationRequested -> return Error(ToolError.TimedOut t)
+                | _ -> return Error ToolError.Canceled
+        }
+
+    /// Looks the tool up, validates, and runs it as `executeAsync` does.
+    let runAsync (grace: TimeSpan) (request: ToolRunRequest) : Task<Result<ToolRunResult, ToolError>> =
+        match prepare request.ToolId request.Parameters with
+        | Error e -> Task.FromResult(Error e)
+        | Ok prepared -> executeAsync grace request prepared

@@ -2,6 +2,7 @@ namespace CtsLite.Tools
 
 open System
 open System.Threading
+open System.Threading.Tasks
 
 /// One file a completed run wrote, checked on disk.
 type ArtifactFile = {
@@ -94,3 +95,18 @@ module ToolRunner =
 
     /// Looks the tool up, validates, and runs it.
     val run: request: ToolRunRequest -> Result<ToolRunResult, ToolError>
+
+    /// How long `executeAsync` waits for a cancelled or timed-out tool to stop before it leaves
+    /// it (5 s).
+    val StopGrace: TimeSpan
+
+    /// Runs a prepared tool as `execute` does, on a thread of its own. A tool stops within a few
+    /// thousand events of a cancel or its time limit; one blocked in a read that no cancellation
+    /// reaches (a hung network mount) is left after `grace`: the answer is `Canceled` or `TimedOut`
+    /// then, a warning goes to the request's log, and the thread ends whenever its read returns,
+    /// its results dropped.
+    val executeAsync:
+        grace: TimeSpan -> request: ToolRunRequest -> prepared: PreparedRun -> Task<Result<ToolRunResult, ToolError>>
+
+    /// Looks the tool up, validates, and runs it as `executeAsync` does.
+    val runAsync: grace: TimeSpan -> request: ToolRunRequest -> Task<Result<ToolRunResult, ToolError>>
