@@ -87,7 +87,8 @@ module LogCommands =
             | [], l when l < 0 -> fail ctx "--limit must not be negative"
             | [], _ ->
                 let wanted = services |> List.choose (Event.discriminantOf layout) |> Set.ofList
-                let writer = ArrayBufferWriter<byte>(1 <<< 16)
+                // 4 MiB in memory: a real event's JSON is far smaller; a bigger one goes to disk.
+                use writer = new EventBuffer(4 <<< 20)
                 let mutable written = 0
                 ctx.Out.Flush()
 
@@ -96,9 +97,9 @@ module LogCommands =
                         let m = reader.Message
 
                         if wanted.IsEmpty || wanted.Contains(Event.which m layout reader.Event) then
-                            writer.ResetWrittenCount()
+                            writer.Reset()
                             Json.writeStruct schema m layout.Event reader.Event writer
-                            ctx.OutStream.Write(writer.WrittenSpan)
+                            writer.WriteTo ctx.OutStream
                             ctx.OutStream.WriteByte 10uy
                             written <- written + 1
 

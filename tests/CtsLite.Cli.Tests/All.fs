@@ -3,4 +3,7 @@ module CtsLite.Cli.Tests.All
 open Expecto
 
 let all =
-    testList "Cli" (Tests.cliTests @ [ DbcCommandTests.all; RunTests.all; PackageTests.all ])
+    testList
+        "Cli"
+        (Tests.cliTests
+         @ [ DbcCommandTests.all; RunTests.all; PackageTests.all; MemoryTests.all ])
