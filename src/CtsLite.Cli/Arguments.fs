@@ -38,12 +38,20 @@ type LogCanArgs =
             | Bus _ -> "only frames with this raw src byte (repeatable; 128+ are TX echoes)."
             | Address _ -> "only frames with this address, e.g. 0x146 (repeatable)."
 
+/// `cts log --decompressor`.
+[<RequireQualifiedAccess>]
+type DecompressorChoice =
+    | Auto
+    | Native
+    | Managed
+
 /// `cts log`: local log reading, no service needed. `--strict` and `--schema` apply to every
 /// `cts log` command.
 [<RequireSubcommand>]
 type LogArgs =
     | [<Inherit>] Strict
     | [<Inherit>] Schema of path: string
+    | [<Inherit>] Decompressor of kind: DecompressorChoice
     | [<CliPrefix(CliPrefix.None)>] Info of ParseResults<LogInfoArgs>
     | [<CliPrefix(CliPrefix.None)>] Dump of ParseResults<LogDumpArgs>
     | [<CliPrefix(CliPrefix.None)>] Can of ParseResults<LogCanArgs>
@@ -53,6 +61,8 @@ type LogArgs =
             match this with
             | Strict -> "treat damage (truncation, corruption) as an error instead of a warning."
             | Schema _ -> "decode with this schema: a compiled CodeGeneratorRequest or a .capnp file (needs capnp)."
+            | Decompressor _ ->
+                "zstd decoder: auto (native libzstd where it loads, else managed; the default), native or managed."
             | Info _ -> "one JSON object of counts: events per service, time span, CAN frames per src."
             | Dump _ -> "every event as one JSON line, as `capnp convert --short binary:json` prints it."
             | Can _ -> "CAN frames as CSV: log_mono_time_ns,kind,src,address,data_hex."

@@ -16,7 +16,11 @@ open CtsLite.Logs
 module LogCommands =
 
     /// The options every `cts log` command takes (inherited from `cts log`).
-    type Common = { Strict: bool; Schema: string option }
+    type Common = {
+        Strict: bool
+        Schema: string option
+        Decompressor: Decompressor
+    }
 
     let private fail (ctx: CommandContext) (message: string) =
         ctx.Err.WriteLine($"error: {message}")
@@ -44,9 +48,10 @@ module LogCommands =
                 | Error e -> fail ctx $"schema: {e}"
                 | Ok layout -> body files schema layout
 
-    let private options (strict: bool) = {
+    let private options (common: Common) = {
         ReaderOptions.Default with
-            Strict = strict
+            Strict = common.Strict
+            Decompressor = common.Decompressor
     }
 
     let private finish (ctx: CommandContext) (result: Result<string list, DecodeError>) =
@@ -61,7 +66,7 @@ module LogCommands =
     /// `cts log info`.
     let info (ctx: CommandContext) (common: Common) (args: ParseResults<LogInfoArgs>) : int =
         withLog ctx (args.GetResult LogInfoArgs.Input) common.Schema (fun files schema layout ->
-            match LogInfo.compute schema layout (options common.Strict) files with
+            match LogInfo.compute schema layout (options common) files with
             | Error e -> fail ctx (DecodeError.describe e)
             | Ok info ->
                 ctx.Out.WriteLine(CtsLite.Tools.LogSummary.infoJsonText info)
@@ -103,7 +108,7 @@ module LogCommands =
                             ctx.OutStream.WriteByte 10uy
                             written <- written + 1
 
-                let result = Logs.iter (options common.Strict) files visit
+                let result = Logs.iter (options common) files visit
                 ctx.OutStream.Flush()
                 finish ctx result)
 
@@ -192,6 +197,6 @@ module LogCommands =
 
                             out.Write '\n'
 
-                let result = Logs.iter (options common.Strict) files visit
+                let result = Logs.iter (options common) files visit
                 out.Flush()
                 finish ctx result)

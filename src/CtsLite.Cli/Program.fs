@@ -59,6 +59,12 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
                 let common: LogCommands.Common = {
                     Strict = logArgs.Contains LogArgs.Strict
                     Schema = logArgs.TryGetResult LogArgs.Schema
+                    Decompressor =
+                        match logArgs.TryGetResult LogArgs.Decompressor with
+                        | None
+                        | Some DecompressorChoice.Auto -> CtsLite.Capnp.Decompressor.Auto
+                        | Some DecompressorChoice.Native -> CtsLite.Capnp.Decompressor.Native
+                        | Some DecompressorChoice.Managed -> CtsLite.Capnp.Decompressor.Managed
                 }
 
                 match logArgs.GetSubCommand() with

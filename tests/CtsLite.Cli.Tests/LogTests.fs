@@ -180,6 +180,12 @@ let conformanceTests =
             ] do
             testCase $"{name}: newest schema (embedded)" (fun () -> conformance (log ()) (newest ()) [])
 
+        // A zstd log once more through each decoder by name (the default is native where it loads;
+        // the decompression test below holds both to the same bytes on every zstd log).
+        for decoder in [ "native"; "managed" ] do
+            testCase $"comma2k19 rlog (zst): {decoder} zstd decoder" (fun () ->
+                conformance (rav4 "zst") (newest ()) [ "--decompressor"; decoder ])
+
         for eraName in [ "cereal_a9082c82"; "cereal_51cbf629" ] do
             for name, log in [ "demo qlog (zst)", demoZst; "comma2k19 rlog (bz2)", (fun () -> rav4 "bz2") ] do
                 testCase $"{name}: era {eraName} via --schema .capnp" (fun () ->
@@ -238,6 +244,55 @@ let decompressionTests =
                 stream.Dispose()
                 Expect.equal kind Compression.Raw "raw by content despite .zst"
             | Error e -> failtest e
+        }
+        test "the native and the managed zstd decoder give the same bytes and the same damage" {
+            let through (decoder: Decompressor) (path: string) =
+                let options = {
+                    ReaderOptions.Default with
+                        Decompressor = decoder
+                }
+
+                match Compression.openFile path options with
+                | Error e -> Error e
+                | Ok(stream, _) ->
+                    use stream = stream
+                    use copy = new MemoryStream()
+
+                    try
+                        stream.CopyTo copy
+                        Ok(Convert.ToHexString(SHA256.HashData(copy.ToArray())))
+                    with :? DecodeException as e ->
+                        Error $"{DecodeError.describe e.Error} after {copy.Length} bytes"
+
+            let dir = TestEnv.tempDir "decoders"
+            let whole = File.ReadAllBytes(rav4 "zst")
+
+            let damaged = [
+                "cut", whole[.. whole.Length / 2]
+                "header only", whole[..3]
+                "empty", [||]
+                "garbage after", Array.append whole (Array.create 64 0xEEuy)
+                "garbage inside", Array.append whole[..3] (Array.create 64 0xEEuy)
+                "two frames", Array.append whole whole
+            ]
+
+            let files = [
+                rav4 "zst"
+                demoZst ()
+                syntheticDefault ()
+                for name, bytes in damaged do
+                    let file = Path.Combine(dir, name.Replace(' ', '-') + ".zst")
+                    File.WriteAllBytes(file, bytes)
+                    file
+            ]
+
+            for file in files do
+                let native = through Decompressor.Native file
+                Expect.equal native (through Decompressor.Managed file) $"{Path.GetFileName file}: the same"
+
+            Expect.isOk (through Decompressor.Native (rav4 "zst")) "a whole log reads"
+            Expect.isError (through Decompressor.Native (Path.Combine(dir, "cut.zst"))) "a cut one is damage"
+            Expect.isSome (Compression.nativeZstd ()) "libzstd loads on this machine (Debian's libzstd1)"
         }
         test "a multi-frame zstd file reads as one stream" {
             let dir = TestEnv.tempDir "frames"

@@ -3,7 +3,19 @@ namespace CtsLite.Capnp
 open System
 open System.Runtime.CompilerServices
 
-/// Limits that keep hostile or damaged input from costing unbounded time or memory.
+/// Which decompressor undoes zstd: the system's native libzstd (the speed of `zstd -dc`) or the
+/// managed port that runs everywhere.
+[<RequireQualifiedAccess>]
+type Decompressor =
+    /// Native where `libzstd.so.1` loads, managed elsewhere.
+    | Auto
+    /// Native only: a file cannot be opened where the library is missing.
+    | Native
+    /// Managed only (ZstdSharp; bzip2 is always SharpZipLib).
+    | Managed
+
+/// Limits that keep hostile or damaged input from costing unbounded time or memory, and the
+/// decompressor to use.
 type ReaderOptions = {
     /// Words a single message may make the reader visit (capnp's default: 8 Mi words = 64 MiB).
     TraversalLimitWords: int64
@@ -19,10 +31,12 @@ type ReaderOptions = {
     MaxCompressionRatio: float
     /// Turns damage (truncation, corruption, trailing garbage) into an error instead of a warning.
     Strict: bool
+    /// The zstd decompressor (both give the same bytes and the same errors).
+    Decompressor: Decompressor
 } with
 
     /// capnp's defaults for traversal and nesting; 512 segments; 64 MiB messages; 16 GiB per file;
-    /// a ratio of 1000 (real logs compress 5–20×).
+    /// a ratio of 1000 (real logs compress 5–20×); the native zstd decoder where it loads.
     static member Default = {
         TraversalLimitWords = 8L * 1024L * 1024L
         NestingLimit = 64
@@ -31,6 +45,7 @@ type ReaderOptions = {
         MaxDecompressedBytes = 16L * 1024L * 1024L * 1024L
         MaxCompressionRatio = 1000.0
         Strict = false
+        Decompressor = Decompressor.Auto
     }
 
 /// Why bytes could not be decoded.

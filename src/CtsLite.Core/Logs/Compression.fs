@@ -254,10 +254,25 @@ module Compression =
         else
             Compression.Raw
 
+    /// Whether the native zstd decoder loads on this machine (libzstd.so.1), with its version.
+    let nativeZstd () : string option =
+        ZstdNative.version.Value
+        |> Option.map (fun v -> $"{v / 10000u}.{v / 100u % 100u}.{v % 100u}")
+
+    /// Whether `options` read zstd with the native decoder here; an error when they insist on it
+    /// and it does not load.
+    let internal usesNativeZstd (options: ReaderOptions) : Result<bool, string> =
+        match options.Decompressor with
+        | Decompressor.Managed -> Ok false
+        | Decompressor.Auto -> Ok(ZstdNative.version.Value.IsSome)
+        | Decompressor.Native when ZstdNative.version.Value.IsSome -> Ok true
+        | Decompressor.Native -> Error $"the native zstd decoder ({ZstdNative.Library}) does not load on this machine"
+
     /// Wraps `compressed` (positioned at its start) in the matching decompressor, with limits.
     let decompress (compressed: Stream) (kind: Compression) (options: ReaderOptions) : Stream =
         let inner: Stream =
             match kind with
+            | Compression.Zstd when usesNativeZstd options = Ok true -> new NativeZstdStream(compressed)
             | Compression.Zstd -> new ZstdSharp.DecompressionStream(compressed, leaveOpen = true)
             | Compression.Bzip2 -> new ICSharpCode.SharpZipLib.BZip2.BZip2InputStream(compressed, IsStreamOwner = false)
             | Compression.Raw -> compressed
@@ -273,9 +288,10 @@ module Compression =
     /// Opens a file for reading its decompressed bytes.
     let openFile (path: string) (options: ReaderOptions) : Result<Stream * Compression, string> =
         try
-            match CtsLite.Io.regularFile path with
-            | Error e -> Error $"{path}: {e}"
-            | Ok() ->
+            match CtsLite.Io.regularFile path, usesNativeZstd options with
+            | Error e, _ -> Error $"{path}: {e}"
+            | _, Error e -> Error $"{path}: {e}"
+            | Ok(), Ok _ ->
                 let file =
                     new FileStream(
                         path,
