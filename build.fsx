@@ -147,6 +147,51 @@ match target with
         "--write-openapi"
         Path.Combine(root, "docs", "openapi.json")
     ]
+| "bench" when List.contains "--vs-native" rest ->
+    // Whole processes as users run them: `cts` packed as `pack` packs it (under a version of its
+    // own, so no NuGet cache answers) and installed with `dotnet tool install`, then timed
+    // against `zstd -dc` and `bzip2 -dc`.
+    build ()
+    let work = Path.Combine(root, "artifacts", "bench")
+    let feed, tools = Path.Combine(work, "feed"), Path.Combine(work, "tool")
+
+    for dir in [ feed; tools ] do
+        if Directory.Exists dir then
+            Directory.Delete(dir, true)
+
+    let version = "0.1.0-bench." + DateTime.UtcNow.ToString "yyyyMMddHHmmss"
+
+    runOrExit "dotnet" [
+        "pack"
+        "src/CtsLite.Cli/CtsLite.Cli.fsproj"
+        "-c"
+        configuration
+        "-o"
+        feed
+        $"-p:Version={version}"
+        "--nologo"
+    ]
+
+    runOrExit "dotnet" [
+        "tool"
+        "install"
+        "--tool-path"
+        tools
+        "--add-source"
+        feed
+        "CtsLite.Cli"
+        "--version"
+        version
+    ]
+
+    let args = rest |> List.filter ((<>) "--vs-native")
+
+    exit (
+        run
+            "dotnet"
+            (output "bench/CtsLite.Bench" "CtsLite.Bench.dll" :: args
+             @ [ "--cts"; Path.Combine(tools, "cts") ])
+    )
 | "bench" ->
     build ()
     exit (run "dotnet" (output "bench/CtsLite.Bench" "CtsLite.Bench.dll" :: rest))

@@ -517,8 +517,9 @@ let main argv =
         (Runtime.InteropServices.RuntimeInformation.OSDescription)
 
     let httpLoad = argv |> Array.tryFindIndex ((=) "--http-load")
+    let vsNative = argv |> Array.contains "--cts"
 
-    if httpLoad.IsNone then
+    if httpLoad.IsNone && not vsNative then
         printfn ""
         printfn "| %-40s | %12s | %10s | %10s |" "benchmark" "ops/s" "ns/op" "B/op"
         printfn "|%s|%s|%s|%s|" (String('-', 42)) (String('-', 14)) (String('-', 12)) (String('-', 12))
@@ -533,8 +534,10 @@ let main argv =
         | dir -> dir
 
     if Directory.Exists shared then
-        match argv |> Array.tryFindIndex ((=) "--tool-loop") with
-        | Some i when i + 2 < argv.Length -> toolLoop shared argv[i + 1] (int argv[i + 2])
+        match argv |> Array.tryFindIndex ((=) "--tool-loop"), argv |> Array.tryFindIndex ((=) "--cts") with
+        | Some i, _ when i + 2 < argv.Length -> toolLoop shared argv[i + 1] (int argv[i + 2])
+        // `--vs-native` (build.fsx installs the packed tool and adds `--cts <its path>`).
+        | _, Some i when i + 1 < argv.Length -> VsNative.run shared argv[i + 1] quick
         | _ ->
 
             if httpLoad.IsSome then
