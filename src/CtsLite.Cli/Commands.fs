@@ -25,7 +25,8 @@ module ExitCode =
 type CommandContext = {
     Url: string
     Json: bool
-    Http: HttpClient
+    /// Made on first use: local commands never pay for the HTTP stack.
+    Http: Lazy<HttpClient>
     Out: TextWriter
     /// The same standard output as bytes, for exact output (flush `Out` before writing).
     OutStream: Stream
@@ -65,7 +66,7 @@ module Remote =
     /// Refuses to talk to a service that no longer accepts this client.
     let private checkCompatible (ctx: CommandContext) (next: unit -> int) : int =
         let result =
-            (Client.getJson ctx.Http ctx.Url "/v1/version" []).GetAwaiter().GetResult()
+            (Client.getJson ctx.Http.Value ctx.Url "/v1/version" []).GetAwaiter().GetResult()
 
         match result with
         | Error e -> fail ctx e
@@ -85,7 +86,7 @@ module Remote =
     /// `cts ping`.
     let ping (ctx: CommandContext) : int =
         checkCompatible ctx (fun () ->
-            match (Client.getJson ctx.Http ctx.Url "/v1/health" [ 503 ]).GetAwaiter().GetResult() with
+            match (Client.getJson ctx.Http.Value ctx.Url "/v1/health" [ 503 ]).GetAwaiter().GetResult() with
             | Error e -> fail ctx e
             | Ok(status, doc) ->
                 use doc = doc
@@ -119,7 +120,7 @@ module Remote =
     /// `cts capabilities`.
     let capabilities (ctx: CommandContext) : int =
         checkCompatible ctx (fun () ->
-            match (Client.getJson ctx.Http ctx.Url "/v1/capabilities" []).GetAwaiter().GetResult() with
+            match (Client.getJson ctx.Http.Value ctx.Url "/v1/capabilities" []).GetAwaiter().GetResult() with
             | Error e -> fail ctx e
             | Ok(_, doc) ->
                 use doc = doc
@@ -143,7 +144,7 @@ module Remote =
     /// `cts version`: always prints the client's version; the service's when it answers.
     let version (ctx: CommandContext) : int =
         let server =
-            (Client.getJson ctx.Http ctx.Url "/v1/version" []).GetAwaiter().GetResult()
+            (Client.getJson ctx.Http.Value ctx.Url "/v1/version" []).GetAwaiter().GetResult()
 
         match ctx.Json, server with
         | true, Ok(_, doc) ->

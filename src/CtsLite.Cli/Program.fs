@@ -12,7 +12,10 @@ let private environment (name: string) =
     | value -> Some value
 
 let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err: TextWriter) : int =
-    let parser = ArgumentParser.Create<CtsArgs>(programName = "cts")
+    // The structure of the argument types is checked by a test, not on every start (it costs
+    // tens of milliseconds of reflection).
+    let parser =
+        ArgumentParser.Create<CtsArgs>(programName = "cts", checkStructure = false)
 
     try
         let args = parser.ParseCommandLine(argv, raiseOnUsage = true)
@@ -23,15 +26,26 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
             ExitCode.ClientError
         else
 
-            use http = new HttpClient(Timeout = TimeSpan.FromSeconds(float timeout))
-            http.DefaultRequestHeaders.UserAgent.ParseAdd($"cts/{CtsLite.Product.version}")
+            let http =
+                lazy
+                    (let http = new HttpClient(Timeout = TimeSpan.FromSeconds(float timeout))
+                     http.DefaultRequestHeaders.UserAgent.ParseAdd($"cts/{CtsLite.Product.version}")
 
-            // The service's token (see `cts token create`), sent in comma's `JWT <token>` form.
-            match environment "CTS_TOKEN" with
-            | Some token ->
-                http.DefaultRequestHeaders.TryAddWithoutValidation("Authorization", $"JWT {token}")
-                |> ignore
-            | None -> ()
+                     // The service's token (see `cts token create`), sent in comma's `JWT <token>` form.
+                     match environment "CTS_TOKEN" with
+                     | Some token ->
+                         http.DefaultRequestHeaders.TryAddWithoutValidation("Authorization", $"JWT {token}")
+                         |> ignore
+                     | None -> ()
+
+                     http)
+
+            use _ = {
+                new IDisposable with
+                    member _.Dispose() =
+                        if http.IsValueCreated then
+                            http.Value.Dispose()
+            }
 
             let ctx: CommandContext = {
                 Url = Client.resolveUrl (args.TryGetResult Url) environment

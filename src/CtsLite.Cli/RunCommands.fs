@@ -84,7 +84,7 @@ module RunCommands =
         use content = new Net.Http.StreamContent(stream)
         content.Headers.Add("X-Filename", Path.GetFileName path)
         content.Headers.ContentType <- Net.Http.Headers.MediaTypeHeaderValue "application/octet-stream"
-        use! response = ctx.Http.PostAsync($"{ctx.Url}/v1/uploads", content)
+        use! response = ctx.Http.Value.PostAsync($"{ctx.Url}/v1/uploads", content)
 
         if response.IsSuccessStatusCode then
             let! body = response.Content.ReadAsStringAsync()
@@ -165,7 +165,7 @@ module RunCommands =
                     use content =
                         new Net.Http.StringContent(body, Text.Encoding.UTF8, "application/json")
 
-                    use! created = ctx.Http.PostAsync($"{ctx.Url}/v1/runs", content)
+                    use! created = ctx.Http.Value.PostAsync($"{ctx.Url}/v1/runs", content)
 
                     if not created.IsSuccessStatusCode then
                         let! e = problem created
@@ -184,7 +184,7 @@ module RunCommands =
                             new Net.Http.HttpRequestMessage(Net.Http.HttpMethod.Get, $"{ctx.Url}/v1/runs/{runId}/logs")
 
                         use! stream =
-                            ctx.Http.SendAsync(request, Net.Http.HttpCompletionOption.ResponseHeadersRead)
+                            ctx.Http.Value.SendAsync(request, Net.Http.HttpCompletionOption.ResponseHeadersRead)
 
                         use! body = stream.Content.ReadAsStreamAsync()
                         use reader = new StreamReader(body)
@@ -228,7 +228,7 @@ module RunCommands =
                             let downloaded = ResizeArray<string>()
 
                             if status = "completed" then
-                                match! Client.getJson ctx.Http ctx.Url $"/v1/runs/{runId}/artifacts" [] with
+                                match! Client.getJson ctx.Http.Value ctx.Url $"/v1/runs/{runId}/artifacts" [] with
                                 | Error e -> failure <- Some e
                                 | Ok(_, list) ->
                                     use list = list
@@ -237,7 +237,7 @@ module RunCommands =
                                         let name = Path.GetFileName(a.GetProperty("filename").GetString())
 
                                         let! bytes =
-                                            ctx.Http.GetByteArrayAsync(
+                                            ctx.Http.Value.GetByteArrayAsync(
                                                 ctx.Url + a.GetProperty("download_url").GetString()
                                             )
 

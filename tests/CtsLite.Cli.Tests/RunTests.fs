@@ -17,6 +17,9 @@ let private cts (args: string list) =
 
 let all =
     testList "cts run and tools" [
+        test "the argument types are a valid Argu structure (cts skips the check at start-up)" {
+            Argu.ArgumentParser<CtsArgs>.CheckStructure()
+        }
         test "cts token create mints a token the service accepts; no or a short secret is refused" {
             let secret = "cli-test-secret-long-enough-0123456789"
             use err = new StringWriter()
@@ -25,7 +28,7 @@ let all =
             let ctx: CommandContext = {
                 Url = ""
                 Json = false
-                Http = null
+                Http = lazy (failtest "no HTTP for a token")
                 Out = out
                 OutStream = Stream.Null
                 Err = err
