@@ -56,7 +56,7 @@ let private cursorAgrees (file: string) : int =
 
 /// One `can` event (cereal's layout) whose frames have payloads of these lengths, framed as one
 /// message: the test-side encoder writes what no real log holds.
-let private canEvent (logMonoTime: uint64) (payloadLengths: int list) : byte array =
+let private canFramesEvent (logMonoTime: uint64) (frames: (uint32 * byte * int) list) : byte array =
     let schema = Schema.cereal ()
     let layout = EventLayout.ofSchema schema |> ok
 
@@ -82,10 +82,10 @@ let private canEvent (logMonoTime: uint64) (payloadLengths: int list) : byte arr
     put data layout.DiscriminantByte 2 (uint64 layout.CanDiscriminant)
 
     let frames = [|
-        for i, length in List.indexed payloadLengths ->
+        for address, src, length in frames ->
             let d = Array.zeroCreate<uint64> canData.DataWords
-            put d layout.AddressByte 4 (uint64 (0x100 + i))
-            put d layout.SrcByte 1 0UL
+            put d layout.AddressByte 4 (uint64 address)
+            put d layout.SrcByte 1 (uint64 src)
             let pointers = Array.create canData.PointerCount None
 
             pointers[layout.DatPointer] <-
@@ -101,8 +101,37 @@ let private canEvent (logMonoTime: uint64) (payloadLengths: int list) : byte arr
 
     Encoder.encode 1 (Encoder.Struct(data, pointers)) Encoder.Near
 
+/// One `can` event of frames on src 0 with these payload lengths, at addresses 0x100, 0x101, …
+let private canEvent (logMonoTime: uint64) (payloadLengths: int list) : byte array =
+    canFramesEvent logMonoTime [ for i, length in List.indexed payloadLengths -> uint32 (0x100 + i), 0uy, length ]
+
 let all =
     testList "Log API" [
+        test "distinct addresses per src count standard and extended ids alike" {
+            let file = Path.Combine(TestEnv.tempDir "addresses", "ids.rlog")
+            let standard = [ 0u; 0x7FFu; 0x146u ]
+            let extended = [ 0x800u; 0x18DAF110u; 0x1FFFFFFFu ]
+
+            File.WriteAllBytes(
+                file,
+                Array.concat [
+                    canFramesEvent 1_000UL [ for a in standard @ extended -> a, 0uy, 8 ]
+                    // Again on src 0 (nothing new), and once on src 128.
+                    canFramesEvent 2_000UL [ for a in standard @ extended -> a, 0uy, 8 ]
+                    canFramesEvent 3_000UL [ 0x146u, 128uy, 8; 0x18DAF110u, 128uy, 8 ]
+                ]
+            )
+
+            let layout = EventLayout.ofSchema (Schema.cereal ()) |> ok
+
+            match LogInfo.compute (Schema.cereal ()) layout ReaderOptions.Default [ file ] with
+            | Ok info ->
+                Expect.equal info.CanFrames 14L "every frame"
+                Expect.equal info.CanFramesPerSrc[0] 12L "src 0"
+                Expect.equal info.CanDistinctAddressesPerSrc[0] 6 "three standard and three extended on src 0"
+                Expect.equal info.CanDistinctAddressesPerSrc[128] 2 "one of each on src 128"
+            | Error e -> failtest (DecodeError.describe e)
+        }
         test "a CAN payload over 64 bytes is damage, not a frame: no reader copies it" {
             let file = Path.Combine(TestEnv.tempDir "canpayload", "long.rlog")
 
