@@ -112,27 +112,29 @@ let decompressed (path: string) : Stream =
     | Ok(stream, _) -> stream
     | Error e -> failwith e
 
+/// `capnp convert --short binary:json` of `Event` under the schema in `schemaDir`, reading
+/// standard input: the reference every dump is compared with.
+let capnpConvert (schemaDir: string) : ProcessStartInfo =
+    ProcessStartInfo(
+        "capnp",
+        [
+            "convert"
+            "-I"
+            schemaDir
+            "--short"
+            "binary:json"
+            Path.Combine(schemaDir, "log.capnp")
+            "Event"
+        ],
+        RedirectStandardInput = true,
+        RedirectStandardOutput = true,
+        RedirectStandardError = true,
+        UseShellExecute = false
+    )
+
 /// Runs `cts log dump` on `log` and `capnp convert` on the same bytes; every line must be equal.
 let conformance (log: string) (schemaDir: string) (schemaArg: string list) =
-    let info =
-        ProcessStartInfo(
-            "capnp",
-            [
-                "convert"
-                "-I"
-                schemaDir
-                "--short"
-                "binary:json"
-                Path.Combine(schemaDir, "log.capnp")
-                "Event"
-            ],
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false
-        )
-
-    use capnp = Process.Start info
+    use capnp = Process.Start(capnpConvert schemaDir)
     let errors = capnp.StandardError.ReadToEndAsync()
 
     let feed =

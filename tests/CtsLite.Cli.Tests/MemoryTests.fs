@@ -177,30 +177,15 @@ let all =
             Expect.equal (Program.run [| "log"; "dump"; file |] out err) 0 "dumped in process"
             let schemaDir = Path.Combine(TestEnv.sharedDir (), "reference", "cereal")
 
-            let info =
-                ProcessStartInfo(
-                    "capnp",
-                    [
-                        "convert"
-                        "-I"
-                        schemaDir
-                        "--short"
-                        "binary:json"
-                        Path.Combine(schemaDir, "log.capnp")
-                        "Event"
-                    ],
-                    RedirectStandardInput = true,
-                    RedirectStandardOutput = true,
-                    UseShellExecute = false
-                )
-
-            use capnp = Process.Start info
-            let expected = new MemoryStream()
+            use capnp = Process.Start(LogTests.capnpConvert schemaDir)
+            let errors = capnp.StandardError.ReadToEndAsync()
+            use expected = new MemoryStream()
             let reading = capnp.StandardOutput.BaseStream.CopyToAsync expected
             capnp.StandardInput.BaseStream.Write(File.ReadAllBytes file)
             capnp.StandardInput.Close()
             reading.Wait()
             capnp.WaitForExit()
+            Expect.equal capnp.ExitCode 0 $"capnp convert: {errors.Result}"
             Expect.isGreaterThan out.Length (4L <<< 20) "longer than what is kept in memory"
             Expect.isTrue (out.ToArray().AsSpan().SequenceEqual(expected.ToArray())) "equal to capnp convert"
         }

@@ -103,7 +103,9 @@ let private canFramesEvent (logMonoTime: uint64) (frames: (uint32 * byte * int) 
 
 /// One `can` event of frames on src 0 with these payload lengths, at addresses 0x100, 0x101, …
 let private canEvent (logMonoTime: uint64) (payloadLengths: int list) : byte array =
-    canFramesEvent logMonoTime [ for i, length in List.indexed payloadLengths -> uint32 (0x100 + i), 0uy, length ]
+    canFramesEvent logMonoTime [
+        for i, length in List.indexed payloadLengths -> uint32 (0x100 + i), 0uy, length
+    ]
 
 let all =
     testList "Log API" [
