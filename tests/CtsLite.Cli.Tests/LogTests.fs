@@ -584,13 +584,15 @@ let damageTests =
                     Expect.isFalse (err.ToString().Contains "warning:") "an error, not a warning"
         }
         test "a FIFO is refused, not waited on, by log and tool commands alike" {
-            let pipe = TestEnv.fifo (TestEnv.tempDir "fifo") "rlog.zst"
+            let dir = TestEnv.tempDir "fifo"
+            let pipe = TestEnv.fifo dir "rlog.zst"
+            let out = Path.Combine(dir, "out")
 
             for args in
                 [
                     [ "log"; "info"; pipe ]
                     [ "log"; "dump"; pipe ]
-                    [ "run"; "log-summary"; pipe; "--local" ]
+                    [ "run"; "log-summary"; pipe; "--local"; "--out-dir"; out ]
                 ] do
                 use err = new StringWriter()
 
@@ -600,6 +602,8 @@ let damageTests =
                 Expect.isTrue (work.Wait(TimeSpan.FromSeconds 30.0)) $"{args}: answered, not blocked"
                 Expect.equal work.Result ExitCode.ClientError $"{args}: exit 1"
                 Expect.stringContains (err.ToString()) "not a regular file: a named pipe (FIFO)" $"{args}: says why"
+
+            Expect.isFalse (Directory.Exists out) "a run that wrote nothing leaves no empty folder"
         }
         test "a truncated log keeps the events before the damage, warns, and fails under --strict" {
             let dir = TestEnv.tempDir "trunc"

@@ -154,6 +154,7 @@ module ToolRunner =
             | _ -> Error(ToolError.InvalidParameters errors)
         | [] ->
             let outputDir = Path.GetFullPath request.OutputDir
+            let existed = Directory.Exists outputDir
             Directory.CreateDirectory outputDir |> ignore
             use limit = CancellationTokenSource.CreateLinkedTokenSource request.Cancellation
             request.Timeout |> Option.iter (fun t -> limit.CancelAfter t)
@@ -174,6 +175,14 @@ module ToolRunner =
                     tool.Run context
                 with :? OperationCanceledException when limit.IsCancellationRequested ->
                     Error ToolError.Canceled
+
+            // A run that failed before writing anything leaves no empty folder behind.
+            if
+                Result.isError outcome
+                && not existed
+                && Seq.isEmpty (Directory.EnumerateFileSystemEntries outputDir)
+            then
+                Directory.Delete outputDir
 
             match outcome with
             | Ok output ->
