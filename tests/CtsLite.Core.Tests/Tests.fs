@@ -65,6 +65,7 @@ let all =
         CapnpTests.all
         LogApiTests.all
         LogSourceTests.all
+        Bzip2Tests.all
         DbcTests.all
         BitAnalysisTests.all
         SubaruTests.all

@@ -274,6 +274,10 @@ module Compression =
             match kind with
             | Compression.Zstd when usesNativeZstd options = Ok true -> new NativeZstdStream(compressed)
             | Compression.Zstd -> new ZstdSharp.DecompressionStream(compressed, leaveOpen = true)
+            // bzip2 blocks are independent: one per core (the file is read again, sequentially,
+            // should anything go wrong, so errors are the sequential decoder's).
+            | Compression.Bzip2 when Environment.ProcessorCount >= 2 && compressed.CanSeek ->
+                new ParallelBzip2Stream(compressed, Environment.ProcessorCount, true)
             | Compression.Bzip2 -> new ICSharpCode.SharpZipLib.BZip2.BZip2InputStream(compressed, IsStreamOwner = false)
             | Compression.Raw -> compressed
 
