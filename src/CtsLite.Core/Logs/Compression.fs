@@ -18,7 +18,7 @@ type Compression =
 /// input it is (for progress reports).
 [<AbstractClass>]
 type internal DecompressedStream() =
-    inherit Stream()
+    inherit ForwardStream()
 
     /// How far through the compressed input the reading is, 0–1 (0 when its length is unknown).
     abstract InputFraction: float
@@ -26,19 +26,9 @@ type internal DecompressedStream() =
     /// Decompressed bytes delivered so far.
     abstract Delivered: int64
 
-    override _.CanRead = true
-    override _.CanSeek = false
-    override _.CanWrite = false
-    override _.Length = raise (NotSupportedException())
-
     override this.Position
         with get () = this.Delivered
         and set _ = raise (NotSupportedException())
-
-    override _.Flush() = ()
-    override _.Seek(_, _) = raise (NotSupportedException())
-    override _.SetLength _ = raise (NotSupportedException())
-    override _.Write(_, _, _) = raise (NotSupportedException())
 
 /// Counts decompressed bytes and enforces the size and ratio limits while streaming.
 [<Sealed>]

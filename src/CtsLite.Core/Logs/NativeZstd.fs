@@ -7,6 +7,25 @@ open System.IO
 open System.Runtime.InteropServices
 open Microsoft.FSharp.NativeInterop
 
+/// A stream read forward only, as every decoder stream here is: nothing to seek, write or measure.
+[<AbstractClass>]
+type internal ForwardStream() =
+    inherit Stream()
+
+    override _.CanRead = true
+    override _.CanSeek = false
+    override _.CanWrite = false
+    override _.Length = raise (NotSupportedException())
+
+    override _.Position
+        with get () = raise (NotSupportedException())
+        and set _ = raise (NotSupportedException())
+
+    override _.Flush() = ()
+    override _.Seek(_, _) = raise (NotSupportedException())
+    override _.SetLength _ = raise (NotSupportedException())
+    override _.Write(_, _, _) = raise (NotSupportedException())
+
 /// libzstd's streaming buffers (`ZSTD_inBuffer`, `ZSTD_outBuffer`).
 [<Struct; StructLayout(LayoutKind.Sequential)>]
 type internal ZstdBuffer =
@@ -60,7 +79,7 @@ module internal ZstdNative =
 /// carrying libzstd's error name, which ZstdSharp's are ported from), at the native speed.
 [<Sealed>]
 type internal NativeZstdStream(compressed: Stream) =
-    inherit Stream()
+    inherit ForwardStream()
     static let inputSize = 1 <<< 17
 
     let stream =
@@ -78,20 +97,6 @@ type internal NativeZstdStream(compressed: Stream) =
     let mutable pending = 0un
     let mutable ended = false
     let mutable disposed = false
-
-    override _.CanRead = true
-    override _.CanSeek = false
-    override _.CanWrite = false
-    override _.Length = raise (NotSupportedException())
-
-    override _.Position
-        with get () = raise (NotSupportedException())
-        and set _ = raise (NotSupportedException())
-
-    override _.Flush() = ()
-    override _.Seek(_, _) = raise (NotSupportedException())
-    override _.SetLength _ = raise (NotSupportedException())
-    override _.Write(_, _, _) = raise (NotSupportedException())
 
     override this.Read(buffer: byte array, offset: int, count: int) : int =
         this.Read(Span<byte>(buffer, offset, count))

@@ -181,17 +181,14 @@ module internal Bz2Native =
 
             let code =
                 try
-                    let code =
-                        f.Invoke(
-                            dst.AddrOfPinnedObject(),
-                            len.AddrOfPinnedObject(),
-                            src.AddrOfPinnedObject(),
-                            uint32 sourceLength,
-                            0,
-                            0
-                        )
-
-                    code
+                    f.Invoke(
+                        dst.AddrOfPinnedObject(),
+                        len.AddrOfPinnedObject(),
+                        src.AddrOfPinnedObject(),
+                        uint32 sourceLength,
+                        0,
+                        0
+                    )
                 finally
                     src.Free()
                     dst.Free()
@@ -217,7 +214,7 @@ module internal Bz2Native =
 /// sequential decoder's.
 [<Sealed>]
 type internal ParallelBzip2Stream(compressed: Stream, workers: int, native: bool) =
-    inherit Stream()
+    inherit ForwardStream()
     let mutable buffer = Array.zeroCreate<byte>(1 <<< 20)
     let mutable length = 0
     /// Bit offset in `buffer` of the next block to dispatch (-1 before the header is read).
@@ -293,15 +290,13 @@ type internal ParallelBzip2Stream(compressed: Stream, workers: int, native: bool
     let dispatch () =
         while not streamEnded && pending.Count < workers do
             if blockStart < 0L then
-                while length < 4 && not inputEnded do
-                    fill ()
-
-                if length < 4 then
-                    // Too short for a header: the sequential decoder says why.
-                    raise (InvalidDataException "bzip2: header")
-
+                // The header and the first magic after it.
                 while length < 10 && not inputEnded do
                     fill ()
+
+                if length < 10 then
+                    // Too short for a header and a block: the sequential decoder says why.
+                    raise (InvalidDataException "bzip2: header")
 
                 level <- buffer[3]
                 blockStart <- 32L
@@ -356,32 +351,22 @@ type internal ParallelBzip2Stream(compressed: Stream, workers: int, native: bool
     /// Whether the reading went on sequentially (after damage, or a false block boundary).
     member _.FellBack = not (isNull fallback)
 
-    override _.CanRead = true
-    override _.CanSeek = false
-    override _.CanWrite = false
-    override _.Length = raise (NotSupportedException())
-
     override _.Position
         with get () = delivered
         and set _ = raise (NotSupportedException())
 
-    override _.Flush() = ()
-    override _.Seek(_, _) = raise (NotSupportedException())
-    override _.SetLength _ = raise (NotSupportedException())
-    override _.Write(_, _, _) = raise (NotSupportedException())
-
     override _.Read(target: byte array, offset: int, count: int) : int =
         if count = 0 then
             0
-        elif not (isNull fallback) then
-            let n = fallback.Read(target, offset, count)
-            delivered <- delivered + int64 n
-            n
         else
             let mutable result = -1
 
             while result < 0 do
-                if not (isNull current) && currentPos < currentLength then
+                if not (isNull fallback) then
+                    let n = fallback.Read(target, offset, count)
+                    delivered <- delivered + int64 n
+                    result <- n
+                elif not (isNull current) && currentPos < currentLength then
                     let n = min count (currentLength - currentPos)
                     Buffer.BlockCopy(current, currentPos, target, offset, n)
                     currentPos <- currentPos + n
@@ -414,10 +399,8 @@ type internal ParallelBzip2Stream(compressed: Stream, workers: int, native: bool
                             dispatch ()
                         with _ ->
                             ()
-                    | None when not (isNull fallback) ->
-                        let n = fallback.Read(target, offset, count)
-                        delivered <- delivered + int64 n
-                        result <- n
+                    // Fallen back: the next round reads sequentially.
+                    | None when not (isNull fallback) -> ()
                     | None -> result <- 0
 
             result
@@ -429,6 +412,10 @@ type internal ParallelBzip2Stream(compressed: Stream, workers: int, native: bool
                     t.Wait()
                 with _ ->
                     ()
+
+            if currentPooled then
+                Buffers.ArrayPool<byte>.Shared.Return current
+                currentPooled <- false
 
             if not (isNull fallback) then
                 fallback.Dispose()
