@@ -158,6 +158,37 @@ let all =
             Expect.equal out.Length 0L "nothing of the damaged event"
             Expect.isEmpty (Directory.GetFiles(Path.GetTempPath(), "cts-event-*")) "its spill file is gone"
         }
+        test "the analyzer's memory does not grow with the drive: 20 joined segments" {
+            // 20 copies of the synthetic segment, `cat`-joined (zstd frames concatenate): 4 M CAN
+            // frames and 60 marker windows. Keeping every frame peaked near 400 MiB here.
+            let dir = TestEnv.tempDir "drive"
+            let file = Path.Combine(dir, "drive.rlog.zst")
+
+            let segment =
+                File.ReadAllBytes(Path.Combine(TestEnv.sharedDir (), "data", "rlogs", "synthetic", "default.rlog.zst"))
+
+            do
+                use out = File.Create file
+
+                for _ in 1..20 do
+                    out.Write segment
+
+            let code, errors, peak =
+                peakOf [
+                    "run"
+                    "cruise-control-analyzer"
+                    file
+                    "--local"
+                    "--out-dir"
+                    Path.Combine(dir, "out")
+                ]
+
+            Expect.equal code 0 $"analysed: {errors}"
+            Expect.isLessThan peak 200.0 $"the analyzer peaked at {peak:F0} MiB on 20 minutes"
+            let summary = File.ReadAllText(Path.Combine(dir, "out", "summary.json"))
+            Expect.stringContains summary "time steps back" "each join is reported"
+            Directory.Delete(dir, true)
+        }
         test "100,000 valid payloads sharing one 64-byte blob are read and stay within the bound" {
             let dir = TestEnv.tempDir "amplified"
             let file = Path.Combine(dir, "rlog")

@@ -333,7 +333,7 @@ let logic =
                 let speeds = speeds |> List.map (fun (NormalFloat v) -> 50.0 + (abs v % 10.0))
 
                 let samples =
-                    speeds |> List.mapi (fun i v -> at (float i * 0.02), v) |> Array.ofList
+                    speeds |> List.mapi (fun i v -> struct (at (float i * 0.02), v)) |> Array.ofList
 
                 let events = CruiseControl.targetSpeedEvents 55.0 56.0 samples
 
@@ -344,7 +344,12 @@ let logic =
 
                 ours = modelEvents 55.0 56.0 speeds)
         test "the Python comma-tools' example: [54.9, 55.1, 56.0, 56.1] gives one event 1 → 3" {
-            let samples = [| at 0.0, 54.9; at 1.0, 55.1; at 2.0, 56.0; at 3.0, 56.1 |]
+            let samples = [|
+                struct (at 0.0, 54.9)
+                struct (at 1.0, 55.1)
+                struct (at 2.0, 56.0)
+                struct (at 3.0, 56.1)
+            |]
 
             match CruiseControl.targetSpeedEvents 55.0 56.0 samples with
             | [ e ] -> Expect.equal (e.Start.Rel, e.End.Rel, e.Samples) (1.0, 3.0, 2) "one event"
@@ -441,6 +446,70 @@ let analyzer =
             let _, _, summary = analyze (route ()) []
             let t = truth (synthetic [ "route"; $"{routeName}.truth.json" ])
             checkAgainstTruth summary (t.GetProperty "expected_route_level")
+        }
+        test "the route's segments joined into one file (cat) give the route's findings" {
+            // zstd frames concatenate: `cat` of the segments is one valid log.
+            let dir = TestEnv.tempDir "joined"
+            let joined = Path.Combine(dir, "route.rlog.zst")
+
+            File.WriteAllBytes(
+                joined,
+                [|
+                    for n in 0..2 do
+                        yield! File.ReadAllBytes(segment n)
+                |]
+            )
+
+            let _, joinedDir, summary = analyze joined []
+            let t = truth (synthetic [ "route"; $"{routeName}.truth.json" ])
+            checkAgainstTruth summary (t.GetProperty "expected_route_level")
+            let _, routeDir, _ = analyze (route ()) []
+
+            for name in [ "counts_by_segment"; "candidates"; "edges"; "runs"; "timeline" ] do
+                let _, _, a = readCsv (Path.Combine(joinedDir, $"{name}.csv"))
+                let _, _, b = readCsv (Path.Combine(routeDir, $"{name}.csv"))
+                Expect.equal a b $"{name} rows"
+        }
+        test "a log joined to itself: time steps back, and the copy follows on as a new segment" {
+            let dir = TestEnv.tempDir "twice"
+            let twice = Path.Combine(dir, "twice.rlog.zst")
+            let once = File.ReadAllBytes(defaultLog ())
+            File.WriteAllBytes(twice, Array.append once once)
+            let _, _, single = analyze (defaultLog ()) []
+            let _, outDir, summary = analyze twice []
+
+            let rels (s: JsonElement) (name: string) =
+                items (s.GetProperty name)
+                |> List.map (fun e -> e.GetProperty("ts_rel").GetDouble())
+
+            let first = rels single "set_presses"
+            let both = rels summary "set_presses"
+            Expect.equal both.Length (2 * first.Length) "the copy's presses too"
+            let duration = List.last first + 1.0
+            // The copy's presses follow the first part's, at the same offsets from its start.
+            for a, b in List.zip first (List.skip first.Length both) do
+                Expect.isTrue (b > duration && abs (b - a - (both[first.Length] - first[0])) < 1e-3) $"{a} → {b}"
+
+            let _, header, runs = readCsv (Path.Combine(outDir, "runs.csv"))
+            let duration = Array.IndexOf(header, "duration_s")
+            Expect.isNonEmpty runs "runs"
+
+            Expect.isTrue
+                (runs |> Array.forall (fun r -> r[duration] = "" || float r[duration] >= 0.0))
+                "no negative duration"
+
+            Expect.isTrue (runs |> Array.exists (fun r -> r[duration] <> "")) "runs with a duration"
+
+            for w in items (summary.GetProperty "marker_windows") do
+                Expect.isTrue
+                    (w.GetProperty("stop_rel").GetDouble() >= w.GetProperty("start_rel").GetDouble())
+                    "windows run forward"
+
+            let warnings =
+                items (summary.GetProperty("integrity").GetProperty "log_warnings")
+                |> List.map _.GetString()
+
+            Expect.exists warnings (fun w -> w.Contains "time steps back") "the join is reported"
         }
         test "every artifact exists, with the golden columns and metadata header" {
             let output, dir, _ = analyze (defaultLog ()) []

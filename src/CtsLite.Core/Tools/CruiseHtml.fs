@@ -36,7 +36,7 @@ pre{background:#f6f7f9;padding:1rem;overflow:auto;font-size:.8rem}
         let t0 = 0.0
         let t1 = max 1e-3 (float (a.LastNs - a.FirstNs) / 1e9)
 
-        let speeds = a.Speeds |> Array.map snd
+        let speeds = a.Speeds |> Array.map (fun struct (_, mph) -> mph)
 
         let vMin =
             (if speeds.Length = 0 then
@@ -120,7 +120,7 @@ pre{background:#f6f7f9;padding:1rem;overflow:auto;font-size:.8rem}
             let points = StringBuilder()
 
             for i in 0..every .. a.Speeds.Length - 1 do
-                let s, mph = a.Speeds[i]
+                let struct (s, mph) = a.Speeds[i]
 
                 points.Append(f 1 (x s.Rel)).Append(',').Append(f 1 (y mph)).Append(' ')
                 |> ignore

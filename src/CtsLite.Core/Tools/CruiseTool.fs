@@ -157,54 +157,27 @@ module internal CruiseTool =
             | Error e -> Error e
             | Ok files ->
                 let layout = LogInput.layout ()
-                use store = new FrameStore()
-                let integrity = IntegrityCheck dbc
-                let mutable first = None
-                let mutable last = Int64.MinValue
-                let mutable events = 0L
+                use stream = new CruiseStream(s, decoder, dbc, IntegrityCheck dbc)
                 let mutable truncated = false
                 let max = s.MaxEvents |> Option.defaultValue Int64.MaxValue
 
                 LogInput.iter ctx files 0.0 80.0 (fun reader ->
-                    if events >= max then
+                    if stream.Events >= max then
                         truncated <- true
                         false
                     else
                         let m = reader.Message
                         let e = reader.Event
-                        let ns = int64 (Event.logMonoTime m layout e)
-                        events <- events + 1L
-
-                        if first.IsNone then
-                            first <- Some ns
-
-                        last <- Math.Max(last, ns)
+                        let ns = stream.Event(int64 (Event.logMonoTime m layout e))
 
                         if Event.which m layout e = layout.CanDiscriminant then
                             let mutable frames = CanCursor(m, layout, Event.canBatch m layout e)
 
                             while frames.MoveNext() do
-                                let address = frames.Address
-                                let bus = int frames.Src
-                                let key = store.KeyOf(address, bus)
-                                let payload = frames.Payload
-                                store.Add(ns, key, payload) |> ignore
-                                integrity.Check(key, address, bus, ns, payload)
+                                stream.Frame(ns, frames.Address, int frames.Src, frames.Payload)
 
                         true)
-                |> Result.map (fun warnings ->
-                    let firstNs = first |> Option.defaultValue 0L
-
-                    CruiseControl.analyse s decoder dbc {
-                        Store = store
-                        Integrity = integrity
-                        FirstNs = firstNs
-                        LastNs = Math.Max(last, firstNs)
-                        Events = events
-                        Files = files
-                        Warnings = warnings
-                        Truncated = truncated
-                    })
+                |> Result.map (fun warnings -> stream.Finish(files, warnings, truncated))
 
     let private run (ctx: ToolContext) : Result<ToolOutput, ToolError> =
         let p = ctx.Parameters

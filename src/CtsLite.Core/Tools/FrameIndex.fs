@@ -145,6 +145,31 @@ type internal FrameStore() =
         count <- count + 1
         count - 1
 
+    /// Forgets the first `n` frames (the oldest, when frames arrive in time order), moving the rest
+    /// to the front: a look-back ring that drops its old half now and then stays contiguous, so
+    /// the queries below work on it unchanged. Key indices are kept.
+    member _.DropFirst(n: int) =
+        let n = min n count
+
+        if n > 0 then
+            for i in 0 .. n - 1 do
+                keyFrames[keys[i]] <- keyFrames[keys[i]] - 1
+
+            let remaining = count - n
+            let firstByte = if n < count then offsets[n] else used
+            Array.Copy(times, n, times, 0, remaining)
+            Array.Copy(keys, n, keys, 0, remaining)
+            Array.Copy(offsets, n, offsets, 0, remaining)
+            Array.Copy(lengths, n, lengths, 0, remaining)
+            Array.Copy(words, n, words, 0, remaining)
+            Array.Copy(bytes, firstByte, bytes, 0, used - firstByte)
+
+            for i in 0 .. remaining - 1 do
+                offsets[i] <- offsets[i] - firstByte
+
+            count <- remaining
+            used <- used - firstByte
+
     /// The frame indices of each key, in time order (log order within one time).
     member _.ByKey() : int array array =
         let result = Array.init keyList.Count (fun k -> Array.zeroCreate<int> keyFrames[k])
@@ -221,6 +246,25 @@ type internal UniquePayloads() =
             long.Add(Convert.ToHexString(store.Payload i)) |> ignore
 
     member _.Count = count + long.Count
+
+    /// Adds every payload of `other` (a union: the counts of distinct payloads over several windows).
+    member this.AddAll(other: UniquePayloads) = other.CopyInto this
+
+    member private _.CopyInto(target: UniquePayloads) =
+        for i in 0 .. words.Length - 1 do
+            if stamps[i] = generation then
+                target.AddWord(words[i], lengths[i])
+
+        for s in long do
+            target.AddLong s
+
+    member private _.AddWord(word: uint64, length: byte) =
+        if count * 2 >= words.Length then
+            grow ()
+
+        insert word length
+
+    member private _.AddLong(hex: string) = long.Add hex |> ignore
 
     member _.Clear() =
         generation <- generation + 1
@@ -327,10 +371,6 @@ module internal FrameIndex =
 
         struct (rises, falls, changed)
 
-    /// The rises and falls of `bitChanges` over all of `indices`.
-    let bitCounts (store: FrameStore) (indices: int array) : int array * int array =
-        let struct (rises, falls, _) = bitChanges store indices 0 indices.Length
-        rises, falls
 
     /// The first position in `indices` (time-ordered frame indices) whose time is ≥ `ns`.
     let lowerBound (store: FrameStore) (indices: int array) (ns: int64) : int =
@@ -361,3 +401,62 @@ module internal FrameIndex =
                 hi <- mid
 
         lo
+
+/// Rises (0→1) and falls (1→0) of each bit over a stream of payloads, one frame at a time: the
+/// counts `FrameIndex.bitChanges` gives over the same payloads in the same order, without keeping
+/// them (a drive's candidate bits in memory that does not grow with its length).
+type internal BitFlips() =
+    let mutable rises = Array.zeroCreate<int> 64
+    let mutable falls = Array.zeroCreate<int> 64
+    let previous = Array.zeroCreate<byte> 256
+    let mutable previousLength = -1
+    let mutable previousWord = 0UL
+
+    let count (g: int) (rising: bool) =
+        if rising then
+            rises[g] <- rises[g] + 1
+        else
+            falls[g] <- falls[g] + 1
+
+    member _.Add(payload: ReadOnlySpan<byte>) =
+        let length = min payload.Length previous.Length
+
+        if length * 8 > rises.Length then
+            Array.Resize(&rises, length * 8)
+            Array.Resize(&falls, length * 8)
+
+        let mutable word = 0UL
+
+        for j in 0 .. min length 8 - 1 do
+            word <- word ||| (uint64 payload[j] <<< (8 * j))
+
+        if previousLength >= 0 then
+            if previousLength <= 8 && length <= 8 then
+                let mutable diff = previousWord ^^^ word
+
+                while diff <> 0UL do
+                    let g = Numerics.BitOperations.TrailingZeroCount diff
+                    count g ((word >>> g) &&& 1UL = 1UL)
+                    diff <- diff &&& (diff - 1UL)
+            else
+                for byteIndex in 0 .. max length previousLength - 1 do
+                    let x =
+                        if byteIndex < previousLength then
+                            previous[byteIndex]
+                        else
+                            0uy
+
+                    let y = if byteIndex < length then payload[byteIndex] else 0uy
+                    let diff = x ^^^ y
+
+                    if diff <> 0uy then
+                        for bit in 0..7 do
+                            if (diff >>> bit) &&& 1uy = 1uy then
+                                count (byteIndex * 8 + bit) ((y >>> bit) &&& 1uy = 1uy)
+
+        payload.Slice(0, length).CopyTo(Span<byte>(previous, 0, length))
+        previousLength <- length
+        previousWord <- word
+
+    member _.Rises = rises
+    member _.Falls = falls
