@@ -151,3 +151,19 @@ let run (shared: string) (cts: string) (quick: bool) =
 
     row "1-min bzip2 segment (comma2k19), `cts log info`" $"bzip2 -dc {segmentBz2}" $"{cts} log info {segmentBz2}"
     row "`cts version` (against `zstd --version`)" "zstd --version" $"{cts} version"
+
+    // The analyzer on the same logs (its output folder reused: artifacts are replaced whole).
+    let out = Path.Combine(cache, "analyzer-out")
+
+    let synthetic =
+        Path.Combine(shared, "data", "rlogs", "synthetic", "default.rlog.zst")
+
+    row
+        "1-min zstd segment (synthetic Subaru), `cts run --local cruise-control-analyzer`"
+        $"zstd -dc {synthetic}"
+        $"{cts} run --local cruise-control-analyzer {synthetic} --out-dir {out}"
+
+    row
+        "20-min zstd log, `cts run --local cruise-control-analyzer`"
+        $"zstd -dc {zst}"
+        $"{cts} run --local cruise-control-analyzer {zst} --out-dir {out}"
