@@ -100,6 +100,49 @@ let all =
                 payloads |> List.pairwise |> List.filter (fun (a, b) -> a <> b) |> List.length
 
             rises = plainRises && falls = plainFalls && changed = plainChanged)
+        testProperty
+            "BitFlips one payload at a time equals bitChanges over the stored frames"
+            (fun (payloads: NonEmptyArray<byte> list) ->
+                let payloads =
+                    payloads |> List.map (fun a -> a.Get |> Array.truncate 12) |> List.truncate 40
+
+                use store = storeOf [ for i, p in List.indexed payloads -> int64 i, 1u, 0, p ]
+                let indices = Array.init store.Count id
+
+                let struct (rises, falls, _) = FrameIndex.bitChanges store indices 0 indices.Length
+
+                let flips = BitFlips()
+
+                for p in payloads do
+                    flips.Add(ReadOnlySpan p)
+
+                // BitFlips sizes its counts by the longest payload so far; bits past it never flipped.
+                let trim (a: int array) n =
+                    Array.init n (fun i -> if i < a.Length then a[i] else 0)
+
+                let n = max rises.Length 64
+                trim flips.Rises n = trim rises n && trim flips.Falls n = trim falls n)
+        test "DropFirst forgets the oldest frames and keeps the rest, their payloads and keys" {
+            use store =
+                storeOf [
+                    for i in 0..9 ->
+                        int64 i, (if i % 2 = 0 then 0x146u else 0x13Au), 0, Array.create (1 + i % 3) (byte i)
+                ]
+
+            store.DropFirst 6
+            Expect.equal store.Count 4 "four left"
+            Expect.equal [ for i in 0..3 -> store.Time i ] [ 6L; 7L; 8L; 9L ] "the newest, in order"
+
+            Expect.equal
+                [ for i in 0..3 -> store.PayloadArray i ]
+                [ for i in 6..9 -> Array.create (1 + i % 3) (byte i) ]
+                "their payloads"
+
+            Expect.equal [ for i in 0..3 -> store.Keys[store.Key i].Address ] [ 0x146u; 0x13Au; 0x146u; 0x13Au ] "keys"
+            Expect.equal (store.ByKey() |> Array.map Array.length) [| 2; 2 |] "per-key counts follow"
+            store.Add(10L, store.KeyOf(0x146u, 0), ReadOnlySpan [| 42uy |]) |> ignore
+            Expect.equal (store.PayloadArray 4) [| 42uy |] "appends after the kept frames"
+        }
         test "top takes the most-flipped bits, ties to the lower bit, never a bit that did not flip" {
             let rises = [| 0; 5; 1; 2; 0 |]
             let falls = [| 0; 0; 4; 1; 0 |]
@@ -118,7 +161,7 @@ let all =
 
                 lo = (times |> List.filter (fun t -> t < ns) |> List.length)
                 && hi = (times |> List.filter (fun t -> t <= ns) |> List.length))
-        test "the analyzer's stages give one analysis however the cores interleave them" {
+        test "the analysis is the same on every run, its pooled ring and arrays reused" {
             let prepared =
                 ToolRunner.prepare "cruise-control-analyzer" []
                 |> Result.defaultWith (failwithf "%A")
