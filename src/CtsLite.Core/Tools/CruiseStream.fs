@@ -140,7 +140,6 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
     let mutable last = Int64.MinValue
     let mutable offset = 0L
     let mutable events = 0L
-    let mutable canFrames = 0L
     let joins = ResizeArray<struct (int64 * int64)>()
     let dashlights = ResizeArray<DashlightState>()
 
@@ -268,6 +267,14 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
                             }
         ]
         |> List.sortBy (fun a -> -a.Changes, a.Address, a.Bus)
+
+    /// Takes the complete windows whose frames have all been read by `now`, in order.
+    let takeDue (d: DashlightState) (now: int64) =
+        while d.Due.Count > 0
+              && (let struct (_, due) = d.Due.Peek()
+                  now > due) do
+            let struct (w, _) = d.Due.Dequeue()
+            d.Activity.Add(takeWindow w d.Totals)
 
     let skip (st: KeyState) (e: SubaruDecodeError) =
         if st.Skipped = 0L then
@@ -439,11 +446,7 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
         events <- events + 1L
 
         for d in dashlights do
-            while d.Due.Count > 0
-                  && (let struct (_, due) = d.Due.Peek()
-                      ns > due) do
-                let struct (w, _) = d.Due.Dequeue()
-                d.Activity.Add(takeWindow w d.Totals)
+            takeDue d ns
 
             match d.Tentative, d.TentativeDone with
             | ValueSome(struct (w, due)), ValueNone when ns > due ->
@@ -471,7 +474,6 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
             states[key] <- stateOf key address
 
         frames[key] <- frames[key] + 1L
-        canFrames <- canFrames + 1L
         integrity.Check(key, address, bus, ns, payload)
 
         if settings.Markers then
@@ -549,7 +551,7 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
                                 let f = BitFlips()
 
                                 for i in 0 .. kept.Times.Count - 1 do
-                                    if keep (float (kept.Times[i] - firstNs) / 1e9) then
+                                    if keep (time kept.Times[i]).Rel then
                                         f.Add(kept.Payload i)
 
                                 Some f
@@ -590,16 +592,14 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
             | null -> None
             | st ->
                 match st.Role with
-                | Blinkers d -> Some(st, d)
+                | Blinkers d -> Some d
                 | _ -> None
 
         let windows, dropped, activity, segmentCounts =
             match dash with
             | None -> [], 0, [], []
-            | Some(_, d) ->
-                while d.Due.Count > 0 do
-                    let struct (w, _) = d.Due.Dequeue()
-                    d.Activity.Add(takeWindow w d.Totals)
+            | Some d ->
+                takeDue d Int64.MaxValue
 
                 match d.Tracker.Partial with
                 | Some w ->
@@ -669,14 +669,9 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
             buttons |> List.filter (fun e -> e.Signal = name && e.Rising)
 
         let skipped = [
+            // The target messages are the decoded ones; Dashlights too when markers are on.
             let decoded =
-                [
-                    Subaru.WheelSpeedsAddress
-                    Subaru.CruiseButtonsAddress
-                    Subaru.CruiseStatusAddress
-                    Subaru.EsBrakeAddress
-                    Subaru.BrakePedalAddress
-                ]
+                CruiseControl.targetAddresses
                 @ (if settings.Markers then
                        [ Subaru.DashlightsAddress ]
                    else
@@ -703,7 +698,7 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
             FirstNs = firstNs
             LastNs = Math.Max(last, firstNs)
             Events = events
-            CanFrames = canFrames
+            CanFrames = Array.sum frames
             Speeds = speeds
             SetPresses = presses "Set"
             ResumePresses = presses "Resume"
