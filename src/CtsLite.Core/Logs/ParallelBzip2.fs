@@ -324,8 +324,8 @@ type internal ParallelBzip2Stream(compressed: Stream, workers: int, native: bool
                     raise (EndOfStreamException "bzip2: a block without an end")
                 | None -> fill ()
 
-    /// From here on, the sequential decoder from the start of the file, past what was delivered.
-    let fallBack () =
+    /// Lets the blocks in flight finish (their outcome no longer matters).
+    let drain () =
         for t in pending do
             try
                 t.Wait()
@@ -333,6 +333,10 @@ type internal ParallelBzip2Stream(compressed: Stream, workers: int, native: bool
                 ()
 
         pending.Clear()
+
+    /// From here on, the sequential decoder from the start of the file, past what was delivered.
+    let fallBack () =
+        drain ()
         compressed.Position <- 0L
 
         let sequential =
@@ -407,11 +411,7 @@ type internal ParallelBzip2Stream(compressed: Stream, workers: int, native: bool
 
     override _.Dispose(disposing: bool) =
         if disposing then
-            for t in pending do
-                try
-                    t.Wait()
-                with _ ->
-                    ()
+            drain ()
 
             if currentPooled then
                 Buffers.ArrayPool<byte>.Shared.Return current
