@@ -25,21 +25,8 @@ let private requestFor (toolId: string) (given: (string * string) list) =
 
 /// A stream whose reads block until `release` is set, deaf to any cancellation: a read of a hung
 /// network mount, which no token reaches.
-type BlockingStream(release: ManualResetEventSlim) =
-    inherit Stream()
-    override _.CanRead = true
-    override _.CanSeek = false
-    override _.CanWrite = false
-    override _.Length = raise (NotSupportedException())
-
-    override _.Position
-        with get () = 0L
-        and set _ = raise (NotSupportedException())
-
-    override _.Flush() = ()
-    override _.Seek(_, _) = raise (NotSupportedException())
-    override _.SetLength _ = raise (NotSupportedException())
-    override _.Write(_, _, _) = raise (NotSupportedException())
+type internal BlockingStream(release: ManualResetEventSlim) =
+    inherit CtsLite.Logs.ForwardStream()
 
     override _.Read(_, _, _) =
         release.Wait()
