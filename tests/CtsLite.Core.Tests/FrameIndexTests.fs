@@ -92,7 +92,7 @@ let all =
             let indices = Array.init store.Count id
 
             let struct (rises, falls, changed) =
-                FrameIndex.bitChanges store indices 0 indices.Length
+                FrameIndex.bitChanges store (ReadOnlySpan indices) 0 indices.Length
 
             let plainRises, plainFalls = plainChanges payloads
 
@@ -109,7 +109,8 @@ let all =
                 use store = storeOf [ for i, p in List.indexed payloads -> int64 i, 1u, 0, p ]
                 let indices = Array.init store.Count id
 
-                let struct (rises, falls, _) = FrameIndex.bitChanges store indices 0 indices.Length
+                let struct (rises, falls, _) =
+                    FrameIndex.bitChanges store (ReadOnlySpan indices) 0 indices.Length
 
                 let flips = BitFlips()
 
@@ -146,8 +147,12 @@ let all =
         test "top takes the most-flipped bits, ties to the lower bit, never a bit that did not flip" {
             let rises = [| 0; 5; 1; 2; 0 |]
             let falls = [| 0; 0; 4; 1; 0 |]
-            Expect.equal (FrameIndex.top 3 rises falls) [ 1, 5; 2, 5; 3, 3 ] "ordered"
-            Expect.equal (FrameIndex.top 10 rises falls) [ 1, 5; 2, 5; 3, 3 ] "only bits that flipped"
+            Expect.equal (FrameIndex.top 3 rises falls) [| struct (1, 5); struct (2, 5); struct (3, 3) |] "ordered"
+
+            Expect.equal
+                (FrameIndex.top 10 rises falls)
+                [| struct (1, 5); struct (2, 5); struct (3, 3) |]
+                "only bits that flipped"
         }
         testProperty
             "window bounds are the first time ≥ and the first time > the given one"
@@ -156,8 +161,8 @@ let all =
                 use store = storeOf [ for t in times -> t, 1u, 0, [| 0uy |] ]
                 let ix = if store.Count = 0 then [||] else store.ByKey()[0]
                 let ns = int64 probe
-                let lo = FrameIndex.lowerBound store ix ns
-                let hi = FrameIndex.upperBound store ix ns
+                let lo = FrameIndex.lowerBound store (ReadOnlySpan ix) ns
+                let hi = FrameIndex.upperBound store (ReadOnlySpan ix) ns
 
                 lo = (times |> List.filter (fun t -> t < ns) |> List.length)
                 && hi = (times |> List.filter (fun t -> t <= ns) |> List.length))

@@ -426,6 +426,74 @@ let logic =
             Expect.equal (Format.mmss 3599.9996) "60:00.000" "rounds up"
             Expect.equal (Format.mmss 5999.0) "99:59.000" "not capped"
         }
+        test "a window still pending when the log ends keeps its ranges, however long ago it opened" {
+            // The left blinker goes on at 20 s and stays on: the window is pending to the end. Its
+            // ranges are [15.5, 18.5) before, [18.5, 21.5] inside, (21.5, 24.5] after. A log ending
+            // at 30 s keeps them in the look-back ring (57 s); one ending at 200 s has long dropped
+            // them from it, so the stream must take them before they go.
+            let dbc =
+                ToolSupport.builtInText ToolSupport.SubaruDbc
+                |> Option.get
+                |> CtsLite.Can.Dbc.parseText "subaru"
+                |> Result.defaultWith (failwithf "%A")
+
+            let decoder = CtsLite.Can.Subaru.ofDatabase dbc |> Result.defaultWith failwith
+
+            let left =
+                dbc.TryMessage CtsLite.Can.Subaru.DashlightsAddress
+                |> Option.bind (fun m -> m.Signals |> List.tryFind (fun s -> s.Name = "LEFT_BLINKER"))
+                |> Option.get
+
+            let settings: CruiseSettings = {
+                SpeedMin = 0.0
+                SpeedMax = 200.0
+                Markers = true
+                MarkerPre = 1.5
+                MarkerPost = 1.5
+                MarkerTimeout = 15.0
+                EngagedBit = None
+                EngagedBus = None
+                EngagedFilter = false
+                EngagedMargin = 0.5
+                Bus = None
+                MaxEvents = None
+            }
+
+            let countsUntil (seconds: int) =
+                use stream = new CruiseStream(settings, decoder, dbc, IntegrityCheck dbc)
+
+                let dash = Array.zeroCreate<byte> 8
+                let counter = Array.zeroCreate<byte> 8
+
+                // An event every 10 ms with a counter frame (0x100, 16 payloads); the dashlights
+                // every 100 ms.
+                for i in 0 .. seconds * 100 do
+                    let ns = stream.Event(1_000_000_000L + int64 i * 10_000_000L)
+                    counter[0] <- byte (i % 16)
+                    stream.Frame(ns, 0x100u, 0, ReadOnlySpan counter)
+
+                    if i % 10 = 0 then
+                        let on = i >= 2000
+                        dash[left.StartBit / 8] <- if on then 1uy <<< (left.StartBit % 8) else 0uy
+                        stream.Frame(ns, CtsLite.Can.Subaru.DashlightsAddress, 0, ReadOnlySpan dash)
+
+                let a = stream.Finish([], [], false)
+
+                Expect.equal
+                    (a.MarkerWindows |> List.map (fun w -> w.Partial, w.Start.Rel))
+                    [ true, 20.0 ]
+                    "one pending window"
+
+                a.SegmentCounts |> List.find (fun c -> c.Address = 0x100u)
+
+            for seconds in [ 30; 200 ] do
+                let c = countsUntil seconds
+
+                Expect.equal
+                    (c.Pre, c.Window, c.Post, c.UniquePre, c.UniqueWindow, c.UniquePost)
+                    (300, 301, 300, 16, 16, 16)
+                    $"the ranges' frames, log of {seconds} s"
+        }
     ]
 
 let analyzer =

@@ -399,7 +399,7 @@ module internal CruiseArtifacts =
                                     "changes", Artifacts.int (int64 x.Changes)
                                     "top_bits",
                                     Artifacts.arr [
-                                        for bit, n in x.TopBits ->
+                                        for struct (bit, n) in x.TopBits ->
                                             Artifacts.obj [
                                                 "bit", Artifacts.int (int64 bit)
                                                 "flips", Artifacts.int (int64 n)

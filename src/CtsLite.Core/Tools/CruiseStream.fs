@@ -66,10 +66,10 @@ type internal DashlightState(tracker: MarkerTracker) =
     member val Windows = ResizeArray<MarkerWindow>()
     member val Activity = ResizeArray<WindowActivity list>()
     member val Totals = WindowTotals()
-    /// The partial window of the pending left blinker, with the time its frames are all read.
-    member val Tentative: struct (MarkerWindow * int64) voption = ValueNone with get, set
-    /// The pending window's statistics, taken while its frames were in the ring (used when the
-    /// log ends with the window still pending).
+    /// The partial window of the pending left blinker.
+    member val Tentative: MarkerWindow voption = ValueNone with get, set
+    /// The pending window's statistics, taken before its frames left the ring (used when the log
+    /// ends with the window still pending).
     member val TentativeDone: struct (WindowTotals * WindowActivity list) voption = ValueNone with get, set
 
 /// Edges of one message's decoded flags (Set/Resume/Main, Cruise_Activated).
@@ -176,6 +176,21 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
     let dueOf (w: MarkerWindow) =
         nsOf (w.WindowEnd.Rel + (w.WindowEnd.Rel - w.WindowStart.Rel)) + joinStep
 
+    // Scratch for `takeWindow`, kept between windows: a window's range is a few hundred thousand
+    // frames, and fresh index arrays for each would be large-object-heap garbage that only a full
+    // collection frees (measured: a 20-minute log's peak grew by tens of MB).
+    let mutable grouped = Array.zeroCreate<int> 0
+    let mutable starts = Array.zeroCreate<int> 0
+    let mutable fill = Array.zeroCreate<int> 0
+
+    let inTimeOrder = {
+        new IComparer<int> with
+            // Stable: frames of one time keep their log order (indices are in log order).
+            member _.Compare(i, j) =
+                let c = compare (ring.Time i) (ring.Time j)
+                if c <> 0 then c else compare i j
+    }
+
     /// One window over the ring: its before/inside/after counts and distinct payloads into
     /// `totals` (each range as long as the window), and its activity rows.
     let takeWindow (w: MarkerWindow) (totals: WindowTotals) : WindowActivity list =
@@ -203,7 +218,12 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
             stop <- stop + 1
 
         let keyCount = ring.Keys.Count
-        let starts = Array.zeroCreate<int>(keyCount + 1)
+
+        if starts.Length < keyCount + 1 then
+            starts <- Array.zeroCreate (2 * (keyCount + 1))
+            fill <- Array.zeroCreate starts.Length
+
+        Array.Clear(starts, 0, keyCount + 1)
 
         for i in lo .. stop - 1 do
             let t = ring.Time i
@@ -214,8 +234,10 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
         for k in 1..keyCount do
             starts[k] <- starts[k] + starts[k - 1]
 
-        let grouped = Array.zeroCreate<int> starts[keyCount]
-        let fill = Array.copy starts
+        if grouped.Length < starts[keyCount] then
+            grouped <- Array.zeroCreate (max starts[keyCount] (2 * grouped.Length))
+
+        Array.blit starts 0 fill 0 (keyCount + 1)
 
         for i in lo .. stop - 1 do
             let t = ring.Time i
@@ -225,48 +247,54 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
                 grouped[fill[k]] <- i
                 fill[k] <- fill[k] + 1
 
-        [
-            for k in 0 .. keyCount - 1 do
-                if starts[k + 1] > starts[k] then
-                    let mutable ix = grouped[starts[k] .. starts[k + 1] - 1]
-                    let mutable ordered = true
+        let rows = ResizeArray<WindowActivity>()
 
-                    for j in 1 .. ix.Length - 1 do
-                        if ring.Time ix[j] < ring.Time ix[j - 1] then
-                            ordered <- false
+        for k in 0 .. keyCount - 1 do
+            let first = starts[k]
+            let n = starts[k + 1] - first
 
-                    if not ordered then
-                        // Stable: frames of one time keep their log order.
-                        ix <- ix |> List.ofArray |> List.sortBy ring.Time |> Array.ofList
+            if n > 0 then
+                let mutable ordered = true
 
-                    let winStart = FrameIndex.lowerBound ring ix b
-                    let winStop = FrameIndex.upperBound ring ix c
+                for j in first + 1 .. first + n - 1 do
+                    if ring.Time grouped[j] < ring.Time grouped[j - 1] then
+                        ordered <- false
 
-                    let count (fromPos: int) (toPos: int) (part: int) =
-                        let unique = totals.Set(k, part)
+                if not ordered then
+                    Array.Sort(grouped, first, n, inTimeOrder)
 
-                        for j in fromPos .. toPos - 1 do
-                            unique.Add(ring, ix[j])
+                let ix = ReadOnlySpan<int>(grouped, first, n)
+                let winStart = FrameIndex.lowerBound ring ix b
+                let winStop = FrameIndex.upperBound ring ix c
+                let before = totals.Set(k, 0)
+                let inside = totals.Set(k, 1)
+                let after = totals.Set(k, 2)
 
-                        totals.Add(k, part, toPos - fromPos)
+                for j in 0 .. n - 1 do
+                    let part =
+                        if j < winStart then before
+                        elif j < winStop then inside
+                        else after
 
-                    count 0 winStart 0
-                    count winStart winStop 1
-                    count winStop ix.Length 2
+                    part.Add(ring, ix[j])
 
-                    if winStop - winStart >= 2 then
-                        let struct (rises, falls, changed) = FrameIndex.bitChanges ring ix winStart winStop
+                totals.Add(k, 0, winStart)
+                totals.Add(k, 1, winStop - winStart)
+                totals.Add(k, 2, n - winStop)
 
-                        if changed > 0 then
-                            {
-                                Address = ring.Keys[k].Address
-                                Bus = ring.Keys[k].Bus
-                                Messages = winStop - winStart
-                                Changes = changed
-                                TopBits = FrameIndex.top 5 rises falls
-                            }
-        ]
-        |> List.sortBy (fun a -> -a.Changes, a.Address, a.Bus)
+                if winStop - winStart >= 2 then
+                    let struct (rises, falls, changed) = FrameIndex.bitChanges ring ix winStart winStop
+
+                    if changed > 0 then
+                        rows.Add {
+                            Address = ring.Keys[k].Address
+                            Bus = ring.Keys[k].Bus
+                            Messages = winStop - winStart
+                            Changes = changed
+                            TopBits = FrameIndex.top 5 rises falls
+                        }
+
+        rows |> Seq.sortBy (fun a -> -a.Changes, a.Address, a.Bus) |> List.ofSeq
 
     /// Takes the complete windows whose frames have all been read by `now`, in order.
     let takeDue (d: DashlightState) (now: int64) =
@@ -305,10 +333,7 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
             | None -> ()
 
             if d.Tracker.Pending <> before then
-                d.Tentative <-
-                    d.Tracker.Partial
-                    |> Option.map (fun w -> struct (w, dueOf w))
-                    |> ValueOption.ofOption
+                d.Tentative <- ValueOption.ofOption d.Tracker.Partial
 
                 d.TentativeDone <- ValueNone
 
@@ -422,6 +447,17 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
                 old <- old + 1
 
             if old * 4 >= ring.Count then
+                // A pending left blinker's partial window is needed only if the log ends before
+                // its right blinker (most complete), so it is taken only when its frames would
+                // otherwise go: by then the log is well past its ranges (the look-back is three
+                // times the longest window), so every frame of them has been read.
+                for d in dashlights do
+                    match d.Tentative, d.TentativeDone with
+                    | ValueSome w, ValueNone when nsOf (2.0 * w.WindowStart.Rel - w.WindowEnd.Rel) - joinStep < horizon ->
+                        let totals = WindowTotals()
+                        d.TentativeDone <- ValueSome(struct (totals, takeWindow w totals))
+                    | _ -> ()
+
                 ring.DropFirst old
 
             dropCheckAt <- ring.Count + max 16384 (ring.Count / 4)
@@ -447,12 +483,6 @@ type internal CruiseStream(settings: CruiseSettings, decoder: SubaruDecoder, dbc
 
         for d in dashlights do
             takeDue d ns
-
-            match d.Tentative, d.TentativeDone with
-            | ValueSome(struct (w, due)), ValueNone when ns > due ->
-                let totals = WindowTotals()
-                d.TentativeDone <- ValueSome(struct (totals, takeWindow w totals))
-            | _ -> ()
 
         if settings.Markers then
             trimRing ns

@@ -69,7 +69,7 @@ type internal WindowActivity = {
     /// Messages whose payload differed from the previous one.
     Changes: int
     /// (bit, flips), most flips first, at most 5.
-    TopBits: (int * int) list
+    TopBits: struct (int * int) array
 }
 
 /// A candidate bit of a target address.

@@ -191,9 +191,9 @@ type internal FrameStore() =
 /// length) whose slots count as empty unless stamped with the current generation, so `Reset`
 /// is O(1) however many payloads the previous key had. Payloads over 8 bytes go to a string set.
 type internal UniquePayloads() =
-    let mutable words = Array.zeroCreate<uint64> 1024
-    let mutable lengths = Array.zeroCreate<byte> 1024
-    let mutable stamps = Array.zeroCreate<int> 1024
+    let mutable words = Array.zeroCreate<uint64> 16
+    let mutable lengths = Array.zeroCreate<byte> 16
+    let mutable stamps = Array.zeroCreate<int> 16
     let mutable generation = 1
     let mutable count = 0
     let long = HashSet<string>()
@@ -280,39 +280,38 @@ type internal UniquePayloads() =
 module internal FrameIndex =
 
     /// The `n` bits that flipped most (rises + falls), most first, ties to the lower bit; bits
-    /// that never flipped are left out. A selection over ints: this runs for every key and window.
-    let top (n: int) (rises: int array) (falls: int array) : (int * int) list =
+    /// that never flipped are left out. A selection over ints: this runs for every key and window,
+    /// and its result is kept for every window of the drive (an inline array, no list cells).
+    let top (n: int) (rises: int array) (falls: int array) : struct (int * int) array =
         let taken = Array.zeroCreate<bool> rises.Length
+        let found = ResizeArray<struct (int * int)>(n)
+        let mutable go = true
 
-        [
-            let mutable go = true
-            let mutable k = 0
+        while go && found.Count < n do
+            let mutable best = -1
+            let mutable bestFlips = 0
 
-            while go && k < n do
-                let mutable best = -1
-                let mutable bestFlips = 0
+            for bit in 0 .. rises.Length - 1 do
+                let flips = rises[bit] + falls[bit]
 
-                for bit in 0 .. rises.Length - 1 do
-                    let flips = rises[bit] + falls[bit]
+                if not taken[bit] && flips > bestFlips then
+                    best <- bit
+                    bestFlips <- flips
 
-                    if not taken[bit] && flips > bestFlips then
-                        best <- bit
-                        bestFlips <- flips
+            if best < 0 then
+                go <- false
+            else
+                taken[best] <- true
+                found.Add(struct (best, bestFlips))
 
-                if best < 0 then
-                    go <- false
-                else
-                    taken[best] <- true
-                    k <- k + 1
-                    best, bestFlips
-        ]
+        found.ToArray()
 
     /// Rises (0→1) and falls (1→0) of each bit over consecutive frames `indices[first..stop-1]`
     /// (payloads zero-padded), indexed by global LSB bit number, and how many frames differ from
     /// the one before (length or content).
     let bitChanges
         (store: FrameStore)
-        (indices: int array)
+        (indices: ReadOnlySpan<int>)
         (first: int)
         (stop: int)
         : struct (int array * int array * int) =
@@ -373,7 +372,7 @@ module internal FrameIndex =
 
 
     /// The first position in `indices` (time-ordered frame indices) whose time is ≥ `ns`.
-    let lowerBound (store: FrameStore) (indices: int array) (ns: int64) : int =
+    let lowerBound (store: FrameStore) (indices: ReadOnlySpan<int>) (ns: int64) : int =
         let mutable lo = 0
         let mutable hi = indices.Length
 
@@ -388,7 +387,7 @@ module internal FrameIndex =
         lo
 
     /// The first position in `indices` whose time is > `ns`.
-    let upperBound (store: FrameStore) (indices: int array) (ns: int64) : int =
+    let upperBound (store: FrameStore) (indices: ReadOnlySpan<int>) (ns: int64) : int =
         let mutable lo = 0
         let mutable hi = indices.Length
 
