@@ -112,6 +112,24 @@ let private longLog (shared: string) (cache: string) (minutes: int) =
 
     zst, bz2
 
+/// A 60-segment route (an hour's drive as a device uploads it): the shared route's three segments
+/// copied round, `<cache>/route60/<dongle>|<time>--N/rlog.zst`. Built once; returns the route
+/// address and a glob of its files for the native tool.
+let private longRoute (shared: string) (cache: string) =
+    let name = "5ca1ab1e5ca1ab1e|2025-01-16--07-45-12"
+    let source = Path.Combine(shared, "data", "rlogs", "synthetic", "route")
+    let folder = Path.Combine(cache, "route60")
+
+    for n in 0..59 do
+        let dir = Path.Combine(folder, $"{name}--{n}")
+        let file = Path.Combine(dir, "rlog.zst")
+
+        if not (File.Exists file) then
+            Directory.CreateDirectory dir |> ignore
+            File.Copy(Path.Combine(source, $"{name}--{n % 3}", "rlog.zst"), file)
+
+    $"'{folder}/{name}'", $"'{folder}'/*/rlog.zst"
+
 /// Prints the whole-process table: `cts` (the installed tool at `cts`) against the native tools.
 let run (shared: string) (cts: string) (quick: bool) =
     let pairs = if quick then 3 else 7
@@ -167,3 +185,13 @@ let run (shared: string) (cts: string) (quick: bool) =
         "20-min zstd log, `cts run --local cruise-control-analyzer`"
         $"zstd -dc {zst}"
         $"{cts} run --local cruise-control-analyzer {zst} --out-dir {out}"
+
+    // The issue's hour: memory must stay flat in the number of segments too.
+    let route, routeFiles = longRoute shared cache
+
+    row "60-segment route, `cts log info`" $"zstd -dc {routeFiles}" $"{cts} log info {route}"
+
+    row
+        "60-segment route, `cts run --local cruise-control-analyzer`"
+        $"zstd -dc {routeFiles}"
+        $"{cts} run --local cruise-control-analyzer {route} --out-dir {out}"
