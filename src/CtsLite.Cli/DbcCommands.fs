@@ -15,7 +15,7 @@ module DbcCommands =
     let check (ctx: CommandContext) (args: ParseResults<DbcCheckArgs>) : int =
         let mutable clean = true
 
-        for file in args.GetResult DbcCheckArgs.Files do
+        for file in args |> Results.pick (fun (DbcCheckArgs.Files f) -> Some f) do
             match Dbc.loadFile file with
             | Ok db ->
                 let signals = db.Messages |> List.sumBy (fun m -> m.Signals.Length)
@@ -36,7 +36,25 @@ module DbcCommands =
 
     /// `cts dbc decode`.
     let decode (ctx: CommandContext) (args: ParseResults<DbcDecodeArgs>) : int =
-        match args.GetResult DbcDecodeArgs.Inputs with
+        let signalNames =
+            args
+            |> Results.choose (function
+                | DbcDecodeArgs.Signal s -> Some s
+                | _ -> None)
+
+        let buses =
+            args
+            |> Results.choose (function
+                | DbcDecodeArgs.Bus b -> Some b
+                | _ -> None)
+            |> Set.ofList
+
+        match
+            args
+            |> Results.pick (function
+                | DbcDecodeArgs.Inputs(d, l) -> Some(d, l)
+                | _ -> None)
+        with
         | dbcPath, input ->
             match Dbc.loadFile dbcPath with
             | Error errors ->
@@ -45,12 +63,11 @@ module DbcCommands =
 
                 ExitCode.ClientError
             | Ok db ->
-                match DecodePlan.create db (args.GetResults DbcDecodeArgs.Signal) with
+                match DecodePlan.create db signalNames with
                 | Error bad ->
                     ctx.Err.WriteLine($"error: {bad} (in {dbcPath})")
                     ExitCode.ClientError
                 | Ok plan ->
-                    let buses = args.GetResults DbcDecodeArgs.Bus |> Set.ofList
                     let out = ctx.Out
                     let invariant = CultureInfo.InvariantCulture
 
@@ -97,7 +114,7 @@ module DbcCommands =
                             Log.events
                                 {
                                     ReaderOptions.Default with
-                                        Strict = args.Contains DbcDecodeArgs.Strict
+                                        Strict = Results.has DbcDecodeArgs.Strict args
                                 }
                                 None
                                 [ "can" ]

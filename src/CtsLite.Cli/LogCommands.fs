@@ -65,7 +65,9 @@ module LogCommands =
 
     /// `cts log info`.
     let info (ctx: CommandContext) (common: Common) (args: ParseResults<LogInfoArgs>) : int =
-        withLog ctx (args.GetResult LogInfoArgs.Input) common.Schema (fun files schema layout ->
+        let input = args |> Results.pick (fun (LogInfoArgs.Input i) -> Some i)
+
+        withLog ctx input common.Schema (fun files schema layout ->
             match LogInfo.compute schema layout (options common) files with
             | Error e -> fail ctx (DecodeError.describe e)
             | Ok info ->
@@ -78,14 +80,28 @@ module LogCommands =
 
     /// `cts log dump`.
     let dump (ctx: CommandContext) (common: Common) (args: ParseResults<LogDumpArgs>) : int =
-        withLog ctx (args.GetResult LogDumpArgs.Input) common.Schema (fun files schema layout ->
-            let services = args.GetResults LogDumpArgs.Service
+        let input =
+            args
+            |> Results.pick (function
+                | LogDumpArgs.Input x -> Some x
+                | _ -> None)
 
+        let services =
+            args
+            |> Results.choose (function
+                | LogDumpArgs.Service x -> Some x
+                | _ -> None)
+
+        let limit =
+            args
+            |> Results.tryPick (function
+                | LogDumpArgs.Limit x -> Some x
+                | _ -> None)
+            |> Option.defaultValue Int32.MaxValue
+
+        withLog ctx input common.Schema (fun files schema layout ->
             let unknown =
                 services |> List.filter (fun s -> (Event.discriminantOf layout s).IsNone)
-
-            let limit =
-                args.TryGetResult LogDumpArgs.Limit |> Option.defaultValue Int32.MaxValue
 
             match unknown, limit with
             | _ :: _, _ -> fail ctx $"""unknown service(s): {String.Join(", ", unknown)}"""
@@ -127,9 +143,25 @@ module LogCommands =
 
     /// `cts log can`.
     let can (ctx: CommandContext) (common: Common) (args: ParseResults<LogCanArgs>) : int =
-        withLog ctx (args.GetResult LogCanArgs.Input) common.Schema (fun files _ layout ->
-            let buses = args.GetResults LogCanArgs.Bus
-            let addressTexts = args.GetResults LogCanArgs.Address
+        let input =
+            args
+            |> Results.pick (function
+                | LogCanArgs.Input x -> Some x
+                | _ -> None)
+
+        let buses =
+            args
+            |> Results.choose (function
+                | LogCanArgs.Bus x -> Some x
+                | _ -> None)
+
+        let addressTexts =
+            args
+            |> Results.choose (function
+                | LogCanArgs.Address x -> Some x
+                | _ -> None)
+
+        withLog ctx input common.Schema (fun files _ layout ->
             let addresses = addressTexts |> List.map parseAddress
 
             match buses |> List.tryFind (fun b -> b < 0 || b > 255), List.tryFindIndex Option.isNone addresses with

@@ -19,7 +19,13 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
 
     try
         let args = parser.ParseCommandLine(argv, raiseOnUsage = true)
-        let timeout = args.GetResult(Timeout, defaultValue = 30)
+
+        let timeout =
+            args
+            |> Results.tryPick (function
+                | Timeout x -> Some x
+                | _ -> None)
+            |> Option.defaultValue 30
 
         if timeout <= 0 then
             err.WriteLine $"error: --timeout must be a positive number of seconds, not {timeout}"
@@ -48,8 +54,14 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
             }
 
             let ctx: CommandContext = {
-                Url = Client.resolveUrl (args.TryGetResult Url) environment
-                Json = args.Contains Json
+                Url =
+                    Client.resolveUrl
+                        (args
+                         |> Results.tryPick (function
+                             | Url x -> Some x
+                             | _ -> None))
+                        environment
+                Json = Results.has Json args
                 Http = http
                 Out = out
                 OutStream = stdout
@@ -71,10 +83,19 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
                 | Decode a -> DbcCommands.decode ctx a
             | Log logArgs ->
                 let common: LogCommands.Common = {
-                    Strict = logArgs.Contains LogArgs.Strict
-                    Schema = logArgs.TryGetResult LogArgs.Schema
+                    Strict = Results.has LogArgs.Strict logArgs
+                    Schema =
+                        logArgs
+                        |> Results.tryPick (function
+                            | LogArgs.Schema x -> Some x
+                            | _ -> None)
                     Decompressor =
-                        match logArgs.TryGetResult LogArgs.Decompressor with
+                        match
+                            logArgs
+                            |> Results.tryPick (function
+                                | LogArgs.Decompressor x -> Some x
+                                | _ -> None)
+                        with
                         | None
                         | Some DecompressorChoice.Auto -> CtsLite.Capnp.Decompressor.Auto
                         | Some DecompressorChoice.Native -> CtsLite.Capnp.Decompressor.Native

@@ -50,6 +50,20 @@ module RunCommands =
         | i when i > 0 -> Ok(text.Substring(0, i).Trim(), ParameterInput.Text(text.Substring(i + 1)))
         | _ -> Error $"-p '{text}': expected key=value"
 
+    /// Every `-p key=value`, parsed.
+    let private paramsOf (args: ParseResults<RunArgs>) =
+        args
+        |> Results.choose (function
+            | Param p -> Some p
+            | _ -> None)
+        |> List.traverseResultM parseParam
+
+    let private outDirOf (args: ParseResults<RunArgs>) =
+        args
+        |> Results.tryPick (function
+            | Out_Dir d -> Some d
+            | _ -> None)
+
     /// A terminal progress bar on stderr; nothing when stderr is not a terminal.
     type private ProgressBar(err: TextWriter, enabled: bool) =
         let mutable last = -1
@@ -100,7 +114,7 @@ module RunCommands =
     /// its end and every artifact is downloaded into `--out-dir`.
     let private remote (ctx: CommandContext) (args: ParseResults<RunArgs>) (toolId: string) (input: string) : int =
         let work = task {
-            match args.GetResults Param |> List.traverseResultM parseParam with
+            match paramsOf args with
             | Error bad ->
                 ctx.Err.WriteLine $"error: {bad}"
                 return ExitCode.ClientError
@@ -220,7 +234,7 @@ module RunCommands =
                             let status = finalDoc.RootElement.GetProperty("status").GetString()
 
                             let outDir =
-                                args.TryGetResult Out_Dir
+                                outDirOf args
                                 |> Option.defaultWith (fun () -> Path.Combine("cts-out", $"{toolId}-{runId}"))
                                 |> Path.GetFullPath
 
@@ -279,16 +293,21 @@ module RunCommands =
 
     /// `cts run --local <tool> <input> -p k=v... --out-dir DIR [--json]`.
     let run (ctx: CommandContext) (args: ParseResults<RunArgs>) : int =
-        match args.GetResult Target with
-        | toolId, input when args.Contains Local ->
-            match args.GetResults Param |> List.traverseResultM parseParam with
+        match
+            args
+            |> Results.pick (function
+                | Target(t, i) -> Some(t, i)
+                | _ -> None)
+        with
+        | toolId, input when Results.has Local args ->
+            match paramsOf args with
             | Error bad ->
                 ctx.Err.WriteLine $"error: {bad}"
                 ExitCode.ClientError
             | Ok given ->
 
                 let outDir =
-                    args.TryGetResult Out_Dir
+                    outDirOf args
                     |> Option.defaultWith (fun () ->
                         Path.Combine("cts-out", $"""{toolId}-{DateTime.Now.ToString "yyyyMMdd-HHmmss"}"""))
 

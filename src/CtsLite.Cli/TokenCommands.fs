@@ -27,7 +27,30 @@ module TokenCommands =
         (environment: string -> string option)
         (args: ParseResults<TokenCreateArgs>)
         : int =
-        let ttlText = args.GetResult(Ttl, defaultValue = "30d")
+        let ttlText =
+            args
+            |> Results.tryPick (function
+                | Ttl t -> Some t
+                | _ -> None)
+            |> Option.defaultValue "30d"
+
+        let subject =
+            args
+            |> Results.pick (function
+                | Sub s -> Some s
+                | _ -> None)
+
+        let audience =
+            args
+            |> Results.tryPick (function
+                | Audience a -> Some a
+                | _ -> None)
+
+        let issuer =
+            args
+            |> Results.tryPick (function
+                | Issuer i -> Some i
+                | _ -> None)
 
         match environment "CTS_JWT_SECRET", parseDuration ttlText with
         | None, _ ->
@@ -45,13 +68,7 @@ module TokenCommands =
             let now = DateTimeOffset.UtcNow
 
             let token =
-                CtsLite.Security.Jwt.create
-                    secret
-                    (args.GetResult Sub)
-                    now
-                    (now + ttl)
-                    (args.TryGetResult Audience)
-                    (args.TryGetResult Issuer)
+                CtsLite.Security.Jwt.create secret subject now (now + ttl) audience issuer
 
             ctx.Out.WriteLine token
             ExitCode.Ok
