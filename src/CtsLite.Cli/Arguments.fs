@@ -145,6 +145,36 @@ type TokenArgs =
             match this with
             | Create _ -> "mint an HS256 token with the service's secret (CTS_JWT_SECRET)."
 
+/// `cts mon run`.
+[<RequireQualifiedAccess>]
+type MonRunArgs =
+    | [<MainCommand; Mandatory>] Monitor of monitor: string
+    | [<Mandatory>] Replay of log: string
+    | Speed of factor: float
+    | [<AltCommandLine("-p")>] Param of key_value: string
+    | Update_Ms of ms: int
+    | Final
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Monitor _ -> "the monitor: can_bus_check, can_hybrid_rx_check or panda_state."
+            | Replay _ -> "log file, segment folder or route to replay into it."
+            | Speed _ -> "log time per wall time (default 1: as recorded; 0: as fast as possible)."
+            | Param _ -> "a monitor parameter as key=value (repeatable), e.g. -p window_s=2."
+            | Update_Ms _ -> "an update every this many milliseconds of log time (default 100)."
+            | Final -> "print only the final state (the `end` message)."
+
+/// `cts mon`: live monitors.
+[<RequireSubcommand; RequireQualifiedAccess>]
+type MonArgs =
+    | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<MonRunArgs>
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Run _ -> "run a monitor here, no service, over a replayed log; one JSON message per line."
+
 /// `cts` and its subcommands. Global options apply to every subcommand.
 [<RequireSubcommand>]
 type CtsArgs =
@@ -159,6 +189,7 @@ type CtsArgs =
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Tools
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<RunArgs>
     | [<CliPrefix(CliPrefix.None)>] Token of ParseResults<TokenArgs>
+    | [<CliPrefix(CliPrefix.None)>] Mon of ParseResults<MonArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -174,6 +205,7 @@ type CtsArgs =
             | Tools -> "list the tools this cts can run, with their parameters."
             | Run _ -> "run a tool on the service (or --local): cts run <tool> <input> -p key=value... --out-dir DIR."
             | Token _ -> "tokens for the service: create."
+            | Mon _ -> "live monitors of a car's CAN and panda state: run."
 
 /// Reading parse results by pattern. Argu's `GetResult`, `TryGetResult`, `Contains` and
 /// `GetResults` take the union case as a quotation, which each call site builds by deserialising

@@ -33,6 +33,16 @@ type CommandContext = {
     Err: TextWriter
 }
 
+/// `-p key=value` as the tools and monitors take it.
+[<RequireQualifiedAccess>]
+module Params =
+
+    /// One `-p key=value`; the value as text, coerced by the descriptor's type.
+    let parse (text: string) : Result<string * CtsLite.Tools.ParameterInput, string> =
+        match text.IndexOf '=' with
+        | i when i > 0 -> Ok(text.Substring(0, i).Trim(), CtsLite.Tools.ParameterInput.Text(text.Substring(i + 1)))
+        | _ -> Error $"-p '{text}': expected key=value"
+
 /// The commands that talk to the service.
 [<RequireQualifiedAccess>]
 module Remote =

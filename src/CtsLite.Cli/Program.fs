@@ -77,6 +77,9 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
             | Token tokenArgs ->
                 match tokenArgs.GetSubCommand() with
                 | Create a -> TokenCommands.create ctx environment a
+            | Mon monArgs ->
+                match monArgs.GetSubCommand() with
+                | MonArgs.Run a -> MonCommands.run ctx a
             | Dbc dbcArgs ->
                 match dbcArgs.GetSubCommand() with
                 | Check a -> DbcCommands.check ctx a

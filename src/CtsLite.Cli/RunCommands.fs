@@ -45,18 +45,13 @@ module RunCommands =
 
         ExitCode.Ok
 
-    let private parseParam (text: string) : Result<string * ParameterInput, string> =
-        match text.IndexOf '=' with
-        | i when i > 0 -> Ok(text.Substring(0, i).Trim(), ParameterInput.Text(text.Substring(i + 1)))
-        | _ -> Error $"-p '{text}': expected key=value"
-
     /// Every `-p key=value`, parsed.
     let private paramsOf (args: ParseResults<RunArgs>) =
         args
         |> Results.choose (function
             | Param p -> Some p
             | _ -> None)
-        |> List.traverseResultM parseParam
+        |> List.traverseResultM Params.parse
 
     let private outDirOf (args: ParseResults<RunArgs>) =
         args

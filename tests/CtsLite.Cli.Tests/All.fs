@@ -6,4 +6,10 @@ let all =
     testList
         "Cli"
         (Tests.cliTests
-         @ [ DbcCommandTests.all; RunTests.all; PackageTests.all; MemoryTests.all ])
+         @ [
+             DbcCommandTests.all
+             RunTests.all
+             MonTests.all
+             PackageTests.all
+             MemoryTests.all
+         ])

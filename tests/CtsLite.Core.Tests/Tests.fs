@@ -75,4 +75,5 @@ let all =
         ToolRunnerTests.all
         FrameIndexTests.all
         ReportBrowserTests.all
+        MonitorTests.all
     ]

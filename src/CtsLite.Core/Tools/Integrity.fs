@@ -14,6 +14,8 @@ type internal KeyIntegrity(checksum: Signal option, counter: Signal option) =
     member val CounterFits = false with get, set
     member val HasPrevious = false with get, set
     member val Previous = 0UL with get, set
+    member val BadSums = 0L with get, set
+    member val CounterBreaks = 0L with get, set
     member _.Checksum = checksum
     member _.Counter = counter
 
@@ -35,6 +37,13 @@ type internal IntegrityCheck(dbc: Database) =
 
     /// The first 1000 bad frames: (ns, address, bus, payload hex).
     member _.Bad = bad
+
+    /// Bad checksums and counter breaks of one key so far.
+    member _.KeyErrors(key: int) : struct (int64 * int64) =
+        if key < perKey.Count && not (isNull perKey[key]) then
+            struct (perKey[key].BadSums, perKey[key].CounterBreaks)
+        else
+            struct (0L, 0L)
 
     /// Checks frame (`key` = its (address, bus) index in the frame store).
     member _.Check(key: int, address: uint32, bus: int, ns: int64, payload: ReadOnlySpan<byte>) =
@@ -75,6 +84,7 @@ type internal IntegrityCheck(dbc: Database) =
 
                 if not (Checksum.subaruValid address payload) then
                     badCount <- badCount + 1L
+                    k.BadSums <- k.BadSums + 1L
 
                     if bad.Count < 1000 then
                         bad.Add(struct (ns, address, bus, Convert.ToHexString payload))
@@ -86,6 +96,7 @@ type internal IntegrityCheck(dbc: Database) =
 
                 if k.HasPrevious && not (Checksum.counterFollows c.Length k.Previous value) then
                     discontinuities <- discontinuities + 1L
+                    k.CounterBreaks <- k.CounterBreaks + 1L
 
                 k.HasPrevious <- true
                 k.Previous <- value

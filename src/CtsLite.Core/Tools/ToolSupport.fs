@@ -34,12 +34,16 @@ module internal ToolSupport =
 
     /// The DBC a `file` parameter names: a built-in one by name, else the file the run's resolver
     /// gives; the first errors name the file, line and column.
-    let loadDbc (ctx: ToolContext) (parameter: string) (value: string) : Result<Database, ToolError> =
+    let loadDbcWith
+        (resolveFile: string -> Result<string, string>)
+        (parameter: string)
+        (value: string)
+        : Result<Database, ToolError> =
         let parsed =
             match builtInText value with
             | Some text -> Dbc.parseText value text
             | None ->
-                match ctx.ResolveFile value with
+                match resolveFile value with
                 | Error e ->
                     Error [
                         {
@@ -56,6 +60,10 @@ module internal ToolSupport =
         | Error errors ->
             let first = errors |> List.truncate 3 |> List.map DbcError.describe
             Error(ToolError.InvalidFile(parameter, String.Join("; ", first)))
+
+    /// `loadDbcWith` the run's resolver.
+    let loadDbc (ctx: ToolContext) (parameter: string) (value: string) : Result<Database, ToolError> =
+        loadDbcWith ctx.ResolveFile parameter value
 
     /// The default bus of an address: the src with most frames, preferring receive buses (< 128),
     /// ties to the lowest src.

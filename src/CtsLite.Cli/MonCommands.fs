@@ -1,0 +1,130 @@
+namespace CtsLite.Cli
+
+open System
+open System.Threading
+open Argu
+open FsToolkit.ErrorHandling
+open CtsLite.Capnp
+open CtsLite.Logs
+open CtsLite.Tools
+open CtsLite.Monitors
+
+/// `cts mon …`: live monitors.
+[<RequireQualifiedAccess>]
+module MonCommands =
+
+    let private fail (ctx: CommandContext) (message: string) =
+        ctx.Err.WriteLine($"error: {message}")
+        ExitCode.ClientError
+
+    /// `cts mon run <monitor> --replay LOG`: the monitor here, over a replayed log, one JSON
+    /// message per line on standard output (flushed per line: a pipe sees each as it comes).
+    let run (ctx: CommandContext) (args: ParseResults<MonRunArgs>) : int =
+        let monitorId =
+            args
+            |> Results.pick (function
+                | MonRunArgs.Monitor m -> Some m
+                | _ -> None)
+
+        let replay =
+            args
+            |> Results.pick (function
+                | MonRunArgs.Replay r -> Some r
+                | _ -> None)
+
+        let speed =
+            args
+            |> Results.tryPick (function
+                | MonRunArgs.Speed s -> Some s
+                | _ -> None)
+            |> Option.defaultValue 1.0
+
+        let updateMs =
+            args
+            |> Results.tryPick (function
+                | MonRunArgs.Update_Ms u -> Some u
+                | _ -> None)
+            |> Option.defaultValue 100
+
+        let onlyFinal = Results.has MonRunArgs.Final args
+
+        let given =
+            args
+            |> Results.choose (function
+                | MonRunArgs.Param p -> Some p
+                | _ -> None)
+            |> List.traverseResultM Params.parse
+
+        match CtsLite.Monitors.Catalog.tryFind monitorId, given with
+        | None, _ ->
+            let known =
+                String.Join(", ", CtsLite.Monitors.Catalog.monitors |> List.map _.Descriptor.Id)
+
+            fail ctx $"no monitor '{monitorId}' (monitors: {known})"
+        | _, Error bad -> fail ctx bad
+        | _ when not (Double.IsFinite speed) || speed < 0.0 ->
+            fail ctx $"--speed must be 0 (as fast as possible) or a positive factor, not {speed}"
+        | _ when updateMs < 1 -> fail ctx $"--update-ms must be at least 1, not {updateMs}"
+        | Some(monitor: Monitor), Ok given ->
+            match CtsLite.Monitors.Catalog.validate monitor given with
+            | Error errors -> fail ctx (ToolError.describe (ToolError.InvalidParameters errors))
+            | Ok parameters ->
+                match Route.resolve replay with
+                | Error e -> fail ctx e
+                | Ok files ->
+                    let schema = Schema.cereal ()
+
+                    let layout =
+                        EventLayout.ofSchema schema
+                        |> Result.defaultWith (fun e -> invalidOp $"the embedded schema has no event layout: {e}")
+
+                    let context = {
+                        Parameters = parameters
+                        ResolveFile =
+                            fun path ->
+                                if IO.File.Exists path then
+                                    Ok path
+                                else
+                                    Error $"{path}: no such file"
+                        Schema = schema
+                        Layout = layout
+                    }
+
+                    match monitor.Start context with
+                    | Error e -> fail ctx (ToolError.describe e)
+                    | Ok state ->
+                        use cancel = new CancellationTokenSource()
+
+                        let onCancel =
+                            ConsoleCancelEventHandler(fun _ e ->
+                                e.Cancel <- true
+                                cancel.Cancel())
+
+                        Console.CancelKeyPress.AddHandler onCancel
+
+                        let emit (m: MonitorMessage) =
+                            if not onlyFinal || m.Kind = MonitorMessageKind.End then
+                                ctx.Out.WriteLine(MonitorMessage.toJson m)
+                                ctx.Out.Flush()
+
+                        let options = {
+                            Speed = speed
+                            UpdateMs = updateMs
+                            Reader = ReaderOptions.Default
+                            Cancellation = cancel.Token
+                        }
+
+                        try
+                            try
+                                match Replay.run (monitor.Services parameters) layout state files options emit with
+                                | Error e -> fail ctx (DecodeError.describe e)
+                                | Ok outcome ->
+                                    for w in outcome.Warnings do
+                                        ctx.Err.WriteLine($"warning: {w}")
+
+                                    ExitCode.Ok
+                            with :? OperationCanceledException when cancel.IsCancellationRequested ->
+                                ctx.Err.WriteLine "stopped"
+                                ExitCode.Ok
+                        finally
+                            Console.CancelKeyPress.RemoveHandler onCancel

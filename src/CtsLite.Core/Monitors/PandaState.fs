@@ -1,0 +1,149 @@
+namespace CtsLite.Monitors
+
+open System
+open System.Text.Json.Nodes
+open CtsLite.Capnp
+open CtsLite.Logs
+open CtsLite.Tools
+
+/// `panda_state`: each panda's safety state as `pandaStates` reports it (10 Hz on a device), and
+/// whether openpilot is engaged (`selfdriveState.enabled`, `controlsState.enabled` in older eras).
+[<RequireQualifiedAccess>]
+module internal PandaState =
+
+    /// The fields of one panda, as (JSON name, field of PandaState).
+    let private fields = [
+        "safety_model", "safetyModel"
+        "safety_param", "safetyParam"
+        "alternative_experience", "alternativeExperience"
+        "controls_allowed", "controlsAllowed"
+        "safety_rx_invalid", "safetyRxInvalid"
+        "safety_rx_checks_invalid", "safetyRxChecksInvalid"
+        "ignition_line", "ignitionLine"
+        "ignition_can", "ignitionCan"
+    ]
+
+    /// The most pandas one device has (a comma 3X has one, older setups up to three).
+    [<Literal>]
+    let MaxPandas = 4
+
+    let descriptor: ToolDescriptor = {
+        Id = "panda_state"
+        Name = "Panda state"
+        Description =
+            "Each panda's safety model and parameter, alternative experience, controlsAllowed, RX-invalid count, RX-checks flag and ignition, and whether openpilot is engaged, at every update"
+        Category = ToolCategory.Monitor
+        Parameters = []
+        InputTypes = [ "zmq"; "rlog"; "qlog"; "route" ]
+        OutputTypes = [ "json" ]
+    }
+
+    /// A field value as JSON (enums by name, as `capnp convert` prints them).
+    let internal json (v: FieldValue) : JsonNode =
+        match v with
+        | FieldValue.Bool b -> JsonValue.Create b
+        | FieldValue.Int i -> JsonValue.Create i
+        | FieldValue.UInt u -> JsonValue.Create u
+        | FieldValue.Float f when Double.IsFinite f -> JsonValue.Create f
+        | FieldValue.Text t -> JsonValue.Create t
+        | FieldValue.Enum(name, _) -> JsonValue.Create name
+        | _ -> null
+
+    type private State(ctx: MonitorContext) =
+        let layout = ctx.Layout
+        let schema = ctx.Schema
+        let pandas = Array.create<JsonObject> MaxPandas null
+        let mutable updates = 0L
+        let mutable enabled: JsonNode = null
+        let mutable last = Int64.MinValue
+
+        let discriminant name =
+            Event.discriminantOf layout name |> Option.defaultValue -1
+
+        let pandaStates = discriminant "pandaStates"
+        let legacyPanda = discriminant "pandaStateDEPRECATED"
+        let selfdrive = discriminant "selfdriveState"
+        let controls = discriminant "controlsState"
+
+        let read (m: Message) (e: StructRef) (path: string) =
+            match FieldPath.read schema m layout.Event e path with
+            | Ok v -> v
+            | Error _ -> FieldValue.Missing
+
+        let readPanda (m: Message) (e: StructRef) (prefix: string) : JsonObject option =
+            match read m e (prefix + ".safetyModel") with
+            | FieldValue.Missing -> None
+            | _ ->
+                let o = JsonObject()
+
+                for name, field in fields do
+                    o[name] <- json (read m e (prefix + "." + field))
+
+                Some o
+
+        interface IMonitorState with
+            member _.Step(m: Message, e: StructRef) =
+                let which = Event.which m layout e
+                let ns = int64 (Event.logMonoTime m layout e)
+
+                if which = pandaStates then
+                    let mutable i = 0
+
+                    while i < MaxPandas do
+                        match readPanda m e $"pandaStates[{i}]" with
+                        | Some o ->
+                            pandas[i] <- o
+                            i <- i + 1
+                        | None ->
+                            // Fewer pandas than before (one unplugged): the rest are gone.
+                            for j in i .. MaxPandas - 1 do
+                                pandas[j] <- null
+
+                            i <- MaxPandas
+
+                    updates <- updates + 1L
+                    last <- ns
+                elif which = legacyPanda then
+                    match readPanda m e "pandaStateDEPRECATED" with
+                    | Some o ->
+                        pandas[0] <- o
+                        updates <- updates + 1L
+                        last <- ns
+                    | None -> ()
+                elif which = selfdrive then
+                    enabled <- json (read m e "selfdriveState.enabled")
+                elif which = controls then
+                    match read m e "controlsState.enabled" with
+                    | FieldValue.Missing -> ()
+                    | v -> enabled <- json v
+
+            member _.Snapshot() =
+                let list = JsonArray()
+
+                for i in 0 .. MaxPandas - 1 do
+                    match pandas[i] with
+                    | null -> ()
+                    | o ->
+                        let copy = o.DeepClone().AsObject()
+                        copy.Insert(0, "index", JsonValue.Create i)
+                        list.Add copy
+
+                let data = JsonObject()
+                data["pandas"] <- list
+                data["enabled"] <- if isNull enabled then null else enabled.DeepClone()
+                data["updates"] <- JsonValue.Create updates
+
+                data["log_time_s"] <-
+                    if last = Int64.MinValue then
+                        null
+                    else
+                        JsonValue.Create(MonitorSupport.seconds last)
+
+                data
+
+    let monitor: Monitor = {
+        Descriptor = descriptor
+        Check = fun _ -> []
+        Services = fun _ -> [ "pandaStates"; "selfdriveState"; "controlsState" ]
+        Start = fun ctx -> Ok(State ctx :> IMonitorState)
+    }

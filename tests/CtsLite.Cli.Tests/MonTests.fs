@@ -1,0 +1,109 @@
+/// `cts mon run`: a monitor here, over a replayed log, as a user runs it.
+module CtsLite.Cli.Tests.MonTests
+
+open System.IO
+open System.Text.Json
+open Expecto
+open CtsLite.Tests
+
+let private synthetic (parts: string list) =
+    Path.Combine(Array.ofList (TestEnv.sharedDir () :: "data" :: "rlogs" :: "synthetic" :: parts))
+
+let all =
+    testList "cts mon" [
+        test "mon run --final prints the end state: frames per src as log info counts them" {
+            let log = synthetic [ "default.rlog.zst" ]
+
+            let code, out, err =
+                Tests.cts [ "mon"; "run"; "can_bus_check"; "--replay"; log; "--speed"; "0"; "--final" ]
+
+            Expect.equal code 0 err
+            let lines = out.Split('\n', System.StringSplitOptions.RemoveEmptyEntries)
+            Expect.equal lines.Length 1 "only the end message"
+            let message = JsonDocument.Parse(lines[0]).RootElement
+            Expect.equal (message.GetProperty("type").GetString()) "end" "type"
+
+            let perSrc =
+                message.GetProperty("data").GetProperty("addresses").EnumerateArray()
+                |> Seq.filter (fun a -> a.GetProperty("bus").ValueKind = JsonValueKind.Number)
+                |> Seq.groupBy (fun a -> string (a.GetProperty("bus").GetInt32()))
+                |> Seq.map (fun (bus, entries) ->
+                    bus, entries |> Seq.sumBy (fun a -> a.GetProperty("count").GetInt64()))
+                |> Map.ofSeq
+
+            let info = LogTests.logInfo log
+
+            let expected =
+                info.GetProperty("can_frames_per_src").EnumerateObject()
+                |> Seq.map (fun p -> p.Name, p.Value.GetInt64())
+                |> Map.ofSeq
+
+            Expect.equal perSrc expected "frames per src"
+        }
+        test "mon run streams one JSON message per line, a snapshot first" {
+            let code, out, err =
+                Tests.cts [
+                    "mon"
+                    "run"
+                    "panda_state"
+                    "--replay"
+                    synthetic [ "default.rlog.zst" ]
+                    "--speed"
+                    "0"
+                    "--update-ms"
+                    "1000"
+                ]
+
+            Expect.equal code 0 err
+            let lines = out.Split('\n', System.StringSplitOptions.RemoveEmptyEntries)
+
+            let types =
+                lines
+                |> Array.map (fun l -> JsonDocument.Parse(l).RootElement.GetProperty("type").GetString())
+
+            Expect.equal types[0] "snapshot" "first"
+            Expect.equal (Array.last types) "end" "last"
+            // One update a second of log time: the pandaStates events span 59.9 s.
+            Expect.equal (types |> Array.filter ((=) "update")).Length 59 "updates in log time"
+        }
+        test "mon run names what is wrong: the monitor, a parameter, the speed, the input" {
+            let log = synthetic [ "default.rlog.zst" ]
+            let code, _, err = Tests.cts [ "mon"; "run"; "can_bus"; "--replay"; log ]
+            Expect.equal code 1 "unknown monitor"
+            Expect.stringContains err "can_bus_check" "the known ones listed"
+
+            let code, _, err =
+                Tests.cts [
+                    "mon"
+                    "run"
+                    "can_bus_check"
+                    "--replay"
+                    log
+                    "-p"
+                    "addresses=0x13A,wheel"
+                ]
+
+            Expect.equal code 1 "bad parameter"
+            Expect.stringContains err "addresses" "named"
+
+            let code, _, err =
+                Tests.cts [ "mon"; "run"; "can_bus_check"; "--replay"; log; "--speed"; "-1" ]
+
+            Expect.equal code 1 "bad speed"
+            Expect.stringContains err "--speed" "named"
+
+            let code, _, err =
+                Tests.cts [
+                    "mon"
+                    "run"
+                    "can_bus_check"
+                    "--replay"
+                    "/nonexistent/rlog.zst"
+                    "--speed"
+                    "0"
+                ]
+
+            Expect.equal code 1 "missing input"
+            Expect.stringContains err "/nonexistent/rlog.zst" "the input named"
+        }
+    ]
