@@ -158,7 +158,8 @@ type MonRunArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Monitor _ -> "the monitor: can_bus_check, can_hybrid_rx_check or panda_state."
+            | Monitor _ ->
+                "the monitor: can_bus_check, can_hybrid_rx_check, panda_state, hybrid_rx_trace or signal_watch."
             | Replay _ -> "log file, segment folder or route to replay into it."
             | Speed _ -> "log time per wall time (default 1: as recorded; 0: as fast as possible)."
             | Param _ -> "a monitor parameter as key=value (repeatable), e.g. -p window_s=2."

@@ -189,6 +189,141 @@ let all =
             let updates = (List.last messages).Data["updates"].GetValue<int64>()
             Expect.equal updates 600L "every pandaStates event"
         }
+        test "hybrid_rx_trace records each RX-checks flip with the expected messages' ages" {
+            let given = [ "expected", "0x13A/1,0x13C/1,0x119/0,0x13A/0" ]
+
+            let _, messages =
+                replay "hybrid_rx_trace" given (synthetic [ "default.rlog.zst" ]) 1000
+
+            let final = (List.last messages).Data
+            let panda = (final["pandas"].AsArray()[0]).AsObject()
+            let flips = panda["recent_flips"].AsArray() |> Seq.map _.AsObject() |> List.ofSeq
+            Expect.equal (panda["flips"].GetValue<int64>()) (int64 flips.Length) "all flips kept (fewer than max_flips)"
+
+            let raised = flips |> List.filter (fun f -> f["rx_checks_invalid"].GetValue<bool>())
+
+            let file =
+                (truth (synthetic [ "default.truth.json" ])).GetProperty("expected_per_file")[0]
+
+            // The planted bad frames raise safetyRxInvalid (0 → 1 → 2); the RX checks flag each.
+            let planted =
+                file.GetProperty("panda").GetProperty("safetyRxInvalid_changes").EnumerateArray()
+                |> Seq.filter (fun c -> c.GetProperty("safetyRxInvalid").GetInt32() > 0)
+                |> Seq.map (fun c ->
+                    Math.Round(c.GetProperty("t_s").GetDouble(), 3), c.GetProperty("safetyRxInvalid").GetUInt64())
+                |> List.ofSeq
+
+            Expect.equal
+                (raised
+                 |> List.map (fun f -> f["log_time_s"].GetValue<float>(), f["safety_rx_invalid"].GetValue<uint64>()))
+                planted
+                "a raised flag at each planted increment"
+
+            let ages = raised.Head["ages"].AsArray() |> Seq.map _.AsObject() |> List.ofSeq
+
+            let age (key: string) =
+                ages |> List.find (fun o -> keyOf o = key)
+            // Wheel_Speeds runs at 50 Hz on bus 1 (GEN2); on bus 0 it is never seen.
+            let wheels = age "0x13A/1"
+            Expect.isLessThan (wheels["age_s"].GetValue<float>()) 0.03 "seen just before"
+            Expect.isNull (age "0x13A/0").["age_s"] "never seen on bus 0"
+            let brake = age "0x13C/1"
+            Expect.equal (brake["name"].GetValue<string>()) "Brake_Status" "named"
+        }
+        test "signal_watch gives each signal per bus and each field: last, count, and the window's range" {
+            let log = synthetic [ "default.rlog.zst" ]
+
+            let given = [ "signals", "Wheel_Speeds.FL"; "fields", "carState.vEgo,selfdriveState.state" ]
+
+            let _, messages = replay "signal_watch" given log 1000
+
+            let values =
+                (List.last messages).Data["values"].AsArray()
+                |> Seq.map _.AsObject()
+                |> List.ofSeq
+
+            let named (n: string) =
+                values |> List.filter (fun o -> o["name"].GetValue<string>() = n)
+
+            // Wheel_Speeds is on bus 1 only on this car (GEN2), at 50 Hz.
+            let wheel = named "Wheel_Speeds.FL"
+
+            Expect.equal
+                (wheel
+                 |> List.map (fun o -> o["bus"].GetValue<int>(), o["count"].GetValue<int64>()))
+                [ 1, 3000L ]
+                "one bus"
+
+            Expect.equal (wheel.Head["unit"].GetValue<string>()) "kph" "the DBC's unit"
+
+            // The field read independently, through the log source.
+            let samples = ResizeArray<int64 * float>()
+            use source = new LogSource([ log ], LogSourceOptions.Of ReaderOptions.Default)
+            let carState = Event.discriminantOf layout "carState" |> Option.get
+
+            source.Iter(fun r ->
+                if Event.which r.Message layout r.Event = carState then
+                    match FieldPath.read schema r.Message layout.Event r.Event "carState.vEgo" with
+                    | Ok(FieldValue.Float v) -> samples.Add(int64 (Event.logMonoTime r.Message layout r.Event), v)
+                    | other -> failtestf "%A" other
+
+                true)
+            |> Result.defaultWith (failtestf "%A")
+            |> ignore
+
+            let v = (named "carState.vEgo").Head
+            let lastNs, lastValue = samples[samples.Count - 1]
+            Expect.equal (v["last"].GetValue<float>()) lastValue "the last sample"
+            Expect.equal (v["count"].GetValue<int64>()) (int64 samples.Count) "every sample"
+
+            // The window is 20 slices of 0.5 s up to the current one: between 9.5 and 10 s back.
+            let over (seconds: float) =
+                samples
+                |> Seq.filter (fun (ns, _) -> float (lastNs - ns) / 1e9 <= seconds)
+                |> Seq.map snd
+
+            let lo, hi = v["min"].GetValue<float>(), v["max"].GetValue<float>()
+            Expect.isTrue (lo >= Seq.min (over 10.0) && lo <= Seq.min (over 9.5)) $"min {lo}"
+            Expect.isTrue (hi <= Seq.max (over 10.0) && hi >= Seq.max (over 9.5)) $"max {hi}"
+
+            let state = (named "selfdriveState.state").Head
+            Expect.equal (state["text"].GetValue<string>()) "enabled" "an enum's name"
+
+            let _, onBus0 =
+                replay "signal_watch" [ "signals", "Wheel_Speeds.FL"; "bus", "0" ] log 1000
+
+            let none = (List.last onBus0).Data["values"].AsArray()
+            Expect.equal none.Count 0 "not on bus 0"
+        }
+        test "signal_watch names an unknown signal or service" {
+            let monitor = CtsLite.Monitors.Catalog.tryFind "signal_watch" |> Option.get
+
+            let startWith given =
+                let parameters =
+                    given
+                    |> List.map (fun (k, v) -> k, ParameterInput.Text v)
+                    |> CtsLite.Monitors.Catalog.validate monitor
+
+                match parameters with
+                | Error e -> Error(ToolError.InvalidParameters e)
+                | Ok p ->
+                    monitor.Start {
+                        Parameters = p
+                        ResolveFile = Ok
+                        Schema = schema
+                        Layout = layout
+                    }
+                    |> Result.map ignore
+
+            let text r =
+                match r with
+                | Error e -> ToolError.describe e
+                | Ok() -> failtest "started"
+
+            Expect.stringContains (text (startWith [])) "at least one" "nothing to watch"
+            Expect.stringContains (text (startWith [ "signals", "Wheel_Speeds.Nope" ])) "Nope" "the signal"
+            Expect.stringContains (text (startWith [ "fields", "carStat.vEgo" ])) "carStat" "the service"
+        }
         test "bad monitor parameters are named" {
             let monitor = CtsLite.Monitors.Catalog.tryFind "can_bus_check" |> Option.get
 

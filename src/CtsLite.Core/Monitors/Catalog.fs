@@ -7,7 +7,13 @@ open CtsLite.Tools
 module Catalog =
 
     /// Every monitor.
-    let monitors: Monitor list = [ CanCheck.busCheck; CanCheck.hybridRxCheck; PandaState.monitor ]
+    let monitors: Monitor list = [
+        CanCheck.busCheck
+        CanCheck.hybridRxCheck
+        PandaState.monitor
+        HybridRxTrace.monitor
+        SignalWatch.monitor
+    ]
 
     /// Their descriptors.
     let descriptors: ToolDescriptor list = monitors |> List.map _.Descriptor

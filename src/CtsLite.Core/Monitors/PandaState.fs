@@ -49,9 +49,49 @@ module internal PandaState =
         | FieldValue.Enum(name, _) -> JsonValue.Create name
         | _ -> null
 
+    /// A field of the event by path (`Missing` when absent or damaged).
+    let internal read (ctx: MonitorContext) (m: Message) (e: StructRef) (path: string) =
+        match FieldPath.read ctx.Schema m ctx.Layout.Event e path with
+        | Ok v -> v
+        | Error _ -> FieldValue.Missing
+
+    /// One panda's fields at `prefix` (`pandaStates[0]`), or None when there is none.
+    let internal readPanda (ctx: MonitorContext) (m: Message) (e: StructRef) (prefix: string) : JsonObject option =
+        match read ctx m e (prefix + ".safetyModel") with
+        | FieldValue.Missing -> None
+        | _ ->
+            let o = JsonObject()
+
+            for name, field in fields do
+                o[name] <- json (read ctx m e (prefix + "." + field))
+
+            Some o
+
+    /// Every panda of a `pandaStates` event (or the single one of an older log's `pandaState`),
+    /// in index order; None for other events.
+    let internal readPandas (ctx: MonitorContext) (m: Message) (e: StructRef) : JsonObject list option =
+        let which = Event.which m ctx.Layout e
+
+        let is name =
+            Event.discriminantOf ctx.Layout name = Some which
+
+        if is "pandaStates" then
+            let rec from i =
+                if i >= MaxPandas then
+                    []
+                else
+                    match readPanda ctx m e $"pandaStates[{i}]" with
+                    | Some o -> o :: from (i + 1)
+                    | None -> []
+
+            Some(from 0)
+        elif is "pandaStateDEPRECATED" then
+            Some(readPanda ctx m e "pandaStateDEPRECATED" |> Option.toList)
+        else
+            None
+
     type private State(ctx: MonitorContext) =
         let layout = ctx.Layout
-        let schema = ctx.Schema
         let pandas = Array.create<JsonObject> MaxPandas null
         let mutable updates = 0L
         let mutable enabled: JsonNode = null
@@ -60,62 +100,31 @@ module internal PandaState =
         let discriminant name =
             Event.discriminantOf layout name |> Option.defaultValue -1
 
-        let pandaStates = discriminant "pandaStates"
-        let legacyPanda = discriminant "pandaStateDEPRECATED"
         let selfdrive = discriminant "selfdriveState"
         let controls = discriminant "controlsState"
-
-        let read (m: Message) (e: StructRef) (path: string) =
-            match FieldPath.read schema m layout.Event e path with
-            | Ok v -> v
-            | Error _ -> FieldValue.Missing
-
-        let readPanda (m: Message) (e: StructRef) (prefix: string) : JsonObject option =
-            match read m e (prefix + ".safetyModel") with
-            | FieldValue.Missing -> None
-            | _ ->
-                let o = JsonObject()
-
-                for name, field in fields do
-                    o[name] <- json (read m e (prefix + "." + field))
-
-                Some o
+        let read = read ctx
 
         interface IMonitorState with
             member _.Step(m: Message, e: StructRef) =
                 let which = Event.which m layout e
                 let ns = int64 (Event.logMonoTime m layout e)
 
-                if which = pandaStates then
-                    let mutable i = 0
-
-                    while i < MaxPandas do
-                        match readPanda m e $"pandaStates[{i}]" with
-                        | Some o ->
-                            pandas[i] <- o
-                            i <- i + 1
-                        | None ->
-                            // Fewer pandas than before (one unplugged): the rest are gone.
-                            for j in i .. MaxPandas - 1 do
-                                pandas[j] <- null
-
-                            i <- MaxPandas
+                match readPandas ctx m e with
+                | Some found ->
+                    // Fewer pandas than before (one unplugged): the rest are gone.
+                    for i in 0 .. MaxPandas - 1 do
+                        pandas[i] <- List.tryItem i found |> Option.toObj
 
                     updates <- updates + 1L
                     last <- ns
-                elif which = legacyPanda then
-                    match readPanda m e "pandaStateDEPRECATED" with
-                    | Some o ->
-                        pandas[0] <- o
-                        updates <- updates + 1L
-                        last <- ns
-                    | None -> ()
-                elif which = selfdrive then
-                    enabled <- json (read m e "selfdriveState.enabled")
-                elif which = controls then
-                    match read m e "controlsState.enabled" with
-                    | FieldValue.Missing -> ()
-                    | v -> enabled <- json v
+                | None ->
+
+                    if which = selfdrive then
+                        enabled <- json (read m e "selfdriveState.enabled")
+                    elif which = controls then
+                        match read m e "controlsState.enabled" with
+                        | FieldValue.Missing -> ()
+                        | v -> enabled <- json v
 
             member _.Snapshot() =
                 let list = JsonArray()
