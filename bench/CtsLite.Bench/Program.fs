@@ -504,6 +504,81 @@ let private signalBenchmark (shared: string) (quick: bool) =
     if sum = 42.0 then
         printfn "(checksum)"
 
+/// A monitor's step on real frames: the synthetic segment decompressed once into memory, its
+/// events decoded and fed to `can_bus_check` (and, for comparison, only decoded), so the figures
+/// are the monitor's ingest rate and its allocation per frame.
+let private monitorBenchmark (shared: string) (quick: bool) =
+    let file = Path.Combine(shared, "data", "rlogs", "synthetic", "default.rlog.zst")
+    let raw = new MemoryStream()
+
+    do
+        use z = new ZstdSharp.DecompressionStream(File.OpenRead file)
+        z.CopyTo raw
+
+    let bytes = raw.ToArray()
+    let schema = CtsLite.Capnp.Schema.cereal ()
+    let layout = CtsLite.Logs.EventLayout.ofSchema schema |> Result.defaultWith failwith
+    let monitor = CtsLite.Monitors.Catalog.tryFind "can_bus_check" |> Option.get
+
+    let parameters =
+        CtsLite.Monitors.Catalog.validate monitor []
+        |> Result.defaultWith (failwithf "%A")
+
+    let state =
+        monitor.Start {
+            Parameters = parameters
+            ResolveFile = Ok
+            Schema = schema
+            Layout = layout
+        }
+        |> Result.defaultWith (failwithf "%A")
+
+    let pass (step: bool) =
+        use reader =
+            CtsLite.Logs.LogReader.OfStream(
+                new MemoryStream(bytes),
+                "memory",
+                CtsLite.Capnp.ReaderOptions.Default,
+                CtsLite.Logs.Compression.Raw
+            )
+
+        let mutable frames = 0L
+
+        while reader.Next() do
+            let m = reader.Message
+            let e = reader.Event
+
+            if CtsLite.Logs.Event.which m layout e = layout.CanDiscriminant then
+                frames <- frames + int64 (CtsLite.Logs.Event.canList m layout e).Count
+
+                if step then
+                    state.Step(m, e)
+
+        frames
+
+    let measure (step: bool) (passes: int) =
+        pass step |> ignore
+        GC.Collect()
+        let before = GC.GetAllocatedBytesForCurrentThread()
+        let started = Stopwatch.GetTimestamp()
+        let mutable frames = 0L
+
+        for _ in 1..passes do
+            frames <- frames + pass step
+
+        let seconds = Stopwatch.GetElapsedTime(started).TotalSeconds
+        let allocated = GC.GetAllocatedBytesForCurrentThread() - before
+        float frames / seconds, float allocated / float frames
+
+    let passes = if quick then 3 else 10
+    let decodeRate, decodeBytes = measure false passes
+    let stepRate, stepBytes = measure true passes
+    printfn ""
+    printfn "| monitor ingest (1-min synthetic segment, in memory) | frames/s | B/frame |"
+    printfn "|---|---:|---:|"
+    printfn "| decode only | %.0f | %.3f |" decodeRate decodeBytes
+    printfn "| decode + `can_bus_check` step | %.0f | %.3f |" stepRate stepBytes
+
 [<EntryPoint>]
 let main argv =
     let quick = argv |> Array.contains "--quick"
@@ -552,12 +627,15 @@ let main argv =
                     |> Option.defaultValue 30.0
 
                 HttpLoad.run shared 64 (TimeSpan.FromSeconds seconds)
+            elif argv |> Array.contains "--monitors" then
+                monitorBenchmark shared quick
             elif argv |> Array.contains "--tools" then
                 toolBenchmarks shared 25
             else
                 logBenchmarks shared (if quick then 1 else 5) |> ignore
                 toolBenchmarks shared (if quick then 3 else 15)
                 signalBenchmark shared quick
+                monitorBenchmark shared quick
     else
         eprintfn "log benchmarks skipped: shared data not found at %s (set CTS_SHARED_DIR)" shared
 
