@@ -102,6 +102,16 @@ module MonCommands =
 
                         Console.CancelKeyPress.AddHandler onCancel
 
+                        // SIGTERM (a service manager, `timeout`, a pipeline's end) stops it like
+                        // Ctrl+C: the final state is still written.
+                        use _ =
+                            Runtime.InteropServices.PosixSignalRegistration.Create(
+                                Runtime.InteropServices.PosixSignal.SIGTERM,
+                                fun context ->
+                                    context.Cancel <- true
+                                    cancel.Cancel()
+                            )
+
                         let emit (m: MonitorMessage) =
                             if not onlyFinal || m.Kind = MonitorMessageKind.End then
                                 ctx.Out.WriteLine(MonitorMessage.toJson m)
@@ -121,6 +131,9 @@ module MonCommands =
                                 | Ok outcome ->
                                     for w in outcome.Warnings do
                                         ctx.Err.WriteLine($"warning: {w}")
+
+                                    if outcome.Stopped then
+                                        ctx.Err.WriteLine "stopped"
 
                                     ExitCode.Ok
                             with :? OperationCanceledException when cancel.IsCancellationRequested ->

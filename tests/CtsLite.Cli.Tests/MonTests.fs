@@ -1,6 +1,7 @@
 /// `cts mon run`: a monitor here, over a replayed log, as a user runs it.
 module CtsLite.Cli.Tests.MonTests
 
+open System.Diagnostics
 open System.IO
 open System.Text.Json
 open Expecto
@@ -65,6 +66,50 @@ let all =
             Expect.equal (Array.last types) "end" "last"
             // One update a second of log time: the pandaStates events span 59.9 s.
             Expect.equal (types |> Array.filter ((=) "update")).Length 59 "updates in log time"
+        }
+        test "SIGTERM ends a replay like Ctrl+C: the state so far as its last line" {
+            let info =
+                ProcessStartInfo(
+                    "dotnet",
+                    [
+                        Path.Combine(TestEnv.projectOutput "CtsLite.Cli", "cts.dll")
+                        "mon"
+                        "run"
+                        "can_bus_check"
+                        "--replay"
+                        synthetic [ "default.rlog.zst" ]
+                    ],
+                    RedirectStandardOutput = true,
+                    RedirectStandardError = true,
+                    UseShellExecute = false
+                )
+
+            use proc = Process.Start info
+            let output = proc.StandardOutput.ReadToEndAsync()
+            let errors = proc.StandardError.ReadToEndAsync()
+            // At speed 1 the 60 s segment is far from its end when the signal comes.
+            System.Threading.Thread.Sleep 3000
+            use kill = Process.Start("kill", [ "-TERM"; string proc.Id ])
+            kill.WaitForExit()
+            Expect.isTrue (proc.WaitForExit 10_000) "exits"
+            Expect.equal proc.ExitCode 0 errors.Result
+            Expect.stringContains errors.Result "stopped" "says so"
+
+            let lines =
+                output.Result.Split('\n', System.StringSplitOptions.RemoveEmptyEntries)
+                |> Array.map (fun l -> JsonDocument.Parse(l).RootElement)
+
+            let last = Array.last lines
+            Expect.equal (last.GetProperty("type").GetString()) "end" "the final state"
+
+            Expect.equal
+                (lines |> Array.map (fun l -> l.GetProperty("seq").GetInt64()))
+                [| 1L .. int64 lines.Length |]
+                "no gap"
+
+            let data = last.GetProperty("data")
+            Expect.isGreaterThan (data.GetProperty("frames").GetInt64()) 0L "frames read"
+            Expect.isLessThan (data.GetProperty("frames").GetInt64()) 197393L "not all of them"
         }
         test "mon run names what is wrong: the monitor, a parameter, the speed, the input" {
             let log = synthetic [ "default.rlog.zst" ]

@@ -22,6 +22,9 @@ type ReplayOutcome = {
     Events: int64
     /// Damage met and tolerated, one line each.
     Warnings: string list
+    /// Stopped by the cancellation before the end of the input (the `end` message holds the
+    /// state at that moment).
+    Stopped: bool
 }
 
 /// Replaying log files (a file, a segment folder, a route) into a monitor: the events of the
@@ -33,7 +36,7 @@ module Replay =
         float (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()) / 1000.0
 
     /// Replays `files` into `state`; `emit` gets a snapshot first, an update every `UpdateMs` of
-    /// log time, and the final state as `end`.
+    /// log time, and the final state as `end` (also when the cancellation stops it).
     let run
         (services: string list)
         (layout: EventLayout)
@@ -112,12 +115,27 @@ module Replay =
 
             true
 
-        match source.Iter visit with
-        | Ok reading ->
+        let read =
+            try
+                Ok(source.Iter visit)
+            with :? OperationCanceledException when options.Cancellation.IsCancellationRequested ->
+                Error()
+
+        match read with
+        | Ok(Ok reading) ->
             send MonitorMessageKind.End
 
             Ok {
                 Events = delivered
                 Warnings = reading.Warnings
+                Stopped = false
             }
-        | Error e -> Error e
+        | Ok(Error e) -> Error e
+        | Error() ->
+            send MonitorMessageKind.End
+
+            Ok {
+                Events = delivered
+                Warnings = List.ofSeq source.Warnings
+                Stopped = true
+            }
