@@ -203,7 +203,7 @@ type CtsArgs =
             | Version -> "print the client version and, when reachable, the service's."
             | Log _ -> "read openpilot logs locally: info, dump, can."
             | Dbc _ -> "DBC files: check, decode."
-            | Tools -> "list the tools this cts can run, with their parameters."
+            | Tools -> "list the tools and monitors this cts can run, with their parameters."
             | Run _ -> "run a tool on the service (or --local): cts run <tool> <input> -p key=value... --out-dir DIR."
             | Token _ -> "tokens for the service: create."
             | Mon _ -> "live monitors of a car's CAN and panda state: run."

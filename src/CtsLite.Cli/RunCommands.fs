@@ -12,7 +12,32 @@ open FsToolkit.ErrorHandling
 [<RequireQualifiedAccess>]
 module RunCommands =
 
-    /// `cts tools`: every tool with its parameters (`--json`: the capability objects).
+    /// One descriptor with its parameters, for people.
+    let private describe (ctx: CommandContext) (d: ToolDescriptor) =
+        ctx.Out.WriteLine $"{d.Id} ({ToolCategory.name d.Category}): {d.Name}"
+        ctx.Out.WriteLine $"  {d.Description}"
+        let inputs = String.Join(", ", d.InputTypes)
+        let outputs = String.Join(", ", d.OutputTypes)
+        ctx.Out.WriteLine $"  input: {inputs}; output: {outputs}"
+
+        for p in d.Parameters do
+            let def =
+                match p.Default with
+                | Some v -> $" = {Parameters.render v}"
+                | None when p.Required -> " (required)"
+                | None -> ""
+
+            let choices =
+                match p.Choices with
+                | [] -> ""
+                | c -> " [" + String.Join("|", c) + "]"
+
+            ctx.Out.WriteLine $"    {p.Name}: {ParameterType.name p.Type}{def}{choices}  {p.Description}"
+
+        ctx.Out.WriteLine()
+
+    /// `cts tools`: every tool with its parameters, then the monitors `cts mon run` runs
+    /// (`--json`: the tools' capability objects, as `/v1/capabilities` serves them).
     let tools (ctx: CommandContext) : int =
         if ctx.Json then
             let all = Catalog.descriptors |> List.map Api.toolCapability
@@ -21,27 +46,13 @@ module RunCommands =
             ctx.Out.WriteLine(Text.Json.JsonSerializer.Serialize(all, options))
         else
             for d in Catalog.descriptors do
-                ctx.Out.WriteLine $"{d.Id} ({ToolCategory.name d.Category}): {d.Name}"
-                ctx.Out.WriteLine $"  {d.Description}"
-                let inputs = String.Join(", ", d.InputTypes)
-                let outputs = String.Join(", ", d.OutputTypes)
-                ctx.Out.WriteLine $"  input: {inputs}; output: {outputs}"
+                describe ctx d
 
-                for p in d.Parameters do
-                    let def =
-                        match p.Default with
-                        | Some v -> $" = {Parameters.render v}"
-                        | None when p.Required -> " (required)"
-                        | None -> ""
+            ctx.Out.WriteLine "Monitors (cts mon run <monitor> --replay <log>):"
+            ctx.Out.WriteLine()
 
-                    let choices =
-                        match p.Choices with
-                        | [] -> ""
-                        | c -> " [" + String.Join("|", c) + "]"
-
-                    ctx.Out.WriteLine $"    {p.Name}: {ParameterType.name p.Type}{def}{choices}  {p.Description}"
-
-                ctx.Out.WriteLine()
+            for d in CtsLite.Monitors.Catalog.descriptors do
+                describe ctx d
 
         ExitCode.Ok
 

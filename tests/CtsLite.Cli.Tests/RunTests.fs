@@ -98,12 +98,12 @@ let all =
                     (Text.Json.Nodes.JsonNode.DeepEquals(tools, printed))
                     $"service and CLI documents differ:\n{tools.ToJsonString()}\n{printed.ToJsonString()}")
         }
-        test "cts tools prints every tool and parameter for people" {
+        test "cts tools prints every tool and monitor with its parameters for people" {
             let code, out, _ = cts [ "tools" ]
             Expect.equal code 0 "exit"
 
-            for d in CtsLite.Tools.Catalog.descriptors do
-                Expect.stringContains out d.Id d.Id
+            for d in CtsLite.Tools.Catalog.descriptors @ CtsLite.Monitors.Catalog.descriptors do
+                Expect.stringContains out $"{d.Id} (" d.Id
 
                 for p in d.Parameters do
                     Expect.stringContains out $"    {p.Name}:" p.Name

@@ -110,7 +110,7 @@ module internal SignalWatch =
                     Max = Some 255.0
             }
         ]
-        InputTypes = [ "zmq"; "rlog"; "qlog"; "route" ]
+        InputTypes = [ "rlog"; "qlog"; "route" ]
         OutputTypes = [ "json" ]
     }
 
