@@ -149,7 +149,9 @@ type TokenArgs =
 [<RequireQualifiedAccess>]
 type MonRunArgs =
     | [<MainCommand; Mandatory>] Monitor of monitor: string
-    | [<Mandatory>] Replay of log: string
+    | Replay of log: string
+    | Zmq of host: string
+    | Duration of seconds: float
     | Speed of factor: float
     | [<AltCommandLine("-p")>] Param of key_value: string
     | Update_Ms of ms: int
@@ -161,6 +163,8 @@ type MonRunArgs =
             | Monitor _ ->
                 "the monitor: can_bus_check, can_hybrid_rx_check, panda_state, hybrid_rx_trace or signal_watch."
             | Replay _ -> "log file, segment folder or route to replay into it."
+            | Zmq _ -> "watch a comma device's message bridge at this host (the device's IP) live."
+            | Duration _ -> "with --zmq: stop after this many seconds (default: until Ctrl+C)."
             | Speed _ -> "log time per wall time (default 1: as recorded; 0: as fast as possible)."
             | Param _ -> "a monitor parameter as key=value (repeatable), e.g. -p window_s=2."
             | Update_Ms _ -> "an update every this many milliseconds of log time (default 100)."
@@ -174,7 +178,8 @@ type MonArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Run _ -> "run a monitor here, no service, over a replayed log; one JSON message per line."
+            | Run _ ->
+                "run a monitor here, no service, over a replayed log or a live bridge; one JSON message per line."
 
 /// `cts` and its subcommands. Global options apply to every subcommand.
 [<RequireSubcommand>]

@@ -28,8 +28,20 @@ module MonCommands =
 
         let replay =
             args
-            |> Results.pick (function
+            |> Results.tryPick (function
                 | MonRunArgs.Replay r -> Some r
+                | _ -> None)
+
+        let zmq =
+            args
+            |> Results.tryPick (function
+                | MonRunArgs.Zmq h -> Some h
+                | _ -> None)
+
+        let duration =
+            args
+            |> Results.tryPick (function
+                | MonRunArgs.Duration d -> Some d
                 | _ -> None)
 
         let speed =
@@ -65,13 +77,16 @@ module MonCommands =
         | _ when not (Double.IsFinite speed) || speed < 0.0 ->
             fail ctx $"--speed must be 0 (as fast as possible) or a positive factor, not {speed}"
         | _ when updateMs < 1 -> fail ctx $"--update-ms must be at least 1, not {updateMs}"
+        | _ when replay.IsSome = zmq.IsSome -> fail ctx "give one of --replay LOG or --zmq HOST"
+        | _ when duration |> Option.exists (fun d -> not (Double.IsFinite d) || d <= 0.0) ->
+            fail ctx $"--duration must be a positive number of seconds, not {duration.Value}"
         | Some(monitor: Monitor), Ok given ->
             match CtsLite.Monitors.Catalog.validate monitor given with
             | Error errors -> fail ctx (ToolError.describe (ToolError.InvalidParameters errors))
             | Ok parameters ->
-                match Route.resolve replay with
-                | Error e -> fail ctx e
-                | Ok files ->
+                match replay |> Option.map Route.resolve with
+                | Some(Error e) -> fail ctx e
+                | files ->
                     let schema = Schema.cereal ()
 
                     let layout =
@@ -125,7 +140,8 @@ module MonCommands =
                         }
 
                         try
-                            try
+                            match files, zmq with
+                            | Some(Ok files), _ ->
                                 match Replay.run (monitor.Services parameters) layout state files options emit with
                                 | Error e -> fail ctx (DecodeError.describe e)
                                 | Ok outcome ->
@@ -136,8 +152,24 @@ module MonCommands =
                                         ctx.Err.WriteLine "stopped"
 
                                     ExitCode.Ok
-                            with :? OperationCanceledException when cancel.IsCancellationRequested ->
-                                ctx.Err.WriteLine "stopped"
-                                ExitCode.Ok
+                            | _, Some host ->
+                                let live = {
+                                    UpdateMs = updateMs
+                                    SilentAfter = TimeSpan.FromSeconds 2.0
+                                    Duration = duration |> Option.map TimeSpan.FromSeconds
+                                    Reader = ReaderOptions.Default
+                                    Cancellation = cancel.Token
+                                }
+
+                                match BridgeSource.run (monitor.Services parameters) layout state host live emit with
+                                | Error e -> fail ctx $"--zmq: {e}"
+                                | Ok outcome ->
+                                    if outcome.Corrupt > 0L || outcome.Foreign > 0L then
+                                        ctx.Err.WriteLine(
+                                            $"warning: {outcome.Corrupt} message(s) did not decode, {outcome.Foreign} carried another service's event (counted, skipped)"
+                                        )
+
+                                    ExitCode.Ok
+                            | _ -> invalidOp "one source"
                         finally
                             Console.CancelKeyPress.RemoveHandler onCancel

@@ -111,8 +111,79 @@ let all =
             Expect.isGreaterThan (data.GetProperty("frames").GetInt64()) 0L "frames read"
             Expect.isLessThan (data.GetProperty("frames").GetInt64()) 197393L "not all of them"
         }
+        test "mon run --zmq watches a live bridge for --duration seconds" {
+            // A publisher of the log's pandaStates events on loopback, at the service's port.
+            let file = synthetic [ "default.rlog.zst" ]
+            let schema = CtsLite.Capnp.Schema.cereal ()
+
+            let layout = CtsLite.Logs.EventLayout.ofSchema schema |> Result.defaultWith failwith
+
+            let raw = new MemoryStream()
+
+            do
+                use z = new ZstdSharp.DecompressionStream(File.OpenRead file)
+                z.CopyTo raw
+
+            let bytes = raw.ToArray()
+
+            let pandaStates = [
+                use reader =
+                    CtsLite.Logs.LogReader.OfStream(
+                        new MemoryStream(bytes),
+                        file,
+                        CtsLite.Capnp.ReaderOptions.Default,
+                        CtsLite.Logs.Compression.Raw
+                    )
+
+                let mutable at = 0L
+
+                while reader.Next() do
+                    let which = CtsLite.Logs.Event.which reader.Message layout reader.Event
+
+                    if CtsLite.Logs.Event.whichName layout which = "pandaStates" then
+                        yield bytes[int at .. int reader.Position - 1]
+
+                    at <- reader.Position
+            ]
+
+            use pub = new NetMQ.Sockets.PublisherSocket()
+            pub.Options.SendHighWatermark <- 0
+            let port = CtsLite.Monitors.Bridge.port "pandaStates"
+            pub.Bind $"tcp://127.0.0.1:{port}"
+
+            let run =
+                System.Threading.Tasks.Task.Run(fun () ->
+                    Tests.cts [
+                        "mon"
+                        "run"
+                        "panda_state"
+                        "--zmq"
+                        "127.0.0.1"
+                        "--duration"
+                        "3"
+                        "--final"
+                    ])
+
+            for m in pandaStates |> List.take 200 do
+                NetMQ.OutgoingSocketExtensions.SendFrame(pub, m)
+                System.Threading.Thread.Sleep 10
+
+            let code, out, err = run.Result
+            Expect.equal code 0 err
+            let message = JsonDocument.Parse(out.Trim()).RootElement
+            Expect.equal (message.GetProperty("type").GetString()) "end" "the final state"
+            let data = message.GetProperty("data")
+            // ZMQ's subscriber joins late: the first few may be missed, never counted twice.
+            let updates = data.GetProperty("updates").GetInt64()
+            Expect.isTrue (updates > 0L && updates <= 200L) $"{updates} updates"
+            let panda = data.GetProperty("pandas")[0]
+            Expect.equal (panda.GetProperty("safety_model").GetString()) "subaru" "the planted model"
+        }
         test "mon run names what is wrong: the monitor, a parameter, the speed, the input" {
             let log = synthetic [ "default.rlog.zst" ]
+            let code, _, err = Tests.cts [ "mon"; "run"; "can_bus_check" ]
+            Expect.equal code 1 "no source"
+            Expect.stringContains err "--replay" "named"
             let code, _, err = Tests.cts [ "mon"; "run"; "can_bus"; "--replay"; log ]
             Expect.equal code 1 "unknown monitor"
             Expect.stringContains err "can_bus_check" "the known ones listed"

@@ -76,4 +76,5 @@ let all =
         FrameIndexTests.all
         ReportBrowserTests.all
         MonitorTests.all
+        BridgeTests.all
     ]

@@ -171,7 +171,7 @@ module internal CanCheck =
                 (Some(ParameterValue.File ToolSupport.SubaruDbc))
                 "DBC for message names and checksum/counter rules: an upload id or a path (default: the built-in Subaru global DBC)"
         ]
-        InputTypes = [ "rlog"; "qlog"; "route" ]
+        InputTypes = [ "zmq"; "rlog"; "qlog"; "route" ]
         OutputTypes = [ "json" ]
     }
 

@@ -46,7 +46,7 @@ module internal HybridRxTrace =
                 (Some(ParameterValue.File ToolSupport.SubaruDbc))
                 "DBC for message names: an upload id or a path (default: the built-in Subaru global DBC)"
         ]
-        InputTypes = [ "rlog"; "qlog"; "route" ]
+        InputTypes = [ "zmq"; "rlog"; "qlog"; "route" ]
         OutputTypes = [ "json" ]
     }
 

@@ -34,7 +34,7 @@ module internal PandaState =
             "Each panda's safety model and parameter, alternative experience, controlsAllowed, RX-invalid count, RX-checks flag and ignition, and whether openpilot is engaged, at every update"
         Category = ToolCategory.Monitor
         Parameters = []
-        InputTypes = [ "rlog"; "qlog"; "route" ]
+        InputTypes = [ "zmq"; "rlog"; "qlog"; "route" ]
         OutputTypes = [ "json" ]
     }
 

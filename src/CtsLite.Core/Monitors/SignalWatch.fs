@@ -110,7 +110,7 @@ module internal SignalWatch =
                     Max = Some 255.0
             }
         ]
-        InputTypes = [ "rlog"; "qlog"; "route" ]
+        InputTypes = [ "zmq"; "rlog"; "qlog"; "route" ]
         OutputTypes = [ "json" ]
     }
 

@@ -1,0 +1,200 @@
+/// The live bridge source against a test publisher that speaks openpilot's protocol: one PUB
+/// socket per service at the port the name gives, one Event a message, on loopback.
+module CtsLite.Core.Tests.BridgeTests
+
+open System
+open System.Collections.Concurrent
+open System.IO
+open System.Text.Json
+open System.Text.Json.Nodes
+open System.Threading
+open System.Threading.Tasks
+open Expecto
+open NetMQ
+open NetMQ.Sockets
+open CtsLite.Capnp
+open CtsLite.Logs
+open CtsLite.Monitors
+open CtsLite.Tests
+open CtsLite.Tools
+
+let private synthetic (parts: string list) =
+    Path.Combine(Array.ofList (TestEnv.sharedDir () :: "data" :: "rlogs" :: "synthetic" :: parts))
+
+let private schema = Schema.cereal ()
+
+let private layout = EventLayout.ofSchema schema |> Result.defaultWith failwith
+
+/// Every event of a log as (service, the message's bytes).
+let private messagesOf (file: string) : (string * byte array) list =
+    let raw = new MemoryStream()
+
+    do
+        use z = new ZstdSharp.DecompressionStream(File.OpenRead file)
+        z.CopyTo raw
+
+    let bytes = raw.ToArray()
+
+    use reader =
+        LogReader.OfStream(new MemoryStream(bytes), file, ReaderOptions.Default, Compression.Raw)
+
+    [
+        let mutable at = 0L
+
+        while reader.Next() do
+            let service =
+                Event.whichName layout (Event.which reader.Message layout reader.Event)
+
+            yield service, bytes[int at .. int reader.Position - 1]
+            at <- reader.Position
+    ]
+
+let private publisher (service: string) =
+    let socket = new PublisherSocket()
+    socket.Options.SendHighWatermark <- 0
+    socket.Bind $"tcp://127.0.0.1:{Bridge.port service}"
+    socket
+
+let private waitFor (what: string) (seconds: float) (condition: unit -> bool) =
+    let deadline = DateTime.UtcNow.AddSeconds seconds
+
+    while not (condition ()) do
+        if DateTime.UtcNow > deadline then
+            failtestf "timed out waiting for %s" what
+
+        Thread.Sleep 10
+
+let all =
+    testSequenced
+    <| testList "Bridge" [
+        test "a host that is not one is refused before any socket" {
+            Expect.isError (Bridge.resolve "no such host") "spaces"
+            Expect.isError (Bridge.resolve "1.2.3.4:5") "a port"
+            Expect.isError (Bridge.resolve "nosuchhost.invalid") "does not resolve"
+            Expect.equal (Bridge.resolve "127.0.0.1") (Ok "127.0.0.1") "IPv4"
+            Expect.equal (Bridge.resolve "::1") (Ok "[::1]") "IPv6"
+        }
+        test "ports follow openpilot's formula" {
+            Expect.equal
+                ([ "can"; "sendcan"; "pandaStates"; "carState" ] |> List.map Bridge.port)
+                [ 62300; 50650; 50420; 9041 ]
+                "FNV-1a 64"
+        }
+        test
+            "a live bridge: every frame counted once, foreign and corrupt messages counted, silence and recovery reported" {
+            let events = messagesOf (synthetic [ "default.rlog.zst" ])
+            let can = events |> List.filter (fun (s, _) -> s = "can") |> List.map snd
+            let foreign = events |> List.find (fun (s, _) -> s = "carState") |> snd
+            let monitor = CtsLite.Monitors.Catalog.tryFind "can_bus_check" |> Option.get
+
+            let parameters =
+                CtsLite.Monitors.Catalog.validate monitor []
+                |> Result.defaultWith (failtestf "%A")
+
+            let state =
+                monitor.Start {
+                    Parameters = parameters
+                    ResolveFile = Ok
+                    Schema = schema
+                    Layout = layout
+                }
+                |> Result.defaultWith (failtestf "%A")
+
+            let messages = ConcurrentQueue<MonitorMessage>()
+            use cancel = new CancellationTokenSource()
+
+            let options = {
+                UpdateMs = 50
+                SilentAfter = TimeSpan.FromMilliseconds 300.0
+                Duration = Some(TimeSpan.FromSeconds 60.0)
+                Reader = ReaderOptions.Default
+                Cancellation = cancel.Token
+            }
+
+            let statuses () =
+                messages
+                |> Seq.filter (fun m -> m.Kind = MonitorMessageKind.SourceStatus)
+                |> Seq.map (fun m -> m.Data["status"].GetValue<string>())
+                |> List.ofSeq
+
+            let frames () =
+                messages
+                |> Seq.filter (fun m -> m.Kind = MonitorMessageKind.Update)
+                |> Seq.tryLast
+                |> Option.map (fun m -> m.Data["frames"].GetValue<int64>())
+                |> Option.defaultValue 0L
+
+            let mutable pub = publisher "can"
+
+            let session =
+                Task.Run(fun () ->
+                    BridgeSource.run (monitor.Services parameters) layout state "127.0.0.1" options messages.Enqueue)
+
+            // ZMQ's subscriber joins late: another service's event until it is seen (counted as
+            // foreign, never stepped).
+            waitFor "the connection" 10.0 (fun () ->
+                pub.SendFrame foreign
+                Thread.Sleep 20
+                List.contains "connected" (statuses ()))
+
+            let half = can.Length / 2
+
+            for m in can |> List.take half do
+                pub.SendFrame m
+
+            pub.SendFrame [| 1uy; 2uy; 3uy |]
+            waitFor "the first half" 20.0 (fun () -> frames () > 0L && List.contains "silent" (statuses ()))
+
+            // The publisher goes away and comes back on the same port: the session recovers.
+            pub.Dispose()
+            Thread.Sleep 200
+            pub <- publisher "can"
+
+            waitFor "the reconnection" 10.0 (fun () ->
+                pub.SendFrame foreign
+                Thread.Sleep 20
+                statuses () |> List.filter ((=) "connected") |> List.length >= 2)
+
+            for m in can |> List.skip half do
+                pub.SendFrame m
+
+            let total = 197393L
+            waitFor "every frame" 20.0 (fun () -> frames () = total)
+            cancel.Cancel()
+            let outcome = session.Result |> Result.defaultWith failtest
+            pub.Dispose()
+
+            Expect.equal outcome.Received (int64 can.Length) "every can event once"
+            Expect.equal outcome.Corrupt 1L "the garbage message"
+            Expect.isGreaterThanOrEqual outcome.Foreign 2L "the warm-up events"
+
+            let all = List.ofSeq messages
+            Expect.equal (all |> List.map _.Seq) [ 1L .. int64 all.Length ] "no gap"
+            Expect.equal (List.last all).Kind MonitorMessageKind.End "ends with the final state"
+
+            let counts =
+                (List.last all).Data["addresses"].AsArray()
+                |> Seq.map _.AsObject()
+                |> Seq.filter (fun o -> not (isNull o["bus"]))
+                |> Seq.map (fun o ->
+                    $"""{o["address"].GetValue<string>()}/{o["bus"].GetValue<int>()}""", o["count"].GetValue<int64>())
+                |> Map.ofSeq
+
+            let truth =
+                JsonDocument.Parse(File.ReadAllText(synthetic [ "default.truth.json" ])).RootElement
+
+            let file = truth.GetProperty("expected_per_file")[0]
+
+            let planted =
+                file.GetProperty("message_counts_by_address_src").EnumerateObject()
+                |> Seq.map (fun p -> p.Name, p.Value.GetInt64())
+                |> Map.ofSeq
+
+            Expect.equal counts planted "frame counts per (address, src)"
+            let s = statuses ()
+            Expect.equal (List.head s) "connecting" "first"
+            Expect.equal (List.last s) "ended" "last"
+            Expect.isTrue (s |> List.pairwise |> List.contains ("connected", "silent")) $"silent after connected: {s}"
+            Expect.isTrue (s |> List.pairwise |> List.contains ("silent", "connected")) $"and back: {s}"
+        }
+    ]
