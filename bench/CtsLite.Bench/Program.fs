@@ -556,6 +556,8 @@ let private monitorBenchmark (shared: string) (quick: bool) =
 
         frames
 
+    let frames = pass false
+
     let measure (step: bool) (passes: int) =
         pass step |> ignore
         GC.Collect()
@@ -578,6 +580,96 @@ let private monitorBenchmark (shared: string) (quick: bool) =
     printfn "|---|---:|---:|"
     printfn "| decode only | %.0f | %.3f |" decodeRate decodeBytes
     printfn "| decode + `can_bus_check` step | %.0f | %.3f |" stepRate stepBytes
+
+    // Live: the segment's `can` messages published on loopback as fast as a PUB socket sends them,
+    // into `can_bus_check` through the bridge source; frames/s until the last one is counted.
+    let canMessages = [|
+        use reader =
+            CtsLite.Logs.LogReader.OfStream(
+                new MemoryStream(bytes),
+                "memory",
+                CtsLite.Capnp.ReaderOptions.Default,
+                CtsLite.Logs.Compression.Raw
+            )
+
+        let mutable at = 0L
+
+        while reader.Next() do
+            if CtsLite.Logs.Event.which reader.Message layout reader.Event = layout.CanDiscriminant then
+                yield bytes[int at .. int reader.Position - 1]
+
+            at <- reader.Position
+    |]
+
+    let repeats = if quick then 3 else 10
+    use pub = new NetMQ.Sockets.PublisherSocket()
+    pub.Options.SendHighWatermark <- 0
+    let canPort = CtsLite.Monitors.Bridge.port "can"
+    pub.Bind $"tcp://127.0.0.1:{canPort}"
+
+    let live =
+        monitor.Start {
+            Parameters = parameters
+            ResolveFile = Ok
+            Schema = schema
+            Layout = layout
+        }
+        |> Result.defaultWith (failwithf "%A")
+
+    let latest = ref 0L
+    let connected = new Threading.ManualResetEventSlim()
+    use cancel = new Threading.CancellationTokenSource()
+
+    let emit (m: CtsLite.Monitors.MonitorMessage) =
+        match m.Kind with
+        | CtsLite.Monitors.MonitorMessageKind.Update -> latest.Value <- m.Data["frames"].GetValue<int64>()
+        | CtsLite.Monitors.MonitorMessageKind.SourceStatus when m.Data["status"].GetValue<string>() = "connected" ->
+            connected.Set()
+        | _ -> ()
+
+    let options: CtsLite.Monitors.BridgeOptions = {
+        UpdateMs = 5
+        SilentAfter = TimeSpan.FromSeconds 10.0
+        Duration = None
+        Reader = CtsLite.Capnp.ReaderOptions.Default
+        Cancellation = cancel.Token
+    }
+
+    let session =
+        Threading.Tasks.Task.Run(fun () ->
+            CtsLite.Monitors.BridgeSource.run [ "can" ] layout live "127.0.0.1" options emit)
+
+    // The subscriber joins late: one message until it is seen (the count starts after).
+    while not (connected.Wait 20) do
+        NetMQ.OutgoingSocketExtensions.SendFrame(pub, canMessages[0])
+
+    Threading.Thread.Sleep 200
+    let before = latest.Value
+    let perPass = frames
+    let started = Stopwatch.GetTimestamp()
+
+    for _ in 1..repeats do
+        for m in canMessages do
+            NetMQ.OutgoingSocketExtensions.SendFrame(pub, m)
+
+    let expected = before + int64 repeats * perPass
+    let deadline = DateTime.UtcNow.AddSeconds 60.0
+
+    while latest.Value < expected && DateTime.UtcNow < deadline do
+        Threading.Thread.Sleep 1
+
+    let seconds = Stopwatch.GetElapsedTime(started).TotalSeconds
+    cancel.Cancel()
+    session.Wait()
+
+    printfn
+        "| loopback ZMQ bridge → `can_bus_check` (%d × the segment's can messages) | %.0f | %s |"
+        repeats
+        (float (latest.Value - before) / seconds)
+        (if latest.Value = expected then
+             "no loss"
+         else
+             $"LOST {expected - latest.Value} frames")
 
 [<EntryPoint>]
 let main argv =

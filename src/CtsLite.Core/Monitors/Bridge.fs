@@ -119,9 +119,6 @@ type private Feed() =
 [<RequireQualifiedAccess>]
 module BridgeSource =
 
-    let private now () =
-        float (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()) / 1000.0
-
     /// Watches `host`'s bridge (refused when the host does not resolve): `emit` gets a snapshot
     /// first, an update every `UpdateMs`, a `source_status` when the source's state changes
     /// (`connecting`, `connected`, `silent`) and at the end, then the final state as `end`.
@@ -149,7 +146,7 @@ module BridgeSource =
                 emit {
                     Kind = kind
                     Seq = seq
-                    T = now ()
+                    T = MonitorSupport.unixNow ()
                     Data = data
                 }
 

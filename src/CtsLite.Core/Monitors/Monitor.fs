@@ -106,6 +106,10 @@ module internal MonitorSupport =
     /// `0x13A` (three hex digits at least, as cabana and the truth files write them).
     let addressText (address: uint32) = $"0x{address:X3}"
 
+    /// Now, in Unix seconds (a message's `t`).
+    let unixNow () =
+        float (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()) / 1000.0
+
     /// Seconds, rounded for display (ms).
     let seconds (ns: int64) = Math.Round(float ns / 1e9, 3)
 

@@ -32,9 +32,6 @@ type ReplayOutcome = {
 [<RequireQualifiedAccess>]
 module Replay =
 
-    let private now () =
-        float (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()) / 1000.0
-
     /// Replays `files` into `state`; `emit` gets a snapshot first, an update every `UpdateMs` of
     /// log time, and the final state as `end` (also when the cancellation stops it).
     let run
@@ -60,7 +57,7 @@ module Replay =
             emit {
                 Kind = kind
                 Seq = seq
-                T = now ()
+                T = MonitorSupport.unixNow ()
                 Data = state.Snapshot()
             }
 
