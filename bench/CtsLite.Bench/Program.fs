@@ -631,6 +631,8 @@ let private monitorBenchmark (shared: string) (quick: bool) =
         UpdateMs = 5
         SilentAfter = TimeSpan.FromSeconds 10.0
         Duration = None
+        Record = None
+        RecordMaxBytes = 0L
         Reader = CtsLite.Capnp.ReaderOptions.Default
         Cancellation = cancel.Token
     }

@@ -152,6 +152,8 @@ type MonRunArgs =
     | Replay of log: string
     | Zmq of host: string
     | Duration of seconds: float
+    | Record of rlog: string
+    | Record_Max_Mb of mb: int
     | Speed of factor: float
     | [<AltCommandLine("-p")>] Param of key_value: string
     | Update_Ms of ms: int
@@ -165,6 +167,9 @@ type MonRunArgs =
             | Replay _ -> "log file, segment folder or route to replay into it."
             | Zmq _ -> "watch a comma device's message bridge at this host (the device's IP) live."
             | Duration _ -> "with --zmq: stop after this many seconds (default: until Ctrl+C)."
+            | Record _ ->
+                "with --zmq: record what is received to this zstd rlog (name.rlog.zst; a new file name--1.rlog.zst... per --record-max-mb)."
+            | Record_Max_Mb _ -> "with --record: a new file every this many MB of events (default 100)."
             | Speed _ -> "log time per wall time (default 1: as recorded; 0: as fast as possible)."
             | Param _ -> "a monitor parameter as key=value (repeatable), e.g. -p window_s=2."
             | Update_Ms _ -> "an update every this many milliseconds of log time (default 100)."

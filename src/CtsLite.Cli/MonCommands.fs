@@ -58,6 +58,19 @@ module MonCommands =
                 | _ -> None)
             |> Option.defaultValue 100
 
+        let record =
+            args
+            |> Results.tryPick (function
+                | MonRunArgs.Record r -> Some r
+                | _ -> None)
+
+        let recordMaxMb =
+            args
+            |> Results.tryPick (function
+                | MonRunArgs.Record_Max_Mb m -> Some m
+                | _ -> None)
+            |> Option.defaultValue 100
+
         let onlyFinal = Results.has MonRunArgs.Final args
 
         let given =
@@ -78,6 +91,10 @@ module MonCommands =
             fail ctx $"--speed must be 0 (as fast as possible) or a positive factor, not {speed}"
         | _ when updateMs < 1 -> fail ctx $"--update-ms must be at least 1, not {updateMs}"
         | _ when replay.IsSome = zmq.IsSome -> fail ctx "give one of --replay LOG or --zmq HOST"
+        | _ when record.IsSome && zmq.IsNone -> fail ctx "--record records a live bridge (--zmq HOST)"
+        | _ when recordMaxMb < 1 -> fail ctx $"--record-max-mb must be at least 1, not {recordMaxMb}"
+        | _ when record |> Option.exists IO.File.Exists ->
+            fail ctx $"--record {record.Value}: the file exists (a recording never overwrites one)"
         | _ when duration |> Option.exists (fun d -> not (Double.IsFinite d) || d <= 0.0) ->
             fail ctx $"--duration must be a positive number of seconds, not {duration.Value}"
         | Some(monitor: Monitor), Ok given ->
@@ -157,6 +174,8 @@ module MonCommands =
                                     UpdateMs = updateMs
                                     SilentAfter = TimeSpan.FromSeconds 2.0
                                     Duration = duration |> Option.map TimeSpan.FromSeconds
+                                    Record = record
+                                    RecordMaxBytes = int64 recordMaxMb * 1_000_000L
                                     Reader = ReaderOptions.Default
                                     Cancellation = cancel.Token
                                 }
@@ -164,6 +183,9 @@ module MonCommands =
                                 match BridgeSource.run (monitor.Services parameters) layout state host live emit with
                                 | Error e -> fail ctx $"--zmq: {e}"
                                 | Ok outcome ->
+                                    for f in outcome.Recorded do
+                                        ctx.Err.WriteLine $"recorded {f}"
+
                                     if outcome.Corrupt > 0L || outcome.Foreign > 0L then
                                         ctx.Err.WriteLine(
                                             $"warning: {outcome.Corrupt} message(s) did not decode, {outcome.Foreign} carried another service's event (counted, skipped)"

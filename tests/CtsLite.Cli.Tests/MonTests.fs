@@ -151,6 +151,8 @@ let all =
             let port = CtsLite.Monitors.Bridge.port "pandaStates"
             pub.Bind $"tcp://127.0.0.1:{port}"
 
+            let recording = Path.Combine(TestEnv.tempDir "mon", "drive.rlog.zst")
+
             let run =
                 System.Threading.Tasks.Task.Run(fun () ->
                     Tests.cts [
@@ -162,6 +164,8 @@ let all =
                         "--duration"
                         "3"
                         "--final"
+                        "--record"
+                        recording
                     ])
 
             for m in pandaStates |> List.take 200 do
@@ -178,6 +182,15 @@ let all =
             Expect.isTrue (updates > 0L && updates <= 200L) $"{updates} updates"
             let panda = data.GetProperty("pandas")[0]
             Expect.equal (panda.GetProperty("safety_model").GetString()) "subaru" "the planted model"
+
+            // The recording is a log like any other: exactly the events the monitor was given.
+            Expect.stringContains err $"recorded {recording}" "named"
+            let info = LogTests.logInfo recording
+
+            let recorded =
+                info.GetProperty("event_counts").GetProperty("pandaStates").GetInt64()
+
+            Expect.equal recorded updates "every pandaStates event received, once"
         }
         test "mon run names what is wrong: the monitor, a parameter, the speed, the input" {
             let log = synthetic [ "default.rlog.zst" ]
@@ -221,5 +234,17 @@ let all =
 
             Expect.equal code 1 "missing input"
             Expect.stringContains err "/nonexistent/rlog.zst" "the input named"
+
+            let code, _, err =
+                Tests.cts [ "mon"; "run"; "can_bus_check"; "--replay"; log; "--record"; "x.rlog.zst" ]
+
+            Expect.equal code 1 "a replay is not recorded"
+            Expect.stringContains err "--zmq" "says what records"
+
+            let code, _, err =
+                Tests.cts [ "mon"; "run"; "can_bus_check"; "--zmq"; "127.0.0.1"; "--record"; log ]
+
+            Expect.equal code 1 "never overwrites"
+            Expect.stringContains err "exists" "says so"
         }
     ]

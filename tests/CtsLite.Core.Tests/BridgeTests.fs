@@ -102,11 +102,15 @@ let all =
 
             let messages = ConcurrentQueue<MonitorMessage>()
             use cancel = new CancellationTokenSource()
+            let recording = Path.Combine(TestEnv.tempDir "bridge", "live.rlog.zst")
 
             let options = {
                 UpdateMs = 50
                 SilentAfter = TimeSpan.FromMilliseconds 300.0
                 Duration = Some(TimeSpan.FromSeconds 60.0)
+                // About a third of the segment's can events a file.
+                Record = Some recording
+                RecordMaxBytes = 2_000_000L
                 Reader = ReaderOptions.Default
                 Cancellation = cancel.Token
             }
@@ -191,6 +195,40 @@ let all =
                 |> Map.ofSeq
 
             Expect.equal counts planted "frame counts per (address, src)"
+
+            // The recording: the events received, in order, across its files.
+            Expect.isGreaterThan outcome.Recorded.Length 1 "rotated by size"
+            Expect.equal outcome.Recorded.Head recording "the first file by its name"
+
+            let times (files: string list) (service: string) =
+                let found = ResizeArray<uint64>()
+                let d = Event.discriminantOf layout service |> Option.get
+
+                use source =
+                    new LogSource(
+                        files,
+                        LogSourceOptions.Of {
+                            ReaderOptions.Default with
+                                Strict = true
+                        }
+                    )
+
+                source.Iter(fun r ->
+                    if Event.which r.Message layout r.Event = d then
+                        found.Add(Event.logMonoTime r.Message layout r.Event)
+
+                    true)
+                |> Result.defaultWith (failtestf "%A")
+                |> ignore
+
+                List.ofSeq found
+
+            Expect.equal
+                (times outcome.Recorded "can")
+                (times [ synthetic [ "default.rlog.zst" ] ] "can")
+                "every can event received, in order"
+
+            Expect.isEmpty (times outcome.Recorded "carState") "the foreign ones are not recorded"
             let s = statuses ()
             Expect.equal (List.head s) "connecting" "first"
             Expect.equal (List.last s) "ended" "last"

@@ -66,6 +66,10 @@ type BridgeOptions = {
     SilentAfter: TimeSpan
     /// Stop after this long (None: until cancelled).
     Duration: TimeSpan option
+    /// Record what is received to a zstd rlog here, a new file (`…--1.rlog.zst`, `--2` …) every
+    /// `RecordMaxBytes` of events (None: no recording).
+    Record: string option
+    RecordMaxBytes: int64
     Reader: ReaderOptions
     Cancellation: CancellationToken
 }
@@ -78,7 +82,61 @@ type BridgeOutcome = {
     Foreign: int64
     /// Messages that do not decode (counted and skipped).
     Corrupt: int64
+    /// The recording's files, in order (empty without recording).
+    Recorded: string list
 }
+
+/// What a live session received, written as openpilot writes a log: the events back to back,
+/// zstd-compressed, a new file when one reaches its size, so any tool can read the drive later
+/// (a route's files in order, or joined).
+[<AllowNullLiteral>]
+type internal Recorder(path: string, maxBytes: int64) =
+    let files = ResizeArray<string>()
+    let mutable file: FileStream = null
+    let mutable zstd: ZstdSharp.CompressionStream = null
+    let mutable written = 0L
+
+    let close () =
+        if not (isNull zstd) then
+            zstd.Dispose()
+            file.Dispose()
+            zstd <- null
+            file <- null
+
+    let nameOf (n: int) =
+        if n = 0 then
+            path
+        else
+            let name = Path.GetFileName path
+
+            let stem, extension =
+                match name.IndexOf '.' with
+                | -1 -> name, ""
+                | dot -> name.Substring(0, dot), name.Substring dot
+
+            Path.Combine(Path.GetDirectoryName(Path.GetFullPath path), $"{stem}--{n}{extension}")
+
+    let openNext () =
+        close ()
+        let name = nameOf files.Count
+        file <- new FileStream(name, FileMode.CreateNew, FileAccess.Write)
+        zstd <- new ZstdSharp.CompressionStream(file, 3)
+        files.Add name
+        written <- 0L
+
+    /// The files written so far.
+    member _.Files: string list = List.ofSeq files
+
+    /// Appends one event message (its segment table and segments, as received).
+    member _.Write(message: byte array) =
+        if isNull zstd || (written > 0L && written + int64 message.Length > maxBytes) then
+            openNext ()
+
+        zstd.Write(message, 0, message.Length)
+        written <- written + int64 message.Length
+
+    interface IDisposable with
+        member _.Dispose() = close ()
 
 /// One message's bytes as the stream a frame reader reads: fed a message at a time, it gives
 /// exactly that message's bytes and then nothing.
@@ -133,6 +191,11 @@ module BridgeSource =
         match Bridge.resolve host with
         | Error e -> Error e
         | Ok address ->
+            use recorder =
+                match options.Record with
+                | Some path -> new Recorder(path, options.RecordMaxBytes)
+                | None -> null
+
             let mutable seq = 0L
             let mutable received = 0L
             let mutable foreign = 0L
@@ -198,6 +261,9 @@ module BridgeSource =
                     if Event.which m layout e = discriminant then
                         received <- received + 1L
                         state.Step(m, e)
+
+                        if not (isNull recorder) then
+                            recorder.Write bytes
                     else
                         foreign <- foreign + 1L
                 | _ ->
@@ -254,8 +320,11 @@ module BridgeSource =
             send MonitorMessageKind.SourceStatus (sourceStatus ())
             send MonitorMessageKind.End (state.Snapshot())
 
+            let recorded = if isNull recorder then [] else recorder.Files
+
             Ok {
                 Received = received
                 Foreign = foreign
                 Corrupt = corrupt
+                Recorded = recorded
             }
