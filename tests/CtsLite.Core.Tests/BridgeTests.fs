@@ -106,7 +106,7 @@ let all =
 
             let options = {
                 UpdateMs = 50
-                SilentAfter = TimeSpan.FromMilliseconds 300.0
+                SilentAfter = TimeSpan.FromSeconds 1.0
                 Duration = Some(TimeSpan.FromSeconds 60.0)
                 // About a third of the segment's can events a file.
                 Record = Some recording
@@ -151,7 +151,7 @@ let all =
 
             // The publisher goes away and comes back on the same port: the session recovers.
             pub.Dispose()
-            Thread.Sleep 200
+            waitFor "the lost connection" 10.0 (fun () -> List.contains "reconnecting" (statuses ()))
             pub <- publisher "can"
 
             waitFor "the reconnection" 10.0 (fun () ->
@@ -232,7 +232,12 @@ let all =
             let s = statuses ()
             Expect.equal (List.head s) "connecting" "first"
             Expect.equal (List.last s) "ended" "last"
-            Expect.isTrue (s |> List.pairwise |> List.contains ("connected", "silent")) $"silent after connected: {s}"
-            Expect.isTrue (s |> List.pairwise |> List.contains ("silent", "connected")) $"and back: {s}"
+            // A loaded machine may also go quiet for the silence threshold before the end.
+            Expect.equal
+                (List.truncate 5 s)
+                [ "connecting"; "connected"; "silent"; "reconnecting"; "connected" ]
+                "each change once"
+
+            Expect.equal (s |> List.skip 5 |> List.filter ((<>) "silent")) [ "ended" ] "then the end"
         }
     ]

@@ -179,7 +179,8 @@ module BridgeSource =
 
     /// Watches `host`'s bridge (refused when the host does not resolve): `emit` gets a snapshot
     /// first, an update every `UpdateMs`, a `source_status` when the source's state changes
-    /// (`connecting`, `connected`, `silent`) and at the end, then the final state as `end`.
+    /// (`connecting`; `connected` while messages arrive; `silent` after `SilentAfter` without one;
+    /// `reconnecting` when a connection dropped) and at the end, then the final state as `end`.
     let run
         (services: string list)
         (layout: EventLayout)
@@ -297,8 +298,24 @@ module BridgeSource =
 
                 poller.Add socket
 
+            // A dropped connection (the device rebooted, Wi-Fi lost) is `reconnecting` while ZMQ
+            // retries with back-off; the next message makes it `connected` again.
+            let watchers = [
+                for socket, _ in subscriptions do
+                    let watcher =
+                        new NetMQ.Monitoring.NetMQMonitor(
+                            socket,
+                            $"inproc://cts-bridge-{Guid.NewGuid():N}",
+                            SocketEvents.Disconnected
+                        )
+
+                    watcher.Disconnected.Add(fun _ -> setStatus "reconnecting")
+                    watcher.AttachToPoller poller
+                    yield watcher
+            ]
+
             updates.Elapsed.Add(fun _ ->
-                if DateTime.UtcNow - lastMessage > options.SilentAfter && status <> "connecting" then
+                if DateTime.UtcNow - lastMessage > options.SilentAfter && status = "connected" then
                     setStatus "silent"
 
                 send MonitorMessageKind.Update (state.Snapshot())
@@ -312,6 +329,10 @@ module BridgeSource =
 
             if not options.Cancellation.IsCancellationRequested then
                 poller.Run()
+
+            for watcher in watchers do
+                watcher.DetachFromPoller()
+                watcher.Dispose()
 
             for socket, _ in subscriptions do
                 socket.Dispose()
