@@ -112,12 +112,7 @@ module MonCommands =
 
                     let context = {
                         Parameters = parameters
-                        ResolveFile =
-                            fun path ->
-                                if IO.File.Exists path then
-                                    Ok path
-                                else
-                                    Error $"{path}: no such file"
+                        ResolveFile = ToolRunner.localFiles
                         Schema = schema
                         Layout = layout
                     }

@@ -41,3 +41,39 @@ type CanFrame = {
 
     /// The frame's (address, bus).
     member f.Key: CanKey = { Address = f.Address; Bus = f.Bus }
+
+/// A payload's first 8 bytes as one little-endian number, zero-padded: bit g of the payload (LSB
+/// numbering) is bit g of the word. The form in which the bit statistics and the monitors compare
+/// payloads without copying them.
+[<RequireQualifiedAccess>]
+module internal PayloadWord =
+
+    /// The word of `payload`.
+    let ofSpan (payload: System.ReadOnlySpan<byte>) : uint64 =
+        if payload.Length >= 8 then
+            System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian payload
+        else
+            let mutable w = 0UL
+
+            for j in 0 .. payload.Length - 1 do
+                w <- w ||| (uint64 payload[j] <<< (8 * j))
+
+            w
+
+/// CAN ids as users write them in parameters.
+[<RequireQualifiedAccess>]
+module internal CanId =
+
+    /// `0x13A` or decimal, at most 29 bits (an extended id).
+    let parse (text: string) : uint32 option =
+        let t = text.Trim()
+        let invariant = System.Globalization.CultureInfo.InvariantCulture
+
+        if t.StartsWith("0x", System.StringComparison.OrdinalIgnoreCase) then
+            match System.UInt32.TryParse(t.Substring 2, System.Globalization.NumberStyles.HexNumber, invariant) with
+            | true, v when v <= 0x1FFFFFFFu -> Some v
+            | _ -> None
+        else
+            match System.UInt32.TryParse(t, System.Globalization.NumberStyles.None, invariant) with
+            | true, v when v <= 0x1FFFFFFFu -> Some v
+            | _ -> None

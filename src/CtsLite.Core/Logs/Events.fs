@@ -336,6 +336,12 @@ module FieldPath =
         | Name of string
         | Index of int
 
+    /// The service a path reads: its first name (`carState` of `carState.vEgo`, `pandaStates`
+    /// of `pandaStates[0].controlsAllowed`).
+    let internal service (path: string) : string =
+        let cut = path.IndexOfAny [| '.'; '[' |]
+        if cut < 0 then path else path.Substring(0, cut)
+
     /// Splits `a.b[2].c` into steps; `None` when malformed.
     let private parse (path: string) : Step list option =
         let steps = ResizeArray<Step>()

@@ -149,7 +149,6 @@ type private Feed() =
         bytes <- b
         at <- 0
 
-    member _.Left = bytes.Length - at
     override _.CanRead = true
     override _.CanSeek = false
     override _.CanWrite = false
@@ -250,6 +249,12 @@ module BridgeSource =
             use feed = new Feed()
             let mutable reader = FrameReader(feed, host, options.Reader)
 
+            // Damaged, short or with bytes left over: counted, and a fresh reader for the next
+            // message (this one may hold part of it).
+            let damaged () =
+                corrupt <- corrupt + 1L
+                reader <- FrameReader(feed, host, options.Reader)
+
             let take (discriminant: int) (bytes: byte array) =
                 feed.Set bytes
                 let before = reader.Position
@@ -267,10 +272,7 @@ module BridgeSource =
                             recorder.Write bytes
                     else
                         foreign <- foreign + 1L
-                | _ ->
-                    // Damaged, short or with bytes left over: the reader may hold part of it.
-                    corrupt <- corrupt + 1L
-                    reader <- FrameReader(feed, host, options.Reader)
+                | _ -> damaged ()
 
             use poller = new NetMQPoller()
             let updates = NetMQTimer(TimeSpan.FromMilliseconds(float options.UpdateMs))
@@ -291,8 +293,7 @@ module BridgeSource =
                         try
                             take discriminant bytes
                         with :? DecodeException ->
-                            corrupt <- corrupt + 1L
-                            reader <- FrameReader(feed, host, options.Reader)
+                            damaged ()
 
                     setStatus "connected")
 

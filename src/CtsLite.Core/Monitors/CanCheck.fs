@@ -92,13 +92,7 @@ type internal WindowRates(windowNs: int64) =
         if stored then
             frames[i] <- frames[i] + 1
 
-        let word =
-            let mutable w = 0UL
-
-            for j in 0 .. min 7 (payload.Length - 1) do
-                w <- w ||| (uint64 payload[j] <<< (8 * j))
-
-            w
+        let word = PayloadWord.ofSpan payload
 
         if lengths[k] >= 0 && (word <> words[k] || payload.Length <> lengths[k]) && stored then
             changes[i] <- changes[i] + 1
@@ -177,7 +171,7 @@ module internal CanCheck =
 
     let private check (p: ToolParameters) : ParameterError list = [
         for a in p.List "addresses" do
-            if (MonitorSupport.parseAddress a).IsNone then
+            if (CanId.parse a).IsNone then
                 {
                     Parameter = "addresses"
                     Detail = $"'{a}' is not a CAN id (0x13A or decimal, at most 29 bits)"
@@ -283,8 +277,7 @@ module internal CanCheck =
         match ToolSupport.loadDbcWith ctx.ResolveFile "dbc" (p.StrOf "dbc") with
         | Error e -> Error e
         | Ok dbc ->
-            let expected =
-                p.List "addresses" |> List.choose MonitorSupport.parseAddress |> List.distinct
+            let expected = p.List "addresses" |> List.choose CanId.parse |> List.distinct
 
             Ok(State(ctx, dbc, expected) :> IMonitorState)
 

@@ -54,7 +54,7 @@ module internal HybridRxTrace =
     let parseExpected (text: string) : CanKey option =
         match text.Split '/' with
         | [| address; bus |] ->
-            match MonitorSupport.parseAddress address, Int32.TryParse(bus.Trim()) with
+            match CanId.parse address, Int32.TryParse(bus.Trim()) with
             | Some a, (true, b) when b >= 0 && b <= 255 -> Some { Address = a; Bus = b }
             | _ -> None
         | _ -> None
@@ -79,6 +79,7 @@ module internal HybridRxTrace =
         let index = Dictionary<uint64, int>()
         let lastSeen = Array.create expected.Length Int64.MinValue
         let pandas = Array.init PandaState.MaxPandas (fun _ -> PandaTrace())
+        let pandaReader = PandaState.PandaReader ctx
         let mutable now = Int64.MinValue
 
         do
@@ -122,7 +123,7 @@ module internal HybridRxTrace =
                         | true, i -> lastSeen[i] <- ns
                         | false, _ -> ()
                 else
-                    match PandaState.readPandas ctx m e with
+                    match pandaReader.Read(m, e) with
                     | None -> ()
                     | Some found ->
                         found

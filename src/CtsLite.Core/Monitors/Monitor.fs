@@ -84,25 +84,6 @@ module MonitorMessage =
 [<RequireQualifiedAccess>]
 module internal MonitorSupport =
 
-    /// A CAN id as given in a parameter: `0x13A` or decimal.
-    let parseAddress (text: string) : uint32 option =
-        let t = text.Trim()
-
-        if t.StartsWith("0x", StringComparison.OrdinalIgnoreCase) then
-            match
-                UInt32.TryParse(
-                    t.Substring 2,
-                    Globalization.NumberStyles.AllowHexSpecifier,
-                    Globalization.CultureInfo.InvariantCulture
-                )
-            with
-            | true, v when v <= 0x1FFFFFFFu -> Some v
-            | _ -> None
-        else
-            match UInt32.TryParse(t, Globalization.NumberStyles.None, Globalization.CultureInfo.InvariantCulture) with
-            | true, v when v <= 0x1FFFFFFFu -> Some v
-            | _ -> None
-
     /// `0x13A` (three hex digits at least, as cabana and the truth files write them).
     let addressText (address: uint32) = $"0x{address:X3}"
 

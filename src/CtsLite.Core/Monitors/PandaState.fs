@@ -67,28 +67,33 @@ module internal PandaState =
 
             Some o
 
-    /// Every panda of a `pandaStates` event (or the single one of an older log's `pandaState`),
-    /// in index order; None for other events.
-    let internal readPandas (ctx: MonitorContext) (m: Message) (e: StructRef) : JsonObject list option =
-        let which = Event.which m ctx.Layout e
+    /// Reads the pandas of the events that carry them, the services looked up once.
+    type internal PandaReader(ctx: MonitorContext) =
+        let discriminant name =
+            Event.discriminantOf ctx.Layout name |> Option.defaultValue -1
 
-        let is name =
-            Event.discriminantOf ctx.Layout name = Some which
+        let pandaStates = discriminant "pandaStates"
+        let legacy = discriminant "pandaStateDEPRECATED"
 
-        if is "pandaStates" then
-            let rec from i =
-                if i >= MaxPandas then
-                    []
-                else
-                    match readPanda ctx m e $"pandaStates[{i}]" with
-                    | Some o -> o :: from (i + 1)
-                    | None -> []
+        /// Every panda of a `pandaStates` event (or the single one of an older log's
+        /// `pandaState`), in index order; None for other events.
+        member _.Read(m: Message, e: StructRef) : JsonObject list option =
+            let which = Event.which m ctx.Layout e
 
-            Some(from 0)
-        elif is "pandaStateDEPRECATED" then
-            Some(readPanda ctx m e "pandaStateDEPRECATED" |> Option.toList)
-        else
-            None
+            if which = pandaStates then
+                let rec from i =
+                    if i >= MaxPandas then
+                        []
+                    else
+                        match readPanda ctx m e $"pandaStates[{i}]" with
+                        | Some o -> o :: from (i + 1)
+                        | None -> []
+
+                Some(from 0)
+            elif which = legacy then
+                Some(readPanda ctx m e "pandaStateDEPRECATED" |> Option.toList)
+            else
+                None
 
     type private State(ctx: MonitorContext) =
         let layout = ctx.Layout
@@ -103,13 +108,14 @@ module internal PandaState =
         let selfdrive = discriminant "selfdriveState"
         let controls = discriminant "controlsState"
         let read = read ctx
+        let reader = PandaReader ctx
 
         interface IMonitorState with
             member _.Step(m: Message, e: StructRef) =
                 let which = Event.which m layout e
                 let ns = int64 (Event.logMonoTime m layout e)
 
-                match readPandas ctx m e with
+                match reader.Read(m, e) with
                 | Some found ->
                     // Fewer pandas than before (one unplugged): the rest are gone.
                     for i in 0 .. MaxPandas - 1 do

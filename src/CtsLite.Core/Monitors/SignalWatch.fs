@@ -122,10 +122,6 @@ module internal SignalWatch =
             }
     ]
 
-    let private serviceOf (path: string) =
-        let cut = path.IndexOfAny [| '.'; '[' |]
-        if cut < 0 then path else path.Substring(0, cut)
-
     /// One watched DBC signal on one bus.
     type private SignalSeries = {
         Name: string
@@ -308,9 +304,9 @@ module internal SignalWatch =
             let fields =
                 p.List "fields"
                 |> List.map (fun path ->
-                    match Event.discriminantOf ctx.Layout (serviceOf path) with
+                    match Event.discriminantOf ctx.Layout (FieldPath.service path) with
                     | Some d -> Ok(path, d)
-                    | None -> Error $"'{path}': no service '{serviceOf path}' in the schema")
+                    | None -> Error $"'{path}': no service '{FieldPath.service path}' in the schema")
 
             match
                 resolved
@@ -340,7 +336,7 @@ module internal SignalWatch =
             fun p -> [
                 if not (p.List "signals").IsEmpty then
                     "can"
-                yield! p.List "fields" |> List.map serviceOf |> List.distinct
+                yield! p.List "fields" |> List.map FieldPath.service |> List.distinct
             ]
         Start = start
     }

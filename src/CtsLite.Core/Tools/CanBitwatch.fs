@@ -64,7 +64,7 @@ module internal CanBitwatch =
     let parseWatch (spec: string) : Result<CanBit, string> =
         match spec.Trim().Split(':') with
         | [| a; b |] ->
-            match RlogToCsv.parseAddress a, Bits.parseBitwatch b with
+            match CanId.parse a, Bits.parseBitwatch b with
             | Some address, Some bit -> Ok { Address = address; Bit = bit }
             | _ -> Error $"'{spec}' is not 0xADDR:B<byte>b<msb>"
         | _ -> Error $"'{spec}' is not 0xADDR:B<byte>b<msb>"

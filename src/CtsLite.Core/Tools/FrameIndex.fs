@@ -119,16 +119,7 @@ type internal FrameStore() =
         let len = min payload.Length 255
         payload.Slice(0, len).CopyTo(Span<byte>(bytes, used, len))
 
-        words[count] <-
-            if len >= 8 then
-                Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian payload
-            else
-                let mutable w = 0UL
-
-                for j in 0 .. len - 1 do
-                    w <- w ||| (uint64 payload[j] <<< (8 * j))
-
-                w
+        words[count] <- PayloadWord.ofSpan (payload.Slice(0, len))
 
         times[count] <- ns
         keys[count] <- key
@@ -424,10 +415,7 @@ type internal BitFlips() =
             Array.Resize(&rises, length * 8)
             Array.Resize(&falls, length * 8)
 
-        let mutable word = 0UL
-
-        for j in 0 .. min length 8 - 1 do
-            word <- word ||| (uint64 payload[j] <<< (8 * j))
+        let word = PayloadWord.ofSpan (payload.Slice(0, length))
 
         if previousLength >= 0 then
             if previousLength <= 8 && length <= 8 then

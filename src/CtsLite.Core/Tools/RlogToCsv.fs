@@ -3,6 +3,7 @@ namespace CtsLite.Tools
 open System
 open System.Collections.Generic
 open System.Globalization
+open CtsLite.Can
 open CtsLite.Logs
 
 /// `rlog-to-csv`: every CAN frame of a log as CSV, labelled pre / window / post.
@@ -78,19 +79,6 @@ module internal RlogToCsv =
         OutputTypes = [ "csv" ]
     }
 
-    /// A CAN id written as `0x13A`, `13Ah` or decimal.
-    let parseAddress (text: string) : uint32 option =
-        let t = text.Trim()
-
-        if t.StartsWith("0x", StringComparison.OrdinalIgnoreCase) then
-            match UInt32.TryParse(t.Substring 2, NumberStyles.HexNumber, CultureInfo.InvariantCulture) with
-            | true, v when v <= 0x1FFFFFFFu -> Some v
-            | _ -> None
-        else
-            match UInt32.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture) with
-            | true, v when v <= 0x1FFFFFFFu -> Some v
-            | _ -> None
-
     /// A bus: a raw src byte 0–255.
     let parseBus (text: string) : int option =
         match Int32.TryParse(text.Trim(), NumberStyles.None, CultureInfo.InvariantCulture) with
@@ -117,7 +105,7 @@ module internal RlogToCsv =
                 }
 
         for a in p.List "addresses" do
-            if (parseAddress a).IsNone then
+            if (CanId.parse a).IsNone then
                 {
                     Parameter = "addresses"
                     Detail = $"'{a}' is not a CAN id (0x13A or decimal)"
@@ -140,7 +128,7 @@ module internal RlogToCsv =
 
         let includeSendcan = p.BoolOf "include_sendcan"
         let buses = p.List "buses" |> List.choose parseBus |> HashSet
-        let addresses = p.List "addresses" |> List.choose parseAddress |> HashSet
+        let addresses = p.List "addresses" |> List.choose CanId.parse |> HashSet
 
         match LogInput.files ctx with
         | Error e -> Error e

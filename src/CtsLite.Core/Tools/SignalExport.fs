@@ -127,10 +127,6 @@ module internal SignalExport =
         | FieldValue.Enum(name, _) -> Cell.S name
         | FieldValue.Json j -> Cell.S j
 
-    let private serviceOf (path: string) =
-        let cut = path.IndexOfAny [| '.'; '[' |]
-        if cut < 0 then path else path.Substring(0, cut)
-
     let private run (ctx: ToolContext) : Result<ToolOutput, ToolError> =
         let p = ctx.Parameters
         let signalNames = p.List "signals"
@@ -148,7 +144,7 @@ module internal SignalExport =
 
         let fieldServices =
             fieldPaths
-            |> List.map (fun f -> f, serviceOf f, Event.discriminantOf layout (serviceOf f))
+            |> List.map (fun f -> f, FieldPath.service f, Event.discriminantOf layout (FieldPath.service f))
 
         match dbc, fieldServices |> List.tryFind (fun (_, _, d) -> d.IsNone) with
         | Error e, _ -> Error e
