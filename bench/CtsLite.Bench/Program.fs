@@ -632,7 +632,6 @@ let private monitorBenchmark (shared: string) (quick: bool) =
         SilentAfter = TimeSpan.FromSeconds 10.0
         Duration = None
         Record = None
-        RecordMaxBytes = 0L
         Reader = CtsLite.Capnp.ReaderOptions.Default
         Cancellation = cancel.Token
     }

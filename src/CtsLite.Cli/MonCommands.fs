@@ -80,12 +80,8 @@ module MonCommands =
                 | _ -> None)
             |> List.traverseResultM Params.parse
 
-        match CtsLite.Monitors.Catalog.tryFind monitorId, given with
-        | None, _ ->
-            let known =
-                String.Join(", ", CtsLite.Monitors.Catalog.monitors |> List.map _.Descriptor.Id)
-
-            fail ctx $"no monitor '{monitorId}' (monitors: {known})"
+        match MonitorSession.find monitorId, given with
+        | Error e, _ -> fail ctx (ToolError.describe e)
         | _, Error bad -> fail ctx bad
         | _ when not (Double.IsFinite speed) || speed < 0.0 ->
             fail ctx $"--speed must be 0 (as fast as possible) or a positive factor, not {speed}"
@@ -97,96 +93,72 @@ module MonCommands =
             fail ctx $"--record {record.Value}: the file exists (a recording never overwrites one)"
         | _ when duration |> Option.exists (fun d -> not (Double.IsFinite d) || d <= 0.0) ->
             fail ctx $"--duration must be a positive number of seconds, not {duration.Value}"
-        | Some(monitor: Monitor), Ok given ->
+        | Ok monitor, Ok given ->
             match CtsLite.Monitors.Catalog.validate monitor given with
             | Error errors -> fail ctx (ToolError.describe (ToolError.InvalidParameters errors))
             | Ok parameters ->
-                match replay |> Option.map Route.resolve with
-                | Some(Error e) -> fail ctx e
-                | files ->
-                    let schema = Schema.cereal ()
+                use cancel = new CancellationTokenSource()
 
-                    let layout =
-                        EventLayout.ofSchema schema
-                        |> Result.defaultWith (fun e -> invalidOp $"the embedded schema has no event layout: {e}")
+                let onCancel =
+                    ConsoleCancelEventHandler(fun _ e ->
+                        e.Cancel <- true
+                        cancel.Cancel())
 
-                    let context = {
-                        Parameters = parameters
-                        ResolveFile = ToolRunner.localFiles
-                        Schema = schema
-                        Layout = layout
-                    }
+                Console.CancelKeyPress.AddHandler onCancel
 
-                    match monitor.Start context with
+                // SIGTERM (a service manager, `timeout`, a pipeline's end) stops it like Ctrl+C:
+                // the final state is still written.
+                use _ =
+                    Runtime.InteropServices.PosixSignalRegistration.Create(
+                        Runtime.InteropServices.PosixSignal.SIGTERM,
+                        fun context ->
+                            context.Cancel <- true
+                            cancel.Cancel()
+                    )
+
+                let emit (m: MonitorMessage) =
+                    if not onlyFinal || m.Kind = MonitorMessageKind.End then
+                        ctx.Out.WriteLine(MonitorMessage.toJson m)
+                        ctx.Out.Flush()
+
+                let source =
+                    match replay, zmq with
+                    | Some path, _ -> MonitorSource.Replay(ToolInput.Path path, speed)
+                    | None, Some host -> MonitorSource.Bridge host
+                    | None, None -> invalidOp "one source"
+
+                let options: SessionOptions = {
+                    UpdateMs = updateMs
+                    SilentAfter = TimeSpan.FromSeconds 2.0
+                    Duration = duration |> Option.map TimeSpan.FromSeconds
+                    Record =
+                        record
+                        |> Option.map (fun path -> {
+                            Path = path
+                            MaxBytes = int64 recordMaxMb * 1_000_000L
+                            SegmentLength = None
+                            Closed = fun file -> ctx.Err.WriteLine $"recorded {file}"
+                        })
+                    Reader = ReaderOptions.Default
+                    Cancellation = cancel.Token
+                }
+
+                try
+                    match MonitorSession.run monitor parameters ToolRunner.localFiles source options emit with
+                    | Error(ToolError.InputUnavailable e) when zmq.IsSome -> fail ctx $"--zmq: {e}"
                     | Error e -> fail ctx (ToolError.describe e)
-                    | Ok state ->
-                        use cancel = new CancellationTokenSource()
+                    | Ok outcome ->
+                        for w in outcome.Warnings do
+                            ctx.Err.WriteLine($"warning: {w}")
 
-                        let onCancel =
-                            ConsoleCancelEventHandler(fun _ e ->
-                                e.Cancel <- true
-                                cancel.Cancel())
-
-                        Console.CancelKeyPress.AddHandler onCancel
-
-                        // SIGTERM (a service manager, `timeout`, a pipeline's end) stops it like
-                        // Ctrl+C: the final state is still written.
-                        use _ =
-                            Runtime.InteropServices.PosixSignalRegistration.Create(
-                                Runtime.InteropServices.PosixSignal.SIGTERM,
-                                fun context ->
-                                    context.Cancel <- true
-                                    cancel.Cancel()
+                        if outcome.Corrupt > 0L || outcome.Foreign > 0L then
+                            ctx.Err.WriteLine(
+                                $"warning: {outcome.Corrupt} message(s) did not decode, {outcome.Foreign} carried another service's event (counted, skipped)"
                             )
 
-                        let emit (m: MonitorMessage) =
-                            if not onlyFinal || m.Kind = MonitorMessageKind.End then
-                                ctx.Out.WriteLine(MonitorMessage.toJson m)
-                                ctx.Out.Flush()
+                        if outcome.Stopped then
+                            ctx.Err.WriteLine "stopped"
 
-                        let options = {
-                            Speed = speed
-                            UpdateMs = updateMs
-                            Reader = ReaderOptions.Default
-                            Cancellation = cancel.Token
-                        }
-
-                        try
-                            match files, zmq with
-                            | Some(Ok files), _ ->
-                                match Replay.run (monitor.Services parameters) layout state files options emit with
-                                | Error e -> fail ctx (DecodeError.describe e)
-                                | Ok outcome ->
-                                    for w in outcome.Warnings do
-                                        ctx.Err.WriteLine($"warning: {w}")
-
-                                    if outcome.Stopped then
-                                        ctx.Err.WriteLine "stopped"
-
-                                    ExitCode.Ok
-                            | _, Some host ->
-                                let live = {
-                                    UpdateMs = updateMs
-                                    SilentAfter = TimeSpan.FromSeconds 2.0
-                                    Duration = duration |> Option.map TimeSpan.FromSeconds
-                                    Record = record
-                                    RecordMaxBytes = int64 recordMaxMb * 1_000_000L
-                                    Reader = ReaderOptions.Default
-                                    Cancellation = cancel.Token
-                                }
-
-                                match BridgeSource.run (monitor.Services parameters) layout state host live emit with
-                                | Error e -> fail ctx $"--zmq: {e}"
-                                | Ok outcome ->
-                                    for f in outcome.Recorded do
-                                        ctx.Err.WriteLine $"recorded {f}"
-
-                                    if outcome.Corrupt > 0L || outcome.Foreign > 0L then
-                                        ctx.Err.WriteLine(
-                                            $"warning: {outcome.Corrupt} message(s) did not decode, {outcome.Foreign} carried another service's event (counted, skipped)"
-                                        )
-
-                                    ExitCode.Ok
-                            | _ -> invalidOp "one source"
-                        finally
-                            Console.CancelKeyPress.RemoveHandler onCancel
+                        ExitCode.Ok
+                finally
+                    Console.CancelKeyPress.RemoveHandler onCancel

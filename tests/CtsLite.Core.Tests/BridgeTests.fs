@@ -103,14 +103,20 @@ let all =
             let messages = ConcurrentQueue<MonitorMessage>()
             use cancel = new CancellationTokenSource()
             let recording = Path.Combine(TestEnv.tempDir "bridge", "live.rlog.zst")
+            let closed = ConcurrentQueue<string>()
 
             let options = {
                 UpdateMs = 50
                 SilentAfter = TimeSpan.FromSeconds 1.0
                 Duration = Some(TimeSpan.FromSeconds 60.0)
                 // About a third of the segment's can events a file.
-                Record = Some recording
-                RecordMaxBytes = 2_000_000L
+                Record =
+                    Some {
+                        Path = recording
+                        MaxBytes = 2_000_000L
+                        SegmentLength = None
+                        Closed = closed.Enqueue
+                    }
                 Reader = ReaderOptions.Default
                 Cancellation = cancel.Token
             }
@@ -199,6 +205,7 @@ let all =
             // The recording: the events received, in order, across its files.
             Expect.isGreaterThan outcome.Recorded.Length 1 "rotated by size"
             Expect.equal outcome.Recorded.Head recording "the first file by its name"
+            Expect.equal (List.ofSeq closed) outcome.Recorded "each file handed over once it is closed, in order"
 
             let times (files: string list) (service: string) =
                 let found = ResizeArray<uint64>()

@@ -58,6 +58,18 @@ module Bridge =
             with :? Net.Sockets.SocketException as e ->
                 Error $"cannot resolve '{host}': {e.Message}"
 
+/// How a live session records what it receives.
+type RecordOptions = {
+    /// The first file; later ones are `…--1.rlog.zst`, `--2` … beside it.
+    Path: string
+    /// A new file once one holds this many bytes of events.
+    MaxBytes: int64
+    /// A new file at least this often (openpilot's segments are a minute; None: by size only).
+    SegmentLength: TimeSpan option
+    /// Called with each file once it is complete and closed, on the source's thread (keep it short).
+    Closed: string -> unit
+}
+
 /// How a live bridge is watched.
 type BridgeOptions = {
     /// An update every this many milliseconds (wall time).
@@ -66,10 +78,8 @@ type BridgeOptions = {
     SilentAfter: TimeSpan
     /// Stop after this long (None: until cancelled).
     Duration: TimeSpan option
-    /// Record what is received to a zstd rlog here, a new file (`…--1.rlog.zst`, `--2` …) every
-    /// `RecordMaxBytes` of events (None: no recording).
-    Record: string option
-    RecordMaxBytes: int64
+    /// Record what is received to zstd rlogs (None: no recording).
+    Record: RecordOptions option
     Reader: ReaderOptions
     Cancellation: CancellationToken
 }
@@ -90,11 +100,13 @@ type BridgeOutcome = {
 /// zstd-compressed, a new file when one reaches its size, so any tool can read the drive later
 /// (a route's files in order, or joined).
 [<AllowNullLiteral>]
-type internal Recorder(path: string, maxBytes: int64) =
+type internal Recorder(options: RecordOptions) =
+    let path = options.Path
     let files = ResizeArray<string>()
     let mutable file: FileStream = null
     let mutable zstd: ZstdSharp.CompressionStream = null
     let mutable written = 0L
+    let mutable opened = DateTime.MinValue
 
     let close () =
         if not (isNull zstd) then
@@ -102,6 +114,7 @@ type internal Recorder(path: string, maxBytes: int64) =
             file.Dispose()
             zstd <- null
             file <- null
+            options.Closed files[files.Count - 1]
 
     let nameOf (n: int) =
         if n = 0 then
@@ -123,13 +136,19 @@ type internal Recorder(path: string, maxBytes: int64) =
         zstd <- new ZstdSharp.CompressionStream(file, 3)
         files.Add name
         written <- 0L
+        opened <- DateTime.UtcNow
 
     /// The files written so far.
     member _.Files: string list = List.ofSeq files
 
     /// Appends one event message (its segment table and segments, as received).
     member _.Write(message: byte array) =
-        if isNull zstd || (written > 0L && written + int64 message.Length > maxBytes) then
+        let full =
+            written > 0L
+            && (written + int64 message.Length > options.MaxBytes
+                || options.SegmentLength |> Option.exists (fun l -> DateTime.UtcNow - opened >= l))
+
+        if isNull zstd || full then
             openNext ()
 
         zstd.Write(message, 0, message.Length)
@@ -193,7 +212,7 @@ module BridgeSource =
         | Ok address ->
             use recorder =
                 match options.Record with
-                | Some path -> new Recorder(path, options.RecordMaxBytes)
+                | Some record -> new Recorder(record)
                 | None -> null
 
             let mutable seq = 0L
@@ -337,6 +356,10 @@ module BridgeSource =
 
             for socket, _ in subscriptions do
                 socket.Dispose()
+
+            // The recording is complete (and its last file handed over) before the session ends.
+            if not (isNull recorder) then
+                (recorder :> IDisposable).Dispose()
 
             status <- "ended"
             send MonitorMessageKind.SourceStatus (sourceStatus ())
