@@ -243,22 +243,82 @@ type IRunStore =
     abstract DeleteArtifact: artifactId: string -> Task<bool>
     abstract Storage: unit -> Task<StorageTotals>
 
-/// The SQLite implementation, in the same database as `SqliteStore`.
+/// The statements every SQLite store runs: a connection per call (pooled), named parameters,
+/// times as ISO 8601 UTC text.
 [<RequireQualifiedAccess>]
-module SqliteRunStore =
+module internal SqliteAccess =
 
-    let private iso (t: DateTimeOffset) =
+    /// `t` as stored: UTC, 100 ns digits, so text order is time order.
+    let iso (t: DateTimeOffset) =
         t.ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture)
 
-    let private parseTime (s: string) =
+    /// A stored time.
+    let parseTime (s: string) =
         DateTimeOffset.Parse(
             s,
             CultureInfo.InvariantCulture,
             DateTimeStyles.AssumeUniversal ||| DateTimeStyles.AdjustToUniversal
         )
 
-    let private optText (r: SqliteDataReader) (i: int) =
+    /// A nullable text column.
+    let optText (r: SqliteDataReader) (i: int) =
         if r.IsDBNull i then None else Some(r.GetString i)
+
+    /// An open connection with the store's pragmas.
+    let connect (connectionString: string) =
+        let c = new SqliteConnection(connectionString)
+        c.Open()
+        use pragma = c.CreateCommand()
+        pragma.CommandText <- "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON"
+        pragma.ExecuteNonQuery() |> ignore
+        c
+
+    /// A command on `c` with named parameters (None/null as SQL NULL).
+    let command (c: SqliteConnection) (sql: string) (parameters: (string * obj) list) =
+        let cmd = c.CreateCommand()
+        cmd.CommandText <- sql
+
+        for name, value in parameters do
+            cmd.Parameters.AddWithValue(name, (if isNull value then box DBNull.Value else value))
+            |> ignore
+
+        cmd
+
+    /// The rows of a query, each read by `read`.
+    let query
+        (connectionString: string)
+        (sql: string)
+        (parameters: (string * obj) list)
+        (read: SqliteDataReader -> 'T)
+        : 'T list =
+        use c = connect connectionString
+        use cmd = command c sql parameters
+        use r = cmd.ExecuteReader()
+
+        [
+            while r.Read() do
+                read r
+        ]
+
+    /// The rows a statement changed.
+    let execute (connectionString: string) (sql: string) (parameters: (string * obj) list) : int =
+        use c = connect connectionString
+        use cmd = command c sql parameters
+        cmd.ExecuteNonQuery()
+
+    /// An option as a parameter value.
+    let opt (o: 'T option) : obj =
+        match o with
+        | Some v -> box v
+        | None -> null
+
+/// The SQLite implementation, in the same database as `SqliteStore`.
+[<RequireQualifiedAccess>]
+module SqliteRunStore =
+
+    let private iso = SqliteAccess.iso
+    let private parseTime = SqliteAccess.parseTime
+    let private optText = SqliteAccess.optText
 
     let private runColumns =
         "run_id, tool_id, name, status, params_json, input_json, created_at, started_at, completed_at, progress, error, cancel_requested, attempts"
@@ -328,43 +388,16 @@ module SqliteRunStore =
         "artifact_id, run_id, filename, content_type, size, sha256, path, created_at"
 
     type private Store(connectionString: string) =
-        let connect () =
-            let c = new SqliteConnection(connectionString)
-            c.Open()
-            use pragma = c.CreateCommand()
-            pragma.CommandText <- "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON"
-            pragma.ExecuteNonQuery() |> ignore
-            c
+        let connect () = SqliteAccess.connect connectionString
+        let command = SqliteAccess.command
 
-        let command (c: SqliteConnection) (sql: string) (parameters: (string * obj) list) =
-            let cmd = c.CreateCommand()
-            cmd.CommandText <- sql
+        let query sql parameters read =
+            SqliteAccess.query connectionString sql parameters read
 
-            for name, value in parameters do
-                cmd.Parameters.AddWithValue(name, (if isNull value then box DBNull.Value else value))
-                |> ignore
+        let execute sql parameters =
+            SqliteAccess.execute connectionString sql parameters
 
-            cmd
-
-        let query (sql: string) (parameters: (string * obj) list) (read: SqliteDataReader -> 'T) : 'T list =
-            use c = connect ()
-            use cmd = command c sql parameters
-            use r = cmd.ExecuteReader()
-
-            [
-                while r.Read() do
-                    read r
-            ]
-
-        let execute (sql: string) (parameters: (string * obj) list) : int =
-            use c = connect ()
-            use cmd = command c sql parameters
-            cmd.ExecuteNonQuery()
-
-        let opt (o: 'T option) : obj =
-            match o with
-            | Some v -> box v
-            | None -> null
+        let opt = SqliteAccess.opt
 
         let getRun (runId: string) =
             query $"SELECT {runColumns} FROM runs WHERE run_id = $id" [ "$id", box runId ] readRun
