@@ -201,6 +201,148 @@ module Api =
         Errors: FieldError list option
     }
 
+    /// Where a monitor session's events come from: `{"type": "zmq", "host": "192.168.1.20"}`
+    /// (openpilot's bridge on a device) or `{"type": "replay", "upload_id" | "upload_ids" | "path":
+    /// …, "speed": 1.0}` (a recorded log in log time; speed 0 as fast as possible).
+    type MonitorSourceDto = {
+        /// `zmq` or `replay`.
+        Type: string
+        /// The device's host name or IP address (`zmq`).
+        Host: string option
+        /// An uploaded log (`replay`).
+        UploadId: string option
+        /// Uploaded logs read in order as one time line, e.g. a route's segments (`replay`).
+        UploadIds: string list option
+        /// A log file, segment folder or route under the service's input roots (`replay`).
+        Path: string option
+        /// Log time per wall time (`replay`; default 1.0, 0 = as fast as possible).
+        Speed: float option
+    }
+
+    /// `POST /v1/monitors/start`.
+    type MonitorStartRequest = {
+        /// The monitor, as `/v1/capabilities` lists it under `monitors`.
+        MonitorId: string
+        /// The monitor's parameters by name.
+        Params: System.Text.Json.JsonElement option
+        Source: MonitorSourceDto option
+        /// Record what a live source receives to zstd rlogs, each listed as an upload.
+        Record: bool option
+        /// A new recording file once one holds this many MB (default 100); also every minute.
+        RecordMaxMb: int option
+        /// At most one update every this many milliseconds (default 100).
+        UpdateMs: int option
+    }
+
+    /// What a session has counted so far.
+    type MonitorCounters = {
+        /// Events given to the monitor.
+        Events: int64
+        /// Live messages carrying another service's event (ignored).
+        Foreign: int64
+        /// Live messages that did not decode (skipped).
+        Corrupt: int64
+        /// Messages dropped for slow watchers, over all watchers.
+        Dropped: int64
+        /// Watchers connected now.
+        Clients: int
+        /// The last stream message's sequence number.
+        Seq: int64
+    }
+
+    /// A monitor session.
+    type MonitorSession = {
+        SessionId: string
+        /// The monitor this session runs.
+        MonitorId: string
+        /// `running`; `ended` (its source ended); `stopped` (a stop, no watcher for
+        /// `monitor_idle_timeout_s`, or the service stopped; `reason` says); `failed`.
+        Status: string
+        /// `connecting`, `connected`, `silent`, `reconnecting` (live); `replaying` (replay); `ended`.
+        SourceStatus: string
+        Source: MonitorSourceDto
+        /// The parameters after validation, defaults included.
+        Params: System.Text.Json.JsonElement
+        Record: bool
+        UpdateMs: int
+        CreatedAt: System.DateTimeOffset
+        StoppedAt: System.DateTimeOffset option
+        /// Why it stopped, ended or failed.
+        Reason: string option
+        Counters: MonitorCounters
+        /// The uploads holding the recording, in order (also while it runs: one per finished file).
+        Recordings: string list
+        /// The latest state (`GET /v1/monitors/{session_id}` only): an update's `data`.
+        Snapshot: System.Text.Json.JsonElement option
+        /// The stream: a WebSocket, or Server-Sent Events with `Accept: text/event-stream`.
+        StreamUrl: string
+    }
+
+    /// `GET /v1/monitors`.
+    type MonitorSessionList = { Sessions: MonitorSession list }
+
+    /// One message of a session's stream (a WebSocket text message, or an SSE event of this
+    /// `type` whose `data` is this object).
+    type MonitorStreamMessage = {
+        /// `snapshot` (first, on joining), `update`, `source_status`, `heartbeat` or `end` (last).
+        Type: string
+        /// Increases by one per message the session sends.
+        Seq: int64
+        /// When it was sent, Unix seconds.
+        T: float
+        /// Messages this watcher missed so far because it read too slowly (drop-oldest).
+        Dropped: int64
+        /// A monitor's state (the `*Data` components), or a `SourceStatusData`, or `{}`.
+        Data: System.Text.Json.JsonElement
+    }
+
+    /// The `data` of a live session's `source_status` message.
+    type SourceStatusData = {
+        /// `connecting`, `connected`, `silent`, `reconnecting` or `ended`.
+        Status: string
+        Host: string
+        Received: int64
+        Foreign: int64
+        Corrupt: int64
+    }
+
+    /// One (bus, address) of `can_bus_check` and `can_hybrid_rx_check`.
+    type CanAddressState = {
+        /// None for an expected address never seen.
+        Bus: int option
+        /// `0x13A`.
+        Address: string
+        /// The message's name in the DBC.
+        Name: string option
+        /// Frames since the session started.
+        Count: int64
+        /// Frames in the window.
+        WindowCount: int
+        RateHz: float
+        /// Seconds since the last frame (log time); None when never seen.
+        AgeS: float option
+        /// Payload changes per second in the window.
+        ChangeRateHz: float
+        /// In the `addresses` parameter.
+        Expected: bool
+        /// Expected and not seen within the window.
+        Missing: bool
+        /// Frames failing the DBC's checksum rule.
+        ChecksumErrors: int64
+        /// Frames whose counter did not advance by one.
+        CounterErrors: int64
+    }
+
+    /// The `data` of `can_bus_check` and `can_hybrid_rx_check` messages.
+    type CanCheckData = {
+        WindowS: float
+        /// Log time (the log's monotonic clock) of the latest event, seconds.
+        LogTimeS: float option
+        Events: int64
+        Frames: int64
+        Addresses: CanAddressState list
+    }
+
     let private defaultValue (value: ParameterValue option) : obj =
         match value with
         | None -> null

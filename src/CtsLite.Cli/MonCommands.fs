@@ -81,7 +81,7 @@ module MonCommands =
             |> List.traverseResultM Params.parse
 
         match MonitorSession.find monitorId, given with
-        | Error e, _ -> fail ctx (ToolError.describe e)
+        | Error e, _ -> fail ctx e
         | _, Error bad -> fail ctx bad
         | _ when not (Double.IsFinite speed) || speed < 0.0 ->
             fail ctx $"--speed must be 0 (as fast as possible) or a positive factor, not {speed}"
@@ -140,6 +140,7 @@ module MonCommands =
                             Closed = fun file -> ctx.Err.WriteLine $"recorded {file}"
                         })
                     Reader = ReaderOptions.Default
+                    Events = EventCounter()
                     Cancellation = cancel.Token
                 }
 

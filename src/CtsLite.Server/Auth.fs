@@ -154,10 +154,7 @@ module Auth =
         | true, (:? string as subject) -> $"sub:{subject}"
         | _ -> $"ip:{RemoteAddress.ofRequest (service ctx).Config.TrustedProxies ctx}"
 
-    /// With a secret configured, a valid token is required; without one, everyone passes (the
-    /// service then listens on loopback only). A remote address whose authentications failed
-    /// `rate_limit_per_minute` times this minute gets 429 before its token is read.
-    let requireToken: HttpHandler =
+    let private tokenRequired (fromQuery: bool) : HttpHandler =
         fun (next: HttpFunc) (ctx: HttpContext) ->
             let svc = service ctx
 
@@ -181,7 +178,19 @@ module Auth =
                 with
                 | Some retryAfter -> tooMany retryAfter next ctx
                 | None ->
-                    match tokenOf (ctx.Request.Headers.Authorization.ToString()) with
+                    let token =
+                        match tokenOf (ctx.Request.Headers.Authorization.ToString()) with
+                        | Some t -> Some t
+                        | None when fromQuery ->
+                            match ctx.Request.Query["access_token"].ToString() with
+                            | "" -> None
+                            | t -> Some t
+                        | None -> None
+
+                    match token with
+                    | None when fromQuery ->
+                        refuse
+                            "this endpoint needs a token: Authorization: JWT <token> (or Bearer <token>), or ?access_token=<token>"
                     | None -> refuse "this endpoint needs a token: Authorization: JWT <token> (or Bearer <token>)"
                     | Some token ->
                         let requirements = {
@@ -195,6 +204,16 @@ module Auth =
                         | Ok claims ->
                             ctx.Items[SubjectKey] <- claims.Subject |> Option.defaultValue "token"
                             next ctx
+
+    /// With a secret configured, a valid token is required; without one, everyone passes (the
+    /// service then listens on loopback only). A remote address whose authentications failed
+    /// `rate_limit_per_minute` times this minute gets 429 before its token is read.
+    let requireToken: HttpHandler = tokenRequired false
+
+    /// As `requireToken`, and the token may also be `?access_token=` (for the GETs a browser opens
+    /// directly: WebSockets, EventSources and download links cannot send headers). Request logs
+    /// hold the path only, so the token is never logged; errors never echo it.
+    let requireTokenOrQuery: HttpHandler = tokenRequired true
 
     /// 429 with `Retry-After` once the caller (token subject, else remote address) used its
     /// requests of the minute.

@@ -66,6 +66,12 @@ type ServiceConfig = {
     MaxSseStreams: int
     /// Log streams one caller may hold open at once; one more gets 429.
     MaxSseStreamsPerCaller: int
+    /// Monitor sessions running at once; one more gets 429.
+    MaxMonitors: int
+    /// Clients watching one monitor session at once; one more gets 429.
+    MaxStreamClients: int
+    /// A monitor session nobody has watched for this long stops itself.
+    MonitorIdleTimeout: TimeSpan
 }
 
 /// Where a setting came from.
@@ -143,6 +149,9 @@ module Config =
         SseKeepalive = TimeSpan.FromSeconds 15.0
         MaxSseStreams = 512
         MaxSseStreamsPerCaller = 32
+        MaxMonitors = 16
+        MaxStreamClients = 32
+        MonitorIdleTimeout = TimeSpan.FromSeconds 300.0
     }
 
     /// The environment variable overriding `key`: `api_port` -> `CTS_API_PORT`.
@@ -446,6 +455,15 @@ module Config =
         ranged "max_sse_streams_per_caller" 1L 100000L "an integer from 1 to 100000" (fun n c -> {
             c with
                 MaxSseStreamsPerCaller = int n
+        })
+        ranged "max_monitors" 1L 1000L "an integer from 1 to 1000" (fun n c -> { c with MaxMonitors = int n })
+        ranged "max_stream_clients" 1L 10000L "an integer from 1 to 10000" (fun n c -> {
+            c with
+                MaxStreamClients = int n
+        })
+        ranged "monitor_idle_timeout_s" 1L 604800L "a whole number of seconds from 1 to 604800" (fun n c -> {
+            c with
+                MonitorIdleTimeout = TimeSpan.FromSeconds(float n)
         })
         {
             Key = "environment"

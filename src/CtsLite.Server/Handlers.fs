@@ -108,6 +108,8 @@ type ServiceContext = {
     Uploads: SlotGate
     /// Log streams open now, against `max_sse_streams` and `max_sse_streams_per_caller`.
     Streams: SlotGate
+    /// Monitor sessions (same database as `Store`).
+    Sessions: IMonitorStore
     /// Creates a new file to write an upload into (the seam for storage-fault tests: a disk
     /// that fills up is a stream that fails, since tests run as root).
     CreateFile: string -> IO.Stream
@@ -138,6 +140,24 @@ module Handlers =
             | None -> return! Problem.notFound $"no {noun} '{id}'" next ctx
             | Some record -> return! f svc record next ctx
         }
+
+    /// A query parameter's value, when given and not empty.
+    let query (ctx: HttpContext) (name: string) : string option =
+        ctx.Request.Query[name].ToString() |> Option.ofObj |> Option.filter ((<>) "")
+
+    /// `?limit=` of a listing: 1 to 500, `fallback` when absent.
+    let limit (ctx: HttpContext) (fallback: int) : Result<int, string> =
+        match query ctx "limit" |> Option.map Int32.TryParse with
+        | None -> Ok fallback
+        | Some(true, n) when n >= 1 && n <= 500 -> Ok n
+        | Some _ -> Error "limit must be an integer from 1 to 500"
+
+    /// 422 with every field error, each with its JSON pointer.
+    let unprocessable (errors: Api.FieldError list) : HttpHandler =
+        let detail =
+            String.Join("; ", errors |> List.map (fun e -> $"{e.Pointer}: {e.Detail}"))
+
+        Problem.write StatusCodes.Status422UnprocessableEntity detail [ "errors", box errors ]
 
     /// `"{d}d {h}h {m}m {s}s"`.
     let formatUptime (uptime: TimeSpan) : string =
@@ -339,7 +359,7 @@ module Handlers =
         static member Of (svc: ServiceContext) (options: Text.Json.JsonSerializerOptions) : CapabilitiesDocument =
             let body: Api.CapabilitiesResponse = {
                 Tools = Catalog.descriptors |> List.map Api.toolCapability
-                Monitors = Catalog.monitors |> List.map Api.toolCapability
+                Monitors = CtsLite.Monitors.Catalog.descriptors |> List.map Api.toolCapability
                 ApiVersion = Product.ApiVersion
                 Features = svc.Features
             }

@@ -190,14 +190,19 @@ type ServerPaths(config: ServiceConfig) =
 [<RequireQualifiedAccess>]
 module RunInputs =
 
-    /// The values of a run's `file` parameters (built-in names included; the runner skips those).
-    let fileValues (prepared: PreparedRun) : string list = [
-        for spec in prepared.Tool.Descriptor.Parameters do
+    /// The values of the `file` parameters of a tool or monitor (built-in names included; the
+    /// runner skips those).
+    let fileValuesOf (descriptor: ToolDescriptor) (parameters: ToolParameters) : string list = [
+        for spec in descriptor.Parameters do
             if spec.Type = ParameterType.File then
-                match prepared.Parameters.Str spec.Name with
+                match parameters.Str spec.Name with
                 | Some v -> v
                 | None -> ()
     ]
+
+    /// The values of a run's `file` parameters.
+    let fileValues (prepared: PreparedRun) : string list =
+        fileValuesOf prepared.Tool.Descriptor prepared.Parameters
 
     /// A resolver for `values`: the uploads among them looked up in the store once, here, so the
     /// tool's own calls need no store; any other value is a path under the input roots.

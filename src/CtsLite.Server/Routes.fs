@@ -12,6 +12,9 @@ type AuthRequirement =
     | Anonymous
     /// A valid token is required whenever a JWT secret is configured.
     | Token
+    /// As `Token`, and the token may also come as `?access_token=`: for what a browser opens
+    /// directly (a WebSocket, an EventSource, a download link), which cannot send headers.
+    | TokenOrQuery
 
 /// One `/v1` endpoint, declared as data so the pipeline and the OpenAPI document come from one table.
 type Endpoint = {
@@ -105,9 +108,16 @@ module OpenApi =
             ]
         ]
 
+    /// Shapes the API carries inside untyped JSON (a monitor stream message's `data`), listed
+    /// as components so clients can rely on them.
+    let dataShapes: Type list = [ typeof<Api.CanCheckData>; typeof<Api.SourceStatusData> ]
+
     /// The document, for `/v1/openapi.json`.
     let build (endpoints: Endpoint list) : JsonNode =
         let components = Dictionary<string, JsonNode>()
+
+        for t in dataShapes do
+            schema components t |> ignore
 
         let paths =
             endpoints
@@ -140,7 +150,7 @@ module OpenApi =
                                     "content", node [ "application/json", node [ "schema", schema components r ] ]
                                 ]
                             | None -> ()
-                            if e.Auth = AuthRequirement.Token then
+                            if e.Auth <> AuthRequirement.Anonymous then
                                 "security",
                                 JsonArray(
                                     node [ "jwt", JsonArray() :> JsonNode ],
@@ -362,8 +372,9 @@ module Routes =
         {
             Method = HttpMethods.Get
             Template = "/v1/runs/{run_id}/logs"
-            Summary = "The run's log as Server-Sent Events (log, status, end), resumable; ?format=json for a list"
-            Auth = AuthRequirement.Token
+            Summary =
+                "The run's log as Server-Sent Events (log, status, end), resumable; ?format=json for a list; the token may be ?access_token="
+            Auth = AuthRequirement.TokenOrQuery
             Request = None
             Response = typeof<Api.LogList>
             Handler = RunHandlers.logs
@@ -425,11 +436,59 @@ module Routes =
         {
             Method = HttpMethods.Get
             Template = "/v1/artifacts/{artifact_id}/download"
-            Summary = "The artifact's bytes, with Content-Disposition, ETag and Range support"
-            Auth = AuthRequirement.Token
+            Summary =
+                "The artifact's bytes, with Content-Disposition, ETag and Range support; the token may be ?access_token="
+            Auth = AuthRequirement.TokenOrQuery
             Request = None
             Response = typeof<byte[]>
             Handler = RunHandlers.download
+        }
+        {
+            Method = HttpMethods.Post
+            Template = "/v1/monitors/start"
+            Summary =
+                "Start a monitor session on a live bridge (zmq) or a replayed log; 201 with the session (404 unknown monitor, 422 per bad field, 429 at max_monitors)"
+            Auth = AuthRequirement.Token
+            Request = Some typeof<Api.MonitorStartRequest>
+            Response = typeof<Api.MonitorSession>
+            Handler = fun _ -> MonitorHandlers.start
+        }
+        {
+            Method = HttpMethods.Get
+            Template = "/v1/monitors"
+            Summary = "Monitor sessions, newest first; filter by status, at most limit"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<Api.MonitorSessionList>
+            Handler = fun _ -> MonitorHandlers.list
+        }
+        {
+            Method = HttpMethods.Get
+            Template = "/v1/monitors/{session_id}"
+            Summary = "One monitor session with its latest state (snapshot)"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<Api.MonitorSession>
+            Handler = MonitorHandlers.get
+        }
+        {
+            Method = HttpMethods.Post
+            Template = "/v1/monitors/{session_id}/stop"
+            Summary = "Stop a monitor session (idempotent); answers once its sockets, thread and recording are closed"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<Api.MonitorSession>
+            Handler = MonitorHandlers.stop
+        }
+        {
+            Method = HttpMethods.Get
+            Template = "/v1/monitors/{session_id}/stream"
+            Summary =
+                "The session live: a WebSocket of JSON text messages (MonitorStreamMessage: snapshot first, then update, source_status, heartbeat, end), or the same as Server-Sent Events with Accept: text/event-stream; a slow watcher loses its oldest messages (dropped counts them); the token may be ?access_token="
+            Auth = AuthRequirement.TokenOrQuery
+            Request = None
+            Response = typeof<Api.MonitorStreamMessage>
+            Handler = MonitorHandlers.stream
         }
         {
             Method = HttpMethods.Get
@@ -485,6 +544,11 @@ module Routes =
                             | AuthRequirement.Token ->
                                 methodMatches endpoint
                                 >=> Auth.requireToken
+                                >=> Auth.rateLimit
+                                >=> endpoint.Handler args
+                            | AuthRequirement.TokenOrQuery ->
+                                methodMatches endpoint
+                                >=> Auth.requireTokenOrQuery
                                 >=> Auth.rateLimit
                                 >=> endpoint.Handler args
                         Problem.methodNotAllowed (allowed group)

@@ -59,7 +59,8 @@ module RunCreation =
     [<Literal>]
     let MaxUploadsPerInput = 1000
 
-    let private parameterErrors (errors: ParameterError list) : Api.FieldError list =
+    /// Parameter problems as field errors under `/params`.
+    let internal parameterErrors (errors: ParameterError list) : Api.FieldError list =
         // JSON pointer escaping (RFC 6901): a name may hold "~" or "/".
         errors
         |> List.map (fun e -> field $"""/params/{e.Parameter.Replace("~", "~0").Replace("/", "~1")}""" e.Detail)
@@ -142,7 +143,7 @@ module RunCreation =
                     let! resolveFile =
                         RunInputs.fileResolver svc.Runs roots (RunInputs.fileValues prepared)
 
-                    match ToolRunner.checkFiles resolveFile prepared.Tool prepared.Parameters with
+                    match ToolRunner.checkFiles resolveFile prepared.Tool.Descriptor prepared.Parameters with
                     | _ :: _ as errors -> return Error(CreateRunError.Invalid(parameterErrors errors))
                     | [] ->
                         let now = svc.Time.GetUtcNow()

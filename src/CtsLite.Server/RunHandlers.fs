@@ -110,11 +110,7 @@ module RunHandlers =
             return! json body next ctx
         }
 
-    let private unprocessable (errors: Api.FieldError list) : HttpHandler =
-        let detail =
-            String.Join("; ", errors |> List.map (fun e -> $"{e.Pointer}: {e.Detail}"))
-
-        Problem.write StatusCodes.Status422UnprocessableEntity detail [ "errors", box errors ]
+    let private unprocessable = Handlers.unprocessable
 
     /// `POST /v1/runs`: the run-creation use case (`RunCreation.create`) answered in HTTP.
     let create: HttpHandler =
@@ -169,16 +165,9 @@ module RunHandlers =
         fun (next: HttpFunc) (ctx: HttpContext) ->
             let svc = service ctx
 
-            let q (name: string) =
-                ctx.Request.Query[name].ToString() |> Option.ofObj |> Option.filter ((<>) "")
-
+            let q = Handlers.query ctx
             let status = q "status" |> Option.map (fun s -> s, RunStatus.tryParse s)
-
-            let limit =
-                match q "limit" |> Option.map Int32.TryParse with
-                | None -> Ok 50
-                | Some(true, n) when n >= 1 && n <= 500 -> Ok n
-                | Some _ -> Error "limit must be an integer from 1 to 500"
+            let limit = Handlers.limit ctx 50
 
             match status, limit with
             | Some(s, None), _ ->

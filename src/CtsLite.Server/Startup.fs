@@ -29,6 +29,7 @@ module Startup =
         "jwt_auth"
         "rate_limiting"
         "retention"
+        "monitors"
     ]
 
     /// The service context for a configuration and an open store.
@@ -41,6 +42,7 @@ module Startup =
         Features = features
         Uploads = SlotGate(config.MaxConcurrentUploads, config.MaxUploadsPerCaller)
         Streams = SlotGate(config.MaxSseStreams, config.MaxSseStreamsPerCaller)
+        Sessions = SqliteMonitorStore.create config.DataDir SessionOwners.lease
         CreateFile =
             fun path ->
                 new IO.FileStream(path, IO.FileMode.CreateNew, IO.FileAccess.Write, IO.FileShare.None, 81920, true)
@@ -110,6 +112,15 @@ module Startup =
                 ))
             .AddSingleton<IRunEngine>(fun sp -> sp.GetRequiredService<RunEngine>() :> IRunEngine)
             .AddHostedService<RunEngine>(fun sp -> sp.GetRequiredService<RunEngine>())
+            .AddSingleton<MonitorSessions>(fun sp ->
+                new MonitorSessions(
+                    context.Config,
+                    context.Sessions,
+                    context.Runs,
+                    context.Time,
+                    sp.GetRequiredService<ILogger<MonitorSessions>>()
+                ))
+            .AddHostedService<MonitorSessions>(fun sp -> sp.GetRequiredService<MonitorSessions>())
             .AddHostedService<RetentionSweeper>(fun sp ->
                 new RetentionSweeper(
                     context.Config,
@@ -156,6 +167,11 @@ module Startup =
         // Preflights are answered before authentication (browsers send them without a token).
         if not (List.isEmpty (app.ApplicationServices.GetRequiredService<ServiceContext>()).Config.CorsOrigins) then
             app.UseCors() |> ignore
+
+        // Pings keep a quiet watcher's connection through proxies and NAT; heartbeats say the
+        // session is alive.
+        app.UseWebSockets(WebSocketOptions(KeepAliveInterval = TimeSpan.FromSeconds 20.0))
+        |> ignore
 
         app.UseGiraffeErrorHandler(ErrorHandlers.problemDetails).UseGiraffe(Routes.pipeline Routes.endpoints)
         |> ignore

@@ -117,6 +117,32 @@ module SqliteStore =
         """
             ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
             """
+        5,
+        """
+            CREATE TABLE monitor_sessions (
+                session_id TEXT PRIMARY KEY,
+                monitor_id TEXT NOT NULL,
+                params_json TEXT NOT NULL,
+                source_json TEXT NOT NULL,
+                record INTEGER NOT NULL,
+                update_ms INTEGER NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('running','ended','stopped','failed')),
+                source_status TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                stopped_at TEXT,
+                reason TEXT,
+                owner TEXT NOT NULL,
+                lease_expires_at TEXT NOT NULL,
+                events INTEGER NOT NULL DEFAULT 0,
+                foreign_messages INTEGER NOT NULL DEFAULT 0,
+                corrupt INTEGER NOT NULL DEFAULT 0,
+                dropped INTEGER NOT NULL DEFAULT 0,
+                seq INTEGER NOT NULL DEFAULT 0,
+                final_json TEXT,
+                recordings_json TEXT NOT NULL DEFAULT '[]'
+            );
+            CREATE INDEX monitor_sessions_by_status ON monitor_sessions (status, created_at);
+            """
     ]
 
     /// The schema version this build creates and understands.

@@ -10,8 +10,10 @@ open CtsLite.Tests
 let private synthetic (parts: string list) =
     Path.Combine(Array.ofList (TestEnv.sharedDir () :: "data" :: "rlogs" :: "synthetic" :: parts))
 
+// The bridge's ports are fixed by the services' names: every test that binds them runs alone.
 let all =
-    testList "cts mon" [
+    testSequencedGroup "zmq bridge ports"
+    <| testList "cts mon" [
         test "mon run --final prints the end state: frames per src as log info counts them" {
             let log = synthetic [ "default.rlog.zst" ]
 

@@ -49,12 +49,16 @@ let wireNames =
             for c in all do
                 Expect.isTrue (Regex.IsMatch(ToolCategory.name c, "^[a-z]+$")) $"{c}"
         }
-        test "catalog ids are unique and kebab-case" {
-            let ids = (Catalog.descriptors @ Catalog.monitors) |> List.map (fun t -> t.Id)
-            Expect.equal (List.distinct ids) ids "unique"
+        test "catalog ids are unique: tools kebab-case, monitors snake_case as openpilot names them" {
+            let tools = Catalog.descriptors |> List.map (fun t -> t.Id)
+            let monitors = CtsLite.Monitors.Catalog.descriptors |> List.map (fun t -> t.Id)
+            Expect.equal (List.distinct (tools @ monitors)) (tools @ monitors) "unique"
 
-            for id in ids do
+            for id in tools do
                 Expect.isMatch id "^[a-z0-9]+(-[a-z0-9]+)*$" id
+
+            for id in monitors do
+                Expect.isMatch id "^[a-z0-9]+(_[a-z0-9]+)*$" id
         }
     ]
 

@@ -180,7 +180,12 @@ let endpoints =
                 ]
 
                 Expect.equal (ids "tools") (CtsLite.Tools.Catalog.descriptors |> List.map (fun t -> t.Id)) "tools"
-                Expect.equal (ids "monitors") (CtsLite.Tools.Catalog.monitors |> List.map (fun t -> t.Id)) "monitors"
+
+                Expect.equal
+                    (ids "monitors")
+                    (CtsLite.Monitors.Catalog.descriptors |> List.map (fun t -> t.Id))
+                    "monitors"
+
                 Expect.equal (body.GetProperty("api_version").GetString()) Product.ApiVersion "api version"
 
                 let features = [ for f in body.GetProperty("features").EnumerateArray() -> f.GetString() ]

@@ -40,7 +40,7 @@ let all =
             | Ok store ->
                 use store = store
                 Expect.equal store.SchemaVersion SqliteStore.supportedVersion "migrated to the newest version"
-                Expect.equal (tables dir) [ "artifacts"; "log_entries"; "runs"; "uploads" ] "tables"
+                Expect.equal (tables dir) [ "artifacts"; "log_entries"; "monitor_sessions"; "runs"; "uploads" ] "tables"
                 Expect.isOk (store.Check(CancellationToken.None).GetAwaiter().GetResult()) "reachable"
                 Expect.isGreaterThan (store.SizeBytes()) 0L "occupies disk"
         }
@@ -52,7 +52,7 @@ let all =
                 | Ok store -> store.Dispose()
                 | Error e -> failtest (StoreError.describe e)
 
-            Expect.equal (tables dir).Length 4 "still four tables"
+            Expect.equal (tables dir).Length 5 "still five tables"
         }
         test "a store from a newer build is refused, not downgraded" {
             let dir = TestEnv.tempDir "store"

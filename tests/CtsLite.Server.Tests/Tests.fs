@@ -16,4 +16,5 @@ let all =
         ProcessTests.all
         HostileTests.all
         FuzzTests.all
+        MonitorApiTests.all
     ]

@@ -334,9 +334,16 @@ module BridgeSource =
                     yield watcher
             ]
 
+            let mutable reported = struct (0L, 0L)
+
             updates.Elapsed.Add(fun _ ->
                 if DateTime.UtcNow - lastMessage > options.SilentAfter && status = "connected" then
                     setStatus "silent"
+
+                // Messages skipped are the source's news too: watchers see the counts as they grow.
+                if struct (foreign, corrupt) <> reported then
+                    reported <- struct (foreign, corrupt)
+                    send MonitorMessageKind.SourceStatus (sourceStatus ())
 
                 send MonitorMessageKind.Update (state.Snapshot())
 

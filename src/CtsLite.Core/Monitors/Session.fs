@@ -14,6 +14,28 @@ type MonitorSource =
     /// openpilot's ZMQ bridge on this host (a name or an IP address).
     | Bridge of host: string
 
+/// How many events a session has given its monitor, readable from any thread while the session
+/// runs (one writer: the session's thread).
+[<Sealed>]
+type EventCounter() =
+    [<DefaultValue>]
+    val mutable private count: int64
+
+    /// The events so far.
+    member this.Value: int64 = Threading.Volatile.Read &this.count
+
+    member internal this.Add() =
+        Threading.Volatile.Write(&this.count, this.count + 1L)
+
+/// A monitor state that counts the events it is given.
+type private Counted(inner: IMonitorState, counter: EventCounter) =
+    interface IMonitorState with
+        member _.Step(message, event) =
+            counter.Add()
+            inner.Step(message, event)
+
+        member _.Snapshot() = inner.Snapshot()
+
 /// How a session runs.
 type SessionOptions = {
     /// An update at most every this many milliseconds (of log time for a replay).
@@ -25,6 +47,8 @@ type SessionOptions = {
     /// A live session records what it receives (a replay has nothing new to record).
     Record: RecordOptions option
     Reader: ReaderOptions
+    /// Counts the events as they are given to the monitor.
+    Events: EventCounter
     Cancellation: System.Threading.CancellationToken
 }
 
@@ -58,11 +82,15 @@ module MonitorSession =
              | Ok layout -> schema, layout
              | Error e -> invalidOp $"the embedded schema has no event layout: {e}")
 
-    /// The monitor with this id, or `UnknownTool` listing the monitors there are.
-    let find (monitorId: string) : Result<Monitor, ToolError> =
+    /// The monitor with this id, or a line naming the monitors there are.
+    let find (monitorId: string) : Result<Monitor, string> =
         match CtsLite.Monitors.Catalog.tryFind monitorId with
         | Some m -> Ok m
-        | None -> Error(ToolError.UnknownTool(monitorId, CtsLite.Monitors.Catalog.monitors |> List.map _.Descriptor.Id))
+        | None ->
+            let known =
+                String.Join(", ", CtsLite.Monitors.Catalog.monitors |> List.map _.Descriptor.Id)
+
+            Error $"no monitor '{monitorId}' (monitors: {known})"
 
     /// The files a replay reads, or why it cannot.
     let replayFiles (input: ToolInput) : Result<string list, ToolError> =
@@ -93,12 +121,16 @@ module MonitorSession =
 
         let services = monitor.Services parameters
 
+        let start () =
+            monitor.Start context
+            |> Result.map (fun state -> Counted(state, options.Events) :> IMonitorState)
+
         match source with
         | MonitorSource.Replay(input, speed) ->
             match replayFiles input with
             | Error e -> Error e
             | Ok files ->
-                match monitor.Start context with
+                match start () with
                 | Error e -> Error e
                 | Ok state ->
                     let replay = {
@@ -119,7 +151,7 @@ module MonitorSession =
                         Stopped = o.Stopped
                     })
         | MonitorSource.Bridge host ->
-            match monitor.Start context with
+            match start () with
             | Error e -> Error e
             | Ok state ->
                 let live: BridgeOptions = {

@@ -1,7 +1,8 @@
 namespace CtsLite.Tools
 
-/// The tools and monitors this build can run. Only what actually runs is listed: an entry here is
-/// a promise that `cts run`, the service and the C# library can execute it.
+/// The tools this build can run (the monitors are `CtsLite.Monitors.Catalog`). Only what actually
+/// runs is listed: an entry here is a promise that `cts run`, the service and the C# library can
+/// execute it.
 [<RequireQualifiedAccess>]
 module Catalog =
 
@@ -16,9 +17,6 @@ module Catalog =
 
     /// Their descriptors.
     let descriptors: ToolDescriptor list = tools |> List.map _.Descriptor
-
-    /// Runnable monitors, in display order.
-    let monitors: ToolDescriptor list = []
 
     /// The tool with this id.
     let tryFind (id: string) : Tool option =

@@ -102,10 +102,10 @@ module ToolRunner =
     /// per parameter that does not.
     let checkFiles
         (resolve: string -> Result<string, string>)
-        (tool: Tool)
+        (descriptor: ToolDescriptor)
         (parameters: ToolParameters)
         : ParameterError list = [
-        for spec in tool.Descriptor.Parameters do
+        for spec in descriptor.Parameters do
             if spec.Type = ParameterType.File then
                 match parameters.Str spec.Name with
                 | Some value when not (ToolSupport.isBuiltInFile value) ->
@@ -146,7 +146,7 @@ module ToolRunner =
     let execute (request: ToolRunRequest) (prepared: PreparedRun) : Result<ToolRunResult, ToolError> =
         let tool, parameters = prepared.Tool, prepared.Parameters
 
-        match checkFiles request.ResolveFile tool parameters with
+        match checkFiles request.ResolveFile tool.Descriptor parameters with
         | _ :: _ as errors ->
             // The parameter names the file; the reason is the resolver's.
             match errors with

@@ -79,10 +79,13 @@ module ToolRunner =
     /// The catalog's tool with this id.
     val find: toolId: string -> Result<Tool, ToolError>
 
-    /// Every `file` parameter with a value that is not a built-in file must resolve; one error
-    /// per parameter that does not.
+    /// Every `file` parameter (of a tool or a monitor) with a value that is not a built-in file
+    /// must resolve; one error per parameter that does not.
     val checkFiles:
-        resolve: (string -> Result<string, string>) -> tool: Tool -> parameters: ToolParameters -> ParameterError list
+        resolve: (string -> Result<string, string>) ->
+        descriptor: ToolDescriptor ->
+        parameters: ToolParameters ->
+            ParameterError list
 
     /// The tool and its validated parameters, before anything is run or written.
     val prepare: toolId: string -> given: (string * ParameterInput) list -> Result<PreparedRun, ToolError>
