@@ -419,6 +419,7 @@ module MonitorHandlers =
     /// Reads the watcher's items, with a heartbeat after `quiet` without one, until `end` (or
     /// the queue completes, or `aborted`), giving each to `send`.
     let private pump
+        (initial: StreamItem list)
         (reader: Channels.ChannelReader<StreamItem>)
         (dropped: unit -> int64)
         (quiet: TimeSpan)
@@ -427,6 +428,12 @@ module MonitorHandlers =
         : Task = task {
         let mutable go = true
         let mutable last = None
+
+        for item in initial do
+            if go then
+                do! send item (dropped ())
+                last <- Some item
+                go <- item.Kind <> MonitorMessageKind.End
 
         while go && not aborted.IsCancellationRequested do
             use wait = CancellationTokenSource.CreateLinkedTokenSource aborted
@@ -457,12 +464,9 @@ module MonitorHandlers =
                         go <- false
     }
 
-    let private overItems (items: StreamItem list) =
+    /// A reader with nothing to read: a session that is over has only its initial items.
+    let private nothingMore () =
         let channel = Channels.Channel.CreateUnbounded<StreamItem>()
-
-        for i in items do
-            channel.Writer.TryWrite i |> ignore
-
         channel.Writer.Complete()
         channel.Reader
 
@@ -479,9 +483,9 @@ module MonitorHandlers =
                     match live with
                     | Some l ->
                         match l.Watch 32 with
-                        | Ok w -> Ok(w.Reader, (fun () -> w.Dropped), Some(l, w))
+                        | Ok w -> Ok(w.Initial, w.Reader, (fun () -> w.Dropped), Some(l, w))
                         | Error(WatchRefusal.Full limit) -> Error limit
-                    | None -> Ok(overItems (finalItems stored), (fun () -> 0L), None)
+                    | None -> Ok(finalItems stored, nothingMore (), (fun () -> 0L), None)
 
                 match source with
                 | Error limit ->
@@ -499,7 +503,7 @@ module MonitorHandlers =
                             []
                             next
                             ctx
-                | Ok(reader, dropped, watching) ->
+                | Ok(initial, reader, dropped, watching) ->
                     let aborted = ctx.RequestAborted
 
                     try
@@ -538,7 +542,7 @@ module MonitorHandlers =
                                 )
 
                             try
-                                do! pump reader dropped (heartbeatEvery svc) send gone.Token
+                                do! pump initial reader dropped (heartbeatEvery svc) send gone.Token
                             with
                             | :? OperationCanceledException
                             | :? WebSocketException
@@ -588,7 +592,7 @@ module MonitorHandlers =
                             }
 
                             try
-                                do! pump reader dropped (heartbeatEvery svc) send aborted
+                                do! pump initial reader dropped (heartbeatEvery svc) send aborted
                             with
                             | :? OperationCanceledException
                             | :? IO.IOException -> ()

@@ -75,6 +75,10 @@ type Watcher(capacity: int) =
     /// What the watcher reads; completed after the session's `end`.
     member _.Reader: ChannelReader<StreamItem> = channel.Reader
 
+    /// What the watcher is sent before anything of `Reader`: the state when it joined. Kept out
+    /// of the queue, so a watcher that falls behind at once still starts with its snapshot.
+    member val Initial: StreamItem list = [] with get, set
+
     member internal _.Offer(item: StreamItem) = channel.Writer.TryWrite item |> ignore
     member internal _.Complete() = channel.Writer.TryComplete() |> ignore
 
@@ -288,18 +292,17 @@ type LiveSession
             else
                 let w = Watcher(max capacity 4)
 
-                w.Offer {
-                    latest with
-                        Kind = MonitorMessageKind.Snapshot
-                }
+                w.Initial <- [
+                    {
+                        latest with
+                            Kind = MonitorMessageKind.Snapshot
+                    }
+                    yield! Option.toList latestStatus
+                    if ended then
+                        latest
+                ]
 
-                latestStatus |> Option.iter w.Offer
-
-                if ended then
-                    w.Offer latest
-                    w.Complete()
-                else
-                    watchers.Add w
+                if ended then w.Complete() else watchers.Add w
 
                 Ok w)
 
