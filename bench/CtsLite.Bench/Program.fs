@@ -672,6 +672,241 @@ let private monitorBenchmark (shared: string) (quick: bool) =
          else
              $"LOST {expected - latest.Value} frames")
 
+/// Publish → WebSocket through a real server process: the synthetic segment's `can` and
+/// `pandaStates` messages published on loopback at real time (a car's rate, about 3,300 CAN frames
+/// a second) into a `can_bus_check` session with 100 ms updates, watched over a WebSocket. Two
+/// figures: an update's send to its arrival, and a frame's publish to the first update showing it
+/// (at most one update interval plus the service's own delay).
+let private sessionLatency (shared: string) (quick: bool) =
+    let file = Path.Combine(shared, "data", "rlogs", "synthetic", "default.rlog.zst")
+    let raw = new MemoryStream()
+
+    do
+        use z = new ZstdSharp.DecompressionStream(File.OpenRead file)
+        z.CopyTo raw
+
+    let bytes = raw.ToArray()
+    let schema = CtsLite.Capnp.Schema.cereal ()
+    let layout = CtsLite.Logs.EventLayout.ofSchema schema |> Result.defaultWith failwith
+
+    let pandaStates =
+        CtsLite.Logs.Event.discriminantOf layout "pandaStates" |> Option.get
+
+    let messages = [|
+        use reader =
+            CtsLite.Logs.LogReader.OfStream(
+                new MemoryStream(bytes),
+                "memory",
+                CtsLite.Capnp.ReaderOptions.Default,
+                CtsLite.Logs.Compression.Raw
+            )
+
+        let mutable at = 0L
+
+        while reader.Next() do
+            let which = CtsLite.Logs.Event.which reader.Message layout reader.Event
+
+            if which = layout.CanDiscriminant || which = pandaStates then
+                let mono = int64 (CtsLite.Logs.Event.logMonoTime reader.Message layout reader.Event)
+                yield which = layout.CanDiscriminant, mono, bytes[int at .. int reader.Position - 1]
+
+            at <- reader.Position
+    |]
+
+    let dataDir = Directory.CreateTempSubdirectory("ctslite-bench-latency").FullName
+
+    let info =
+        ProcessStartInfo("dotnet", [ Path.Combine(AppContext.BaseDirectory, "CtsLite.Server.dll") ])
+
+    info.RedirectStandardOutput <- true
+    info.RedirectStandardError <- true
+    info.Environment["CTS_API_PORT"] <- "0"
+    info.Environment["CTS_DATA_DIR"] <- dataDir
+    info.Environment["CTS_LOG_LEVEL"] <- "information"
+    use server = Process.Start info
+    let url = Threading.Tasks.TaskCompletionSource<string>()
+
+    let watch (line: string) =
+        if not (isNull line) then
+            let m =
+                Text.RegularExpressions.Regex.Match(line, @"listening on (http://127\.0\.0\.1:\d+)")
+
+            if m.Success then
+                url.TrySetResult m.Groups[1].Value |> ignore
+
+    server.OutputDataReceived.Add(fun e -> watch e.Data)
+    server.ErrorDataReceived.Add(fun e -> watch e.Data)
+    server.BeginOutputReadLine()
+    server.BeginErrorReadLine()
+
+    try
+        if not (url.Task.Wait(TimeSpan.FromSeconds 60.0)) then
+            failwith "the server did not start"
+
+        let url = url.Task.Result
+        use http = new Net.Http.HttpClient(BaseAddress = Uri url)
+        use can = new NetMQ.Sockets.PublisherSocket()
+        can.Options.SendHighWatermark <- 0
+        let canPort = CtsLite.Monitors.Bridge.port "can"
+        can.Bind $"tcp://127.0.0.1:{canPort}"
+        use pandas = new NetMQ.Sockets.PublisherSocket()
+        pandas.Options.SendHighWatermark <- 0
+        let pandasPort = CtsLite.Monitors.Bridge.port "pandaStates"
+        pandas.Bind $"tcp://127.0.0.1:{pandasPort}"
+
+        use body =
+            new Net.Http.StringContent(
+                """{"monitor_id": "can_bus_check", "source": {"type": "zmq", "host": "127.0.0.1"}, "update_ms": 100}""",
+                Text.Encoding.UTF8,
+                "application/json"
+            )
+
+        let created = http.PostAsync("/v1/monitors/start", body).Result
+        let text = created.Content.ReadAsStringAsync().Result
+
+        let id =
+            Text.Json.JsonDocument.Parse(text).RootElement.GetProperty("session_id").GetString()
+
+        use socket = new Net.WebSockets.ClientWebSocket()
+
+        socket
+            .ConnectAsync(
+                Uri(url.Replace("http://", "ws://") + $"/v1/monitors/{id}/stream"),
+                Threading.CancellationToken.None
+            )
+            .Wait()
+
+        // (arrival, sent `t`, log time shown, frames) of each update.
+        let updates =
+            Collections.Concurrent.ConcurrentQueue<float * float * float * int64>()
+
+        let connected = new Threading.ManualResetEventSlim()
+
+        let now () =
+            float (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()) / 1000.0
+
+        let reading =
+            Threading.Tasks.Task.Run(fun () ->
+                let buffer = Array.zeroCreate<byte>(1 <<< 20)
+                let message = new MemoryStream()
+                let mutable go = true
+
+                while go do
+                    let r =
+                        socket.ReceiveAsync(ArraySegment buffer, Threading.CancellationToken.None).Result
+
+                    if r.MessageType = Net.WebSockets.WebSocketMessageType.Close then
+                        go <- false
+                    else
+                        message.Write(buffer, 0, r.Count)
+
+                        if r.EndOfMessage then
+                            let at = now ()
+                            use doc = Text.Json.JsonDocument.Parse(message.ToArray())
+                            message.SetLength 0L
+                            let m = doc.RootElement
+                            let data = m.GetProperty "data"
+
+                            match m.GetProperty("type").GetString() with
+                            | "source_status" when data.GetProperty("status").GetString() = "connected" ->
+                                connected.Set()
+                            | "update" when data.GetProperty("log_time_s").ValueKind = Text.Json.JsonValueKind.Number ->
+                                updates.Enqueue(
+                                    at,
+                                    m.GetProperty("t").GetDouble(),
+                                    data.GetProperty("log_time_s").GetDouble(),
+                                    data.GetProperty("frames").GetInt64()
+                                )
+                            | "end" -> go <- false
+                            | _ -> ())
+
+        // ZMQ's subscriber joins late: the first message until the session sees one.
+        let _, _, first = messages |> Array.find (fun (isCan, _, _) -> isCan)
+
+        while not (connected.Wait 50) do
+            NetMQ.OutgoingSocketExtensions.SendFrame(can, first)
+
+        updates.Clear()
+        let seconds = if quick then 10.0 else 30.0
+        let _, start, _ = messages[0]
+        let clock = Stopwatch.StartNew()
+        let published = ResizeArray<float * float>()
+
+        for isCan, mono, m in messages |> Array.filter (fun (_, t, _) -> float (t - start) / 1e9 < seconds) do
+            let due = float (mono - start) / 1e9
+            let wait = due - clock.Elapsed.TotalSeconds
+
+            if wait > 0.0 then
+                Threading.Thread.Sleep(TimeSpan.FromSeconds wait)
+
+            if isCan then
+                NetMQ.OutgoingSocketExtensions.SendFrame(can, m)
+                published.Add((now (), Math.Round(float mono / 1e9, 3)))
+            else
+                NetMQ.OutgoingSocketExtensions.SendFrame(pandas, m)
+
+        Threading.Thread.Sleep 500
+        http.PostAsync($"/v1/monitors/{id}/stop", null).Result |> ignore
+        reading.Wait(TimeSpan.FromSeconds 10.0) |> ignore
+        let updates = Array.ofSeq updates
+
+        let delivery =
+            updates |> Array.map (fun (at, t, _, _) -> (at - t) * 1000.0) |> Array.sort
+
+        let visible =
+            let mutable u = 0
+
+            [|
+                for publishedAt, logTime in published do
+                    while u < updates.Length && (let _, _, shown, _ = updates[u] in shown < logTime) do
+                        u <- u + 1
+
+                    if u < updates.Length then
+                        let at, _, _, _ = updates[u]
+                        yield (at - publishedAt) * 1000.0
+            |]
+            |> Array.sort
+
+        let pct (p: float) (xs: float array) =
+            xs[min (xs.Length - 1) (int (Math.Ceiling(p * float xs.Length)) - 1)]
+
+        let frames =
+            let _, _, _, last = updates[updates.Length - 1]
+            let _, _, _, firstSeen = updates[0]
+            float (last - firstSeen) / seconds
+
+        printfn ""
+
+        printfn
+            "| session latency (real server process, %.0f s at a car's rate: %.0f frames/s, 100 ms updates) | p50 | p99 |"
+            seconds
+            frames
+
+        printfn "|---|---:|---:|"
+
+        printfn
+            "| update sent → WebSocket client (%d updates) | %.1f ms | %.1f ms |"
+            delivery.Length
+            (pct 0.5 delivery)
+            (pct 0.99 delivery)
+
+        printfn
+            "| `can` message published → first update showing it (%d messages) | %.1f ms | %.1f ms |"
+            visible.Length
+            (pct 0.5 visible)
+            (pct 0.99 visible)
+
+        printfn "| the same beyond the 100 ms update interval | | %.1f ms |" (pct 0.99 visible - 100.0)
+    finally
+        if not server.HasExited then
+            server.Kill true
+            server.WaitForExit 10_000 |> ignore
+
+        try
+            Directory.Delete(dataDir, true)
+        with _ ->
+            ()
+
 [<EntryPoint>]
 let main argv =
     let quick = argv |> Array.contains "--quick"
@@ -722,6 +957,7 @@ let main argv =
                 HttpLoad.run shared 64 (TimeSpan.FromSeconds seconds)
             elif argv |> Array.contains "--monitors" then
                 monitorBenchmark shared quick
+                sessionLatency shared quick
             elif argv |> Array.contains "--tools" then
                 toolBenchmarks shared 25
             else
@@ -729,6 +965,7 @@ let main argv =
                 toolBenchmarks shared (if quick then 3 else 15)
                 signalBenchmark shared quick
                 monitorBenchmark shared quick
+                sessionLatency shared quick
     else
         eprintfn "log benchmarks skipped: shared data not found at %s (set CTS_SHARED_DIR)" shared
 

@@ -175,16 +175,86 @@ type MonRunArgs =
             | Update_Ms _ -> "an update every this many milliseconds of log time (default 100)."
             | Final -> "print only the final state (the `end` message)."
 
+/// `cts mon start`.
+[<RequireQualifiedAccess>]
+type MonStartArgs =
+    | [<MainCommand; Mandatory>] Monitor of monitor: string
+    | Replay of log: string
+    | Zmq of host: string
+    | Speed of factor: float
+    | [<AltCommandLine("-p")>] Param of key_value: string
+    | Record
+    | Record_Max_Mb of mb: int
+    | Update_Ms of ms: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Monitor _ ->
+                "the monitor: can_bus_check, can_hybrid_rx_check, panda_state, hybrid_rx_trace or signal_watch."
+            | Replay _ ->
+                "a log to replay into it: a local file is uploaded first; anything else is a path under the service's input roots."
+            | Zmq _ -> "watch a comma device's message bridge at this host live (the service connects to it)."
+            | Speed _ -> "with --replay: log time per wall time (default 1; 0: as fast as possible)."
+            | Param _ ->
+                "a monitor parameter as key=value (repeatable); a local file for a file parameter (a dbc) is uploaded."
+            | Record -> "with --zmq: record what is received to zstd rlogs on the service, each listed as an upload."
+            | Record_Max_Mb _ -> "with --record: a new file every this many MB (default 100; also every minute)."
+            | Update_Ms _ -> "at most one update every this many milliseconds (default 100)."
+
+/// `cts mon ls`.
+[<RequireQualifiedAccess>]
+type MonLsArgs =
+    | Status of status: string
+    | Limit of count: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Status _ -> "only sessions in this state: running, ended, stopped or failed."
+            | Limit _ -> "at most this many, newest first (default 100)."
+
+/// `cts mon stream`.
+[<RequireQualifiedAccess>]
+type MonStreamArgs =
+    | [<MainCommand; Mandatory>] Session of session_id: string
+    | Ndjson
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Session _ -> "the session id (see cts mon ls)."
+            | Ndjson ->
+                "one JSON message per line (also when standard output is not a terminal) instead of a live table."
+
+/// `cts mon stop`.
+[<RequireQualifiedAccess>]
+type MonStopArgs =
+    | [<MainCommand; Mandatory>] Session of session_id: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Session _ -> "the session id (see cts mon ls)."
+
 /// `cts mon`: live monitors.
 [<RequireSubcommand; RequireQualifiedAccess>]
 type MonArgs =
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<MonRunArgs>
+    | [<CliPrefix(CliPrefix.None)>] Start of ParseResults<MonStartArgs>
+    | [<CliPrefix(CliPrefix.None)>] Ls of ParseResults<MonLsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Stream of ParseResults<MonStreamArgs>
+    | [<CliPrefix(CliPrefix.None)>] Stop of ParseResults<MonStopArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
             | Run _ ->
                 "run a monitor here, no service, over a replayed log or a live bridge; one JSON message per line."
+            | Start _ -> "start a monitor session on the service; prints its id."
+            | Ls _ -> "list the service's monitor sessions, newest first."
+            | Stream _ -> "watch a session: a live table on a terminal, else one JSON message per line."
+            | Stop _ -> "stop a session (idempotent); prints how it ended."
 
 /// `cts` and its subcommands. Global options apply to every subcommand.
 [<RequireSubcommand>]
@@ -216,7 +286,8 @@ type CtsArgs =
             | Tools -> "list the tools and monitors this cts can run, with their parameters."
             | Run _ -> "run a tool on the service (or --local): cts run <tool> <input> -p key=value... --out-dir DIR."
             | Token _ -> "tokens for the service: create."
-            | Mon _ -> "live monitors of a car's CAN and panda state: run."
+            | Mon _ ->
+                "live monitors of a car's CAN and panda state: run (here), start, ls, stream, stop (on the service)."
 
 /// Reading parse results by pattern. Argu's `GetResult`, `TryGetResult`, `Contains` and
 /// `GetResults` take the union case as a quotation, which each call site builds by deserialising

@@ -80,6 +80,10 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
             | Mon monArgs ->
                 match monArgs.GetSubCommand() with
                 | MonArgs.Run a -> MonCommands.run ctx a
+                | MonArgs.Start a -> MonCommands.start ctx a
+                | MonArgs.Ls a -> MonCommands.list ctx a
+                | MonArgs.Stream a -> MonCommands.stream ctx a
+                | MonArgs.Stop a -> MonCommands.stop ctx a
             | Dbc dbcArgs ->
                 match dbcArgs.GetSubCommand() with
                 | Check a -> DbcCommands.check ctx a

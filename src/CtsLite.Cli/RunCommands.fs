@@ -87,11 +87,13 @@ module RunCommands =
                 err.Write("\r" + String(' ', 40) + "\r")
                 last <- -1
 
-    let private fail (ctx: CommandContext) (error: ClientError) =
+    /// Prints the error; the service's exit code.
+    let internal fail (ctx: CommandContext) (error: ClientError) =
         ctx.Err.WriteLine $"error: {Client.describe error}"
         ExitCode.ServiceError
 
-    let private problem (response: Net.Http.HttpResponseMessage) = task {
+    /// The error an unsuccessful answer is.
+    let internal problem (response: Net.Http.HttpResponseMessage) = task {
         let! body = response.Content.ReadAsStringAsync()
         let detail = Client.problemDetail body
 
@@ -99,7 +101,7 @@ module RunCommands =
     }
 
     /// Uploads a local file; returns its upload id.
-    let private upload (ctx: CommandContext) (path: string) = task {
+    let internal upload (ctx: CommandContext) (path: string) = task {
         use stream = File.OpenRead path
         use content = new Net.Http.StreamContent(stream)
         content.Headers.Add("X-Filename", Path.GetFileName path)
@@ -113,6 +115,31 @@ module RunCommands =
         else
             let! e = problem response
             return Error e
+    }
+
+    /// Parameters as the service takes them: a local file given for one of `fileParams` is
+    /// uploaded first and named by its upload id; every other value goes as written.
+    let internal serviceParameters
+        (ctx: CommandContext)
+        (fileParams: string list)
+        (given: (string * ParameterInput) list)
+        : Threading.Tasks.Task<Result<Collections.Generic.Dictionary<string, obj>, ClientError>> = task {
+        let mutable failure = None
+        let parameters = Collections.Generic.Dictionary<string, obj>()
+
+        for name, value in given do
+            match value with
+            | ParameterInput.Text v when List.contains name fileParams && File.Exists v && failure.IsNone ->
+                match! upload ctx v with
+                | Ok id -> parameters[name] <- box id
+                | Error e -> failure <- Some e
+            | ParameterInput.Text v -> parameters[name] <- box v
+            | _ -> ()
+
+        return
+            match failure with
+            | Some e -> Error e
+            | None -> Ok parameters
     }
 
     /// `cts run <tool> <input>` on the service: local files (the input and file parameters) are
@@ -135,17 +162,17 @@ module RunCommands =
                     |> Option.defaultValue []
 
                 // Local files go up first; everything else is passed as written.
-                let mutable failure = None
-                let parameters = Collections.Generic.Dictionary<string, obj>()
+                let! uploaded = serviceParameters ctx fileParams given
 
-                for name, value in given do
-                    match value with
-                    | ParameterInput.Text v when List.contains name fileParams && File.Exists v && failure.IsNone ->
-                        match! upload ctx v with
-                        | Ok id -> parameters[name] <- box id
-                        | Error e -> failure <- Some e
-                    | ParameterInput.Text v -> parameters[name] <- box v
-                    | _ -> ()
+                let mutable failure =
+                    match uploaded with
+                    | Error e -> Some e
+                    | Ok _ -> None
+
+                let parameters =
+                    match uploaded with
+                    | Ok p -> p
+                    | Error _ -> Collections.Generic.Dictionary<string, obj>()
 
                 let! inputSpec = task {
                     if failure.IsSome then

@@ -249,4 +249,118 @@ let all =
             Expect.equal code 1 "never overwrites"
             Expect.stringContains err "exists" "says so"
         }
+        test "mon start, ls, stream and stop drive a session on the service" {
+            Tests.withService (fun url ->
+                let log = synthetic [ "default.rlog.zst" ]
+
+                let code, out, err =
+                    Tests.cts [ "--url"; url; "mon"; "start"; "panda_state"; "--replay"; log; "--speed"; "0" ]
+
+                Expect.equal code 0 err
+                let id = out.Trim()
+                Expect.isMatch id "^[0-9a-f-]{36}$" "the session id alone on standard output"
+                Expect.stringContains err $"cts mon stream {id}" "says how to watch it"
+
+                // Standard output is not a terminal here: one JSON message per line.
+                let code, out, err = Tests.cts [ "--url"; url; "mon"; "stream"; id ]
+                Expect.equal code 0 err
+
+                let lines =
+                    out.Split('\n', System.StringSplitOptions.RemoveEmptyEntries)
+                    |> Array.map (fun l -> JsonDocument.Parse(l).RootElement)
+
+                let types = lines |> Array.map (fun l -> l.GetProperty("type").GetString())
+                Expect.equal types[0] "snapshot" "a snapshot first"
+                Expect.equal (Array.last types) "end" "the end last"
+
+                let final = (Array.last lines).GetProperty("data").GetProperty("pandas")[0]
+                Expect.equal (final.GetProperty("safety_model").GetString()) "subaru" "the planted safety model"
+
+                let code, out, err = Tests.cts [ "--url"; url; "mon"; "ls" ]
+                Expect.equal code 0 err
+                Expect.stringContains out id "listed"
+                Expect.stringContains out "panda_state" "with its monitor"
+                Expect.stringContains out "ended" "and its state"
+
+                let code, out, err =
+                    Tests.cts [ "--url"; url; "--json"; "mon"; "ls"; "--status"; "ended" ]
+
+                Expect.equal code 0 err
+                Expect.equal (JsonDocument.Parse(out).RootElement.GetProperty("sessions").GetArrayLength()) 1 "--json"
+
+                let code, out, err = Tests.cts [ "--url"; url; "mon"; "stop"; id ]
+                Expect.equal code 0 err
+                Expect.stringContains out "ended: the replay reached the end of its log" "how it ended"
+
+                let code, _, err =
+                    Tests.cts [ "--url"; url; "mon"; "start"; "no_such"; "--zmq"; "127.0.0.1" ]
+
+                Expect.equal code 2 "the service refuses"
+                Expect.stringContains err "no monitor 'no_such'" "names it"
+
+                let code, _, err = Tests.cts [ "--url"; url; "mon"; "stream"; "no-such-session" ]
+                Expect.equal code 2 "no such session"
+                Expect.stringContains err "no monitor session" "says so"
+
+                let code, _, err =
+                    Tests.cts [ "--url"; url; "mon"; "start"; "panda_state"; "--replay"; log; "--record" ]
+
+                Expect.equal code 1 "refused before any request"
+                Expect.stringContains err "--record" "names it")
+        }
+        test "SIGTERM ends mon stream like Ctrl+C: every line written is whole, the session goes on" {
+            Tests.withService (fun url ->
+                let code, out, err =
+                    Tests.cts [
+                        "--url"
+                        url
+                        "mon"
+                        "start"
+                        "can_bus_check"
+                        "--replay"
+                        synthetic [ "default.rlog.zst" ]
+                    ]
+
+                Expect.equal code 0 err
+                let id = out.Trim()
+
+                let info =
+                    ProcessStartInfo(
+                        "dotnet",
+                        [
+                            Path.Combine(TestEnv.projectOutput "CtsLite.Cli", "cts.dll")
+                            "--url"
+                            url
+                            "mon"
+                            "stream"
+                            id
+                            "--ndjson"
+                        ],
+                        RedirectStandardOutput = true,
+                        RedirectStandardError = true,
+                        UseShellExecute = false
+                    )
+
+                use proc = Process.Start info
+                let output = proc.StandardOutput.ReadToEndAsync()
+                let errors = proc.StandardError.ReadToEndAsync()
+                System.Threading.Thread.Sleep 3000
+                use kill = Process.Start("kill", [ "-TERM"; string proc.Id ])
+                kill.WaitForExit()
+                Expect.isTrue (proc.WaitForExit 10_000) "exits"
+                Expect.equal proc.ExitCode 0 errors.Result
+
+                let lines =
+                    output.Result.Split('\n', System.StringSplitOptions.RemoveEmptyEntries)
+                    |> Array.map (fun l -> JsonDocument.Parse(l).RootElement)
+
+                Expect.equal (lines[0].GetProperty("type").GetString()) "snapshot" "a snapshot first"
+                Expect.isGreaterThan lines.Length 10 "updates as they came"
+
+                let code, out, err = Tests.cts [ "--url"; url; "--json"; "mon"; "stop"; id ]
+                Expect.equal code 0 err
+                let stopped = JsonDocument.Parse(out).RootElement
+                Expect.equal (stopped.GetProperty("status").GetString()) "stopped" "the session ran on until stopped"
+                Expect.equal (stopped.GetProperty("reason").GetString()) "stopped on request" "by the stop")
+        }
     ]
