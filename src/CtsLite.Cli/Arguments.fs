@@ -120,6 +120,96 @@ type RunArgs =
             | Local ->
                 "run in this process, without the service (default: on the service at --url; local files are uploaded)."
 
+/// `cts runs list`.
+[<RequireQualifiedAccess>]
+type RunsListArgs =
+    | Status of status: string
+    | Tool of tool_id: string
+    | Limit of count: int
+    | All
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Status _ -> "only runs in this state: queued, running, completed, failed or canceled."
+            | Tool _ -> "only runs of this tool."
+            | Limit _ -> "runs per page, newest first (1-500, default 50)."
+            | All -> "every page, not only the first."
+
+/// `cts runs get` and `cts runs cancel`.
+[<RequireQualifiedAccess>]
+type RunIdArgs =
+    | [<MainCommand; Mandatory>] Run_Id of run_id: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Run_Id _ -> "the run's id (see cts runs list)."
+
+/// `cts runs`.
+[<RequireSubcommand; RequireQualifiedAccess>]
+type RunsArgs =
+    | [<CliPrefix(CliPrefix.None)>] List of ParseResults<RunsListArgs>
+    | [<CliPrefix(CliPrefix.None)>] Get of ParseResults<RunIdArgs>
+    | [<CliPrefix(CliPrefix.None)>] Cancel of ParseResults<RunIdArgs>
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | List _ -> "the service's runs, newest first."
+            | Get _ -> "one run: its state, parameters, error and artifacts."
+            | Cancel _ -> "cancel a queued or running run."
+
+/// `cts logs`.
+[<RequireQualifiedAccess>]
+type LogsArgs =
+    | [<MainCommand; Mandatory>] Run_Id of run_id: string
+    | [<AltCommandLine("-f")>] Follow
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Run_Id _ -> "the run's id."
+            | Follow -> "follow the log until the run ends (reconnecting where it left off when the connection drops)."
+
+/// `cts art list`.
+[<RequireQualifiedAccess>]
+type ArtListArgs =
+    | [<MainCommand>] Run_Id of run_id: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Run_Id _ -> "the run whose artifacts to list (default: every run's)."
+
+/// `cts art get`.
+[<RequireQualifiedAccess>]
+type ArtGetArgs =
+    | [<MainCommand; Mandatory>] Artifact_Id of artifact_id: string
+    | [<AltCommandLine("-o")>] Out of path: string
+    | Stdout
+    | Force
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Artifact_Id _ -> "the artifact's id (see cts art list)."
+            | Out _ -> "write it here (default: its file name in this folder)."
+            | Stdout -> "write its bytes to standard output."
+            | Force -> "overwrite a file of the same name (a partial download is resumed without it)."
+
+/// `cts art`.
+[<RequireSubcommand; RequireQualifiedAccess>]
+type ArtArgs =
+    | [<CliPrefix(CliPrefix.None)>] List of ParseResults<ArtListArgs>
+    | [<CliPrefix(CliPrefix.None)>] Get of ParseResults<ArtGetArgs>
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | List _ -> "artifacts of a run (or of every run)."
+            | Get _ -> "download an artifact, resuming a partial download."
+
 /// `cts token create`.
 type TokenCreateArgs =
     | [<Mandatory>] Sub of name: string
@@ -271,6 +361,9 @@ type CtsArgs =
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<RunArgs>
     | [<CliPrefix(CliPrefix.None)>] Token of ParseResults<TokenArgs>
     | [<CliPrefix(CliPrefix.None)>] Mon of ParseResults<MonArgs>
+    | [<CliPrefix(CliPrefix.None)>] Runs of ParseResults<RunsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Logs of ParseResults<LogsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Art of ParseResults<ArtArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -286,6 +379,9 @@ type CtsArgs =
             | Tools -> "list the tools and monitors this cts can run, with their parameters."
             | Run _ -> "run a tool on the service (or --local): cts run <tool> <input> -p key=value... --out-dir DIR."
             | Token _ -> "tokens for the service: create."
+            | Runs _ -> "runs on the service: list, get, cancel."
+            | Logs _ -> "a run's log on the service; --follow until it ends."
+            | Art _ -> "a run's artifacts on the service: list, get."
             | Mon _ ->
                 "live monitors of a car's CAN and panda state: run (here), start, ls, stream, stop (on the service)."
 

@@ -31,6 +31,13 @@ module Client =
         | ClientError.Status(url, status, detail) -> $"{url} answered {status}: {detail}"
         | ClientError.BadResponse(url, reason) -> $"{url} sent an unreadable answer: {reason}"
 
+    /// The exit code of an error: 1 when the service refused the request as wrong (any 4xx: fix
+    /// the command), 2 when it failed or could not be reached (5xx, network: retry later).
+    let exitCode (error: ClientError) : int =
+        match error with
+        | ClientError.Status(_, status, _) when status >= 400 && status < 500 -> 1
+        | _ -> 2
+
     /// The `detail` of a problem+json body, or the body itself.
     let problemDetail (body: string) =
         try

@@ -6,7 +6,8 @@ open System.Net.Http
 open System.Text.Json
 open CtsLite
 
-/// Exit codes: 0 ok, 1 client error (usage, too old), 2 service error or unreachable.
+/// Exit codes: 0 ok, 1 client error (usage, too old, any 4xx answer), 2 service error (5xx) or
+/// unreachable, 3 run failed, 4 run canceled, 130 interrupted.
 [<RequireQualifiedAccess>]
 module ExitCode =
     /// Success.
@@ -60,7 +61,7 @@ module Remote =
 
     let private fail (ctx: CommandContext) (error: ClientError) =
         ctx.Err.WriteLine($"error: {Client.describe error}")
-        ExitCode.ServiceError
+        Client.exitCode error
 
     /// Compares dotted numeric versions.
     let versionAtLeast (actual: string) (required: string) : bool =

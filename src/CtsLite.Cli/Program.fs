@@ -84,6 +84,16 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
                 | MonArgs.Ls a -> MonCommands.list ctx a
                 | MonArgs.Stream a -> MonCommands.stream ctx a
                 | MonArgs.Stop a -> MonCommands.stop ctx a
+            | Runs runsArgs ->
+                match runsArgs.GetSubCommand() with
+                | RunsArgs.List a -> RunsCommands.list ctx a
+                | RunsArgs.Get a -> RunsCommands.get ctx a
+                | RunsArgs.Cancel a -> RunsCommands.cancel ctx a
+            | Logs a -> RunsCommands.logs ctx a
+            | Art artArgs ->
+                match artArgs.GetSubCommand() with
+                | ArtArgs.List a -> RunsCommands.artifacts ctx a
+                | ArtArgs.Get a -> RunsCommands.download ctx a
             | Dbc dbcArgs ->
                 match dbcArgs.GetSubCommand() with
                 | Check a -> DbcCommands.check ctx a

@@ -90,7 +90,7 @@ module RunCommands =
     /// Prints the error; the service's exit code.
     let internal fail (ctx: CommandContext) (error: ClientError) =
         ctx.Err.WriteLine $"error: {Client.describe error}"
-        ExitCode.ServiceError
+        Client.exitCode error
 
     /// The error an unsuccessful answer is.
     let internal problem (response: Net.Http.HttpResponseMessage) = task {

@@ -10,6 +10,7 @@ let all =
              DbcCommandTests.all
              RunTests.all
              MonTests.all
+             RunsTests.all
              PackageTests.all
              MemoryTests.all
          ])

@@ -295,11 +295,11 @@ let all =
                 let code, _, err =
                     Tests.cts [ "--url"; url; "mon"; "start"; "no_such"; "--zmq"; "127.0.0.1" ]
 
-                Expect.equal code 2 "the service refuses"
+                Expect.equal code 1 "the service refuses (404)"
                 Expect.stringContains err "no monitor 'no_such'" "names it"
 
                 let code, _, err = Tests.cts [ "--url"; url; "mon"; "stream"; "no-such-session" ]
-                Expect.equal code 2 "no such session"
+                Expect.equal code 1 "no such session (404)"
                 Expect.stringContains err "no monitor session" "says so"
 
                 let code, _, err =

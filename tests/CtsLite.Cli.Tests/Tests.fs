@@ -132,7 +132,7 @@ let remoteRuns =
                 let code, _, err =
                     cts [ "run"; "log-summary"; "synthetic/missing.zst"; "--url"; url ]
 
-                Expect.equal code 2 "service error"
+                Expect.equal code 1 "the service refused the request (4xx): the command is at fault"
                 Expect.stringContains err "does not exist under the input roots" "the service's reason")
         }
     ]

@@ -1,0 +1,496 @@
+namespace CtsLite.Cli
+
+open System
+open System.IO
+open System.Net.Http
+open System.Text.Json
+open System.Threading
+open System.Threading.Tasks
+open Argu
+
+/// `cts runs …`, `cts logs`, `cts art …`: runs, their logs and artifacts on the service.
+[<RequireQualifiedAccess>]
+module RunsCommands =
+
+    let private indented = JsonSerializerOptions(WriteIndented = true)
+
+    let private text (e: JsonElement) (name: string) =
+        match e.TryGetProperty name with
+        | true, v when v.ValueKind = JsonValueKind.String -> v.GetString()
+        | true, v when v.ValueKind = JsonValueKind.Null -> ""
+        | true, v -> v.GetRawText()
+        | _ -> ""
+
+    /// Runs a command's requests, an unreachable service as its error.
+    let private calling (ctx: CommandContext) (work: unit -> Task<int>) : int =
+        try
+            work().GetAwaiter().GetResult()
+        with
+        | :? HttpRequestException as e -> RunCommands.fail ctx (ClientError.Unreachable(ctx.Url, e.Message))
+        | :? TaskCanceledException -> RunCommands.fail ctx (ClientError.Unreachable(ctx.Url, "timed out"))
+
+    let private getJson (ctx: CommandContext) (path: string) =
+        Client.getJson ctx.Http.Value ctx.Url path []
+
+    /// A size people read: `812 B`, `14.2 KiB`, `3.1 MiB`.
+    let size (bytes: int64) : string =
+        if bytes < 1024L then
+            $"{bytes} B"
+        elif bytes < 1024L * 1024L then
+            $"{float bytes / 1024.0:F1} KiB"
+        elif bytes < 1024L * 1024L * 1024L then
+            $"{float bytes / 1048576.0:F1} MiB"
+        else
+            $"{float bytes / 1073741824.0:F2} GiB"
+
+    /// The exit code of a run's final state: 0 completed, 3 failed, 4 canceled.
+    let exitOf (status: string) : int =
+        match status with
+        | "completed" -> ExitCode.Ok
+        | "failed" -> 3
+        | "canceled" -> 4
+        | _ -> ExitCode.ServiceError
+
+    let private runRow (r: JsonElement) =
+        let progress =
+            match r.GetProperty "progress" with
+            | p when p.ValueKind = JsonValueKind.Number -> $"{p.GetDouble():F0}%%"
+            | _ -> ""
+
+        String.Format(
+            "{0,-36}  {1,-24}  {2,-9}  {3,5}  {4,-20}  {5}",
+            text r "run_id",
+            text r "tool_id",
+            text r "status",
+            progress.Replace("%%", "%"),
+            (match DateTimeOffset.TryParse(text r "created_at") with
+             | true, t -> t.ToLocalTime().ToString "yyyy-MM-dd HH:mm:ss"
+             | false, _ -> text r "created_at"),
+            text r "name"
+        )
+
+    /// `cts runs list [--status S] [--tool T] [--limit N] [--all]`.
+    let list (ctx: CommandContext) (args: ParseResults<RunsListArgs>) : int =
+        let query = [
+            for a in args.GetAllResults() do
+                match a with
+                | RunsListArgs.Status s -> $"status={Uri.EscapeDataString s}"
+                | RunsListArgs.Tool t -> $"tool_id={Uri.EscapeDataString t}"
+                | RunsListArgs.Limit n -> $"limit={n}"
+                | RunsListArgs.All -> ()
+        ]
+
+        let all = Results.has RunsListArgs.All args
+
+        calling ctx (fun () -> task {
+            let runs = ResizeArray<JsonElement>()
+            let mutable cursor: string option = None
+            let mutable failure = None
+            let mutable go = true
+
+            while go do
+                let parts =
+                    query
+                    @ (cursor
+                       |> Option.map (fun c -> $"cursor={Uri.EscapeDataString c}")
+                       |> Option.toList)
+
+                let path =
+                    if parts.IsEmpty then
+                        "/v1/runs"
+                    else
+                        "/v1/runs?" + String.Join("&", parts)
+
+                match! getJson ctx path with
+                | Error e ->
+                    failure <- Some e
+                    go <- false
+                | Ok(_, doc) ->
+                    let root = doc.RootElement.Clone()
+                    doc.Dispose()
+
+                    for r in root.GetProperty("runs").EnumerateArray() do
+                        runs.Add r
+
+                    cursor <-
+                        match root.GetProperty "next_cursor" with
+                        | c when c.ValueKind = JsonValueKind.String -> Some(c.GetString())
+                        | _ -> None
+
+                    go <- all && cursor.IsSome
+
+            match failure with
+            | Some e -> return RunCommands.fail ctx e
+            | None ->
+                if ctx.Json then
+                    ctx.Out.WriteLine(
+                        JsonSerializer.Serialize(
+                            {|
+                                runs = runs
+                                next_cursor = cursor |> Option.toObj
+                            |}
+                        )
+                    )
+                elif runs.Count = 0 then
+                    ctx.Out.WriteLine "no runs"
+                else
+                    ctx.Out.WriteLine(
+                        String.Format(
+                            "{0,-36}  {1,-24}  {2,-9}  {3,5}  {4,-20}  {5}",
+                            "RUN",
+                            "TOOL",
+                            "STATUS",
+                            "DONE",
+                            "CREATED",
+                            "NAME"
+                        )
+                    )
+
+                    for r in runs do
+                        ctx.Out.WriteLine(runRow r)
+
+                    match cursor with
+                    | Some _ -> ctx.Err.WriteLine "more runs: --all for every page"
+                    | None -> ()
+
+                return ExitCode.Ok
+        })
+
+    let private runId (args: ParseResults<RunIdArgs>) =
+        args |> Results.pick (fun (RunIdArgs.Run_Id id) -> Some id)
+
+    let private printRun (ctx: CommandContext) (r: JsonElement) =
+        if ctx.Json then
+            ctx.Out.WriteLine(r.GetRawText())
+        else
+            ctx.Out.WriteLine $"""run {text r "run_id"}: {text r "tool_id"}, {text r "status"}"""
+
+            for name in [ "name"; "created_at"; "started_at"; "completed_at"; "error" ] do
+                match text r name with
+                | "" -> ()
+                | v -> ctx.Out.WriteLine $"  {name}: {v}"
+
+            ctx.Out.WriteLine $"""  params: {r.GetProperty("params").GetRawText()}"""
+
+            for a in r.GetProperty("artifacts").EnumerateArray() do
+                ctx.Out.WriteLine $"  artifact: {a.GetString()}"
+
+    /// `cts runs get ID`.
+    let get (ctx: CommandContext) (args: ParseResults<RunIdArgs>) : int =
+        calling ctx (fun () -> task {
+            match! getJson ctx $"/v1/runs/{Uri.EscapeDataString(runId args)}" with
+            | Error e -> return RunCommands.fail ctx e
+            | Ok(_, doc) ->
+                use doc = doc
+                printRun ctx doc.RootElement
+                return ExitCode.Ok
+        })
+
+    /// `cts runs cancel ID`: a queued run ends at once, a running one as soon as its tool notices.
+    let cancel (ctx: CommandContext) (args: ParseResults<RunIdArgs>) : int =
+        calling ctx (fun () -> task {
+            use! response =
+                ctx.Http.Value.PostAsync($"{ctx.Url}/v1/runs/{Uri.EscapeDataString(runId args)}/cancel", null)
+
+            if not response.IsSuccessStatusCode then
+                let! e = RunCommands.problem response
+                return RunCommands.fail ctx e
+            else
+                let! body = response.Content.ReadAsStringAsync()
+                use doc = JsonDocument.Parse body
+                printRun ctx doc.RootElement
+                return ExitCode.Ok
+        })
+
+    let private logLine (ctx: CommandContext) (entry: JsonElement) =
+        if ctx.Json then
+            ctx.Out.WriteLine(entry.GetRawText())
+        else
+            let at =
+                match DateTimeOffset.TryParse(text entry "timestamp") with
+                | true, t -> t.ToLocalTime().ToString "HH:mm:ss.fff"
+                | false, _ -> ""
+
+            ctx.Out.WriteLine $"""{at} {text entry "level"} [{text entry "source"}] {text entry "message"}"""
+
+        ctx.Out.Flush()
+
+    /// `cts logs ID [--follow]`: the log so far; with `--follow`, live until the run ends, the
+    /// connection resumed after the last line received (`Last-Event-ID`) whenever it drops, so
+    /// no line is shown twice or missed. Exit 0 completed, 3 failed, 4 canceled.
+    let logs (ctx: CommandContext) (args: ParseResults<LogsArgs>) : int =
+        let id =
+            args
+            |> Results.pick (function
+                | LogsArgs.Run_Id r -> Some r
+                | _ -> None)
+
+        let path = $"/v1/runs/{Uri.EscapeDataString id}/logs"
+
+        if not (Results.has LogsArgs.Follow args) then
+            calling ctx (fun () -> task {
+                match! getJson ctx (path + "?format=json") with
+                | Error e -> return RunCommands.fail ctx e
+                | Ok(_, doc) ->
+                    use doc = doc
+
+                    for entry in doc.RootElement.GetProperty("entries").EnumerateArray() do
+                        logLine ctx entry
+
+                    return ExitCode.Ok
+            })
+        else
+            use cancel = new CancellationTokenSource()
+
+            let onCancel =
+                ConsoleCancelEventHandler(fun _ e ->
+                    e.Cancel <- true
+                    cancel.Cancel())
+
+            Console.CancelKeyPress.AddHandler onCancel
+
+            try
+                calling ctx (fun () -> task {
+                    let mutable lastSeq = 0L
+                    let mutable final: string option = None
+                    let mutable failure = None
+                    let mutable drops = 0
+
+                    while final.IsNone && failure.IsNone && not cancel.IsCancellationRequested do
+                        try
+                            use request = new HttpRequestMessage(HttpMethod.Get, ctx.Url + path)
+                            request.Headers.Accept.ParseAdd "text/event-stream"
+
+                            if lastSeq > 0L then
+                                request.Headers.TryAddWithoutValidation("Last-Event-ID", string lastSeq)
+                                |> ignore
+
+                            use! response =
+                                ctx.Http.Value.SendAsync(
+                                    request,
+                                    HttpCompletionOption.ResponseHeadersRead,
+                                    cancel.Token
+                                )
+
+                            if not response.IsSuccessStatusCode then
+                                let! e = RunCommands.problem response
+                                failure <- Some e
+                            else
+                                use! body = response.Content.ReadAsStreamAsync(cancel.Token)
+                                use reader = new StreamReader(body)
+                                let mutable event = ""
+                                let mutable id = 0L
+                                let mutable go = true
+
+                                while go do
+                                    let! line = reader.ReadLineAsync(cancel.Token)
+
+                                    if isNull line then
+                                        go <- false
+                                    elif line.StartsWith "event: " then
+                                        event <- line.Substring 7
+                                    elif line.StartsWith "id: " then
+                                        id <-
+                                            (match Int64.TryParse(line.Substring 4) with
+                                             | true, n -> n
+                                             | false, _ -> id)
+                                    elif line.StartsWith "data: " then
+                                        let data = line.Substring 6
+
+                                        match event with
+                                        | "log" when id > lastSeq ->
+                                            use d = JsonDocument.Parse data
+                                            logLine ctx d.RootElement
+                                            lastSeq <- id
+                                        | "end" ->
+                                            final <- Some data
+                                            go <- false
+                                        | _ -> ()
+                        with
+                        | :? IOException
+                        | :? HttpRequestException when not cancel.IsCancellationRequested ->
+                            // The connection dropped: resume after the last line shown.
+                            drops <- drops + 1
+
+                            if drops > 30 then
+                                failure <- Some(ClientError.Unreachable(ctx.Url, "the log stream kept dropping"))
+                            else
+                                do! Task.Delay(min 5000 (200 * drops))
+
+                        if final.IsNone && failure.IsNone && not cancel.IsCancellationRequested then
+                            // A stream that ended without `end` (the service restarted): resume.
+                            drops <- drops + 1
+
+                            if drops > 30 then
+                                failure <- Some(ClientError.Unreachable(ctx.Url, "the log stream kept ending early"))
+                            else
+                                do! Task.Delay(min 5000 (200 * drops))
+
+                    match failure, final with
+                    | Some e, _ -> return RunCommands.fail ctx e
+                    | None, Some final ->
+                        use doc = JsonDocument.Parse final
+                        let status = text doc.RootElement "status"
+
+                        if not ctx.Json then
+                            ctx.Err.WriteLine $"run {id}: {status}"
+
+                        return exitOf status
+                    | None, None -> return 130
+                })
+            finally
+                Console.CancelKeyPress.RemoveHandler onCancel
+
+    /// `cts art list [RUN]`.
+    let artifacts (ctx: CommandContext) (args: ParseResults<ArtListArgs>) : int =
+        let path =
+            match args |> Results.tryPick (fun (ArtListArgs.Run_Id id) -> Some id) with
+            | Some run -> $"/v1/runs/{Uri.EscapeDataString run}/artifacts"
+            | None -> "/v1/artifacts"
+
+        calling ctx (fun () -> task {
+            match! getJson ctx path with
+            | Error e -> return RunCommands.fail ctx e
+            | Ok(_, doc) ->
+                use doc = doc
+
+                if ctx.Json then
+                    ctx.Out.WriteLine(doc.RootElement.GetRawText())
+                else
+                    let all = [ for a in doc.RootElement.GetProperty("artifacts").EnumerateArray() -> a ]
+
+                    if all.IsEmpty then
+                        ctx.Out.WriteLine "no artifacts"
+                    else
+                        ctx.Out.WriteLine(
+                            String.Format("{0,-36}  {1,-36}  {2,10}  {3}", "ARTIFACT", "RUN", "SIZE", "FILE")
+                        )
+
+                        for a in all do
+                            ctx.Out.WriteLine(
+                                String.Format(
+                                    "{0,-36}  {1,-36}  {2,10}  {3}",
+                                    text a "artifact_id",
+                                    text a "run_id",
+                                    size (a.GetProperty("size").GetInt64()),
+                                    text a "filename"
+                                )
+                            )
+
+                return ExitCode.Ok
+        })
+
+    /// `cts art get ID [--out PATH | --stdout] [--force]`: the bytes into `PATH.part`, resumed
+    /// with `Range` (and `If-Range` on the artifact's ETag) when a partial download is there,
+    /// checked against the artifact's SHA-256, then renamed to `PATH`.
+    let download (ctx: CommandContext) (args: ParseResults<ArtGetArgs>) : int =
+        let id =
+            args
+            |> Results.pick (function
+                | ArtGetArgs.Artifact_Id a -> Some a
+                | _ -> None)
+
+        let out =
+            args
+            |> Results.tryPick (function
+                | ArtGetArgs.Out o -> Some o
+                | _ -> None)
+
+        let toStdout = Results.has ArtGetArgs.Stdout args
+        let force = Results.has ArtGetArgs.Force args
+
+        calling ctx (fun () -> task {
+            match! getJson ctx $"/v1/artifacts/{Uri.EscapeDataString id}" with
+            | Error e -> return RunCommands.fail ctx e
+            | Ok(_, doc) ->
+                use doc = doc
+                let a = doc.RootElement
+                let sha = text a "sha256"
+                let url = ctx.Url + text a "download_url"
+
+                if toStdout then
+                    use! response =
+                        ctx.Http.Value.GetAsync(url, HttpCompletionOption.ResponseHeadersRead)
+
+                    if not response.IsSuccessStatusCode then
+                        let! e = RunCommands.problem response
+                        return RunCommands.fail ctx e
+                    else
+                        ctx.Out.Flush()
+                        use! body = response.Content.ReadAsStreamAsync()
+                        do! body.CopyToAsync ctx.OutStream
+                        do! ctx.OutStream.FlushAsync()
+                        return ExitCode.Ok
+                else
+                    let target =
+                        match out with
+                        | Some o when Directory.Exists o -> Path.Combine(o, Path.GetFileName(text a "filename"))
+                        | Some o -> o
+                        | None -> Path.GetFileName(text a "filename")
+
+                    let part = target + ".part"
+
+                    if File.Exists target && not force then
+                        ctx.Err.WriteLine $"error: {target} exists; --force to overwrite it"
+                        return ExitCode.ClientError
+                    else
+                        let have = if File.Exists part then FileInfo(part).Length else 0L
+                        use request = new HttpRequestMessage(HttpMethod.Get, url)
+
+                        if have > 0L then
+                            request.Headers.Range <- Headers.RangeHeaderValue(Nullable have, Nullable())
+                            request.Headers.TryAddWithoutValidation("If-Range", $"\"{sha}\"") |> ignore
+
+                        use! response =
+                            ctx.Http.Value.SendAsync(request, HttpCompletionOption.ResponseHeadersRead)
+
+                        if not response.IsSuccessStatusCode then
+                            let! e = RunCommands.problem response
+                            return RunCommands.fail ctx e
+                        else
+                            let resumed = int response.StatusCode = 206
+
+                            do! task {
+                                use file =
+                                    new FileStream(
+                                        part,
+                                        (if resumed then FileMode.Append else FileMode.Create),
+                                        FileAccess.Write
+                                    )
+
+                                use! body = response.Content.ReadAsStreamAsync()
+                                do! body.CopyToAsync file
+                            }
+
+                            let actual =
+                                use s = File.OpenRead part
+                                Convert.ToHexString(Security.Cryptography.SHA256.HashData s).ToLowerInvariant()
+
+                            if actual <> sha then
+                                File.Delete part
+
+                                ctx.Err.WriteLine
+                                    $"error: {target}: the bytes received do not match the artifact's SHA-256; run the command again"
+
+                                return ExitCode.ServiceError
+                            else
+                                File.Move(part, target, true)
+
+                                if ctx.Json then
+                                    ctx.Out.WriteLine(
+                                        JsonSerializer.Serialize(
+                                            {|
+                                                artifact_id = id
+                                                path = Path.GetFullPath target
+                                                size = FileInfo(target).Length
+                                                sha256 = sha
+                                                resumed_from = (if resumed then have else 0L)
+                                            |}
+                                        )
+                                    )
+                                else
+                                    let how = if resumed then $" (resumed after {size have})" else ""
+                                    ctx.Out.WriteLine $"{target}: {size (FileInfo(target).Length)}{how}"
+
+                                return ExitCode.Ok
+        })
