@@ -210,6 +210,48 @@ type ArtArgs =
             | List _ -> "artifacts of a run (or of every run)."
             | Get _ -> "download an artifact, resuming a partial download."
 
+/// `cts upload`.
+[<RequireQualifiedAccess>]
+type UploadArgs =
+    | [<MainCommand; Mandatory>] Files of file: string list
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Files _ -> "logs, CSVs or DBC files to upload; prints each one's id."
+
+/// `cts uploads list`.
+[<RequireQualifiedAccess>]
+type UploadsListArgs =
+    | Limit of count: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Limit _ -> "at most this many, newest first (1-500, default 100)."
+
+/// `cts uploads rm`.
+[<RequireQualifiedAccess>]
+type UploadsRmArgs =
+    | [<MainCommand; Mandatory>] Upload_Ids of upload_id: string list
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Upload_Ids _ -> "the uploads to delete, with their files."
+
+/// `cts uploads`.
+[<RequireSubcommand; RequireQualifiedAccess>]
+type UploadsArgs =
+    | [<CliPrefix(CliPrefix.None)>] List of ParseResults<UploadsListArgs>
+    | [<CliPrefix(CliPrefix.None)>] Rm of ParseResults<UploadsRmArgs>
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | List _ -> "the service's uploads, newest first."
+            | Rm _ -> "delete uploads and their files."
+
 /// `cts token create`.
 type TokenCreateArgs =
     | [<Mandatory>] Sub of name: string
@@ -364,6 +406,8 @@ type CtsArgs =
     | [<CliPrefix(CliPrefix.None)>] Runs of ParseResults<RunsArgs>
     | [<CliPrefix(CliPrefix.None)>] Logs of ParseResults<LogsArgs>
     | [<CliPrefix(CliPrefix.None)>] Art of ParseResults<ArtArgs>
+    | [<CliPrefix(CliPrefix.None)>] Upload of ParseResults<UploadArgs>
+    | [<CliPrefix(CliPrefix.None)>] Uploads of ParseResults<UploadsArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -382,6 +426,8 @@ type CtsArgs =
             | Runs _ -> "runs on the service: list, get, cancel."
             | Logs _ -> "a run's log on the service; --follow until it ends."
             | Art _ -> "a run's artifacts on the service: list, get."
+            | Upload _ -> "upload files to the service (content-deduplicated); prints their ids."
+            | Uploads _ -> "the service's uploads: list, rm."
             | Mon _ ->
                 "live monitors of a car's CAN and panda state: run (here), start, ls, stream, stop (on the service)."
 

@@ -94,6 +94,11 @@ let private runWith (argv: string array) (out: TextWriter) (stdout: Stream) (err
                 match artArgs.GetSubCommand() with
                 | ArtArgs.List a -> RunsCommands.artifacts ctx a
                 | ArtArgs.Get a -> RunsCommands.download ctx a
+            | Upload a -> RunsCommands.upload ctx a
+            | Uploads uploadsArgs ->
+                match uploadsArgs.GetSubCommand() with
+                | UploadsArgs.List a -> RunsCommands.uploads ctx a
+                | UploadsArgs.Rm a -> RunsCommands.removeUploads ctx a
             | Dbc dbcArgs ->
                 match dbcArgs.GetSubCommand() with
                 | Check a -> DbcCommands.check ctx a

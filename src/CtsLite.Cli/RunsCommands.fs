@@ -494,3 +494,127 @@ module RunsCommands =
 
                                 return ExitCode.Ok
         })
+
+    /// `cts upload FILE…`: each file streamed up; its id, and whether the service had it already.
+    let upload (ctx: CommandContext) (args: ParseResults<UploadArgs>) : int =
+        let files = args |> Results.pick (fun (UploadArgs.Files f) -> Some f)
+
+        match files |> List.tryFind (fun f -> not (File.Exists f)) with
+        | Some missing ->
+            ctx.Err.WriteLine $"error: {missing}: no such file"
+            ExitCode.ClientError
+        | None ->
+            calling ctx (fun () -> task {
+                let mutable failure = None
+
+                for file in files do
+                    if failure.IsNone then
+                        use stream = File.OpenRead file
+                        use content = new StreamContent(stream)
+                        content.Headers.Add("X-Filename", Path.GetFileName file)
+                        content.Headers.ContentType <- Headers.MediaTypeHeaderValue "application/octet-stream"
+                        use! response = ctx.Http.Value.PostAsync($"{ctx.Url}/v1/uploads", content)
+
+                        if not response.IsSuccessStatusCode then
+                            let! e = RunCommands.problem response
+                            failure <- Some e
+                        else
+                            let! body = response.Content.ReadAsStringAsync()
+
+                            if ctx.Json then
+                                ctx.Out.WriteLine body
+                            else
+                                use doc = JsonDocument.Parse body
+                                let u = doc.RootElement
+                                // 200: the same content was stored already (deduplicated by SHA-256).
+                                let again =
+                                    if int response.StatusCode = 200 then
+                                        "  (already stored)"
+                                    else
+                                        ""
+
+                                ctx.Out.WriteLine
+                                    $"""{text u "upload_id"}  {file}  {size (u.GetProperty("size").GetInt64())}  {text u "content_type"}{again}"""
+
+                match failure with
+                | Some e -> return RunCommands.fail ctx e
+                | None -> return ExitCode.Ok
+            })
+
+    /// `cts uploads list [--limit N]`.
+    let uploads (ctx: CommandContext) (args: ParseResults<UploadsListArgs>) : int =
+        let limit =
+            args
+            |> Results.tryPick (fun (UploadsListArgs.Limit n) -> Some n)
+            |> Option.map (fun n -> $"?limit={n}")
+            |> Option.defaultValue ""
+
+        calling ctx (fun () -> task {
+            match! getJson ctx $"/v1/uploads{limit}" with
+            | Error e -> return RunCommands.fail ctx e
+            | Ok(_, doc) ->
+                use doc = doc
+
+                if ctx.Json then
+                    ctx.Out.WriteLine(doc.RootElement.GetRawText())
+                else
+                    let all = [ for u in doc.RootElement.GetProperty("uploads").EnumerateArray() -> u ]
+
+                    if all.IsEmpty then
+                        ctx.Out.WriteLine "no uploads"
+                    else
+                        ctx.Out.WriteLine(
+                            String.Format(
+                                "{0,-36}  {1,10}  {2,-5}  {3,-20}  {4}",
+                                "UPLOAD",
+                                "SIZE",
+                                "TYPE",
+                                "CREATED",
+                                "FILE"
+                            )
+                        )
+
+                        for u in all do
+                            ctx.Out.WriteLine(
+                                String.Format(
+                                    "{0,-36}  {1,10}  {2,-5}  {3,-20}  {4}",
+                                    text u "upload_id",
+                                    size (u.GetProperty("size").GetInt64()),
+                                    text u "content_type",
+                                    (match DateTimeOffset.TryParse(text u "created_at") with
+                                     | true, t -> t.ToLocalTime().ToString "yyyy-MM-dd HH:mm:ss"
+                                     | false, _ -> ""),
+                                    text u "filename"
+                                )
+                            )
+
+                return ExitCode.Ok
+        })
+
+    /// `cts uploads rm ID…`.
+    let removeUploads (ctx: CommandContext) (args: ParseResults<UploadsRmArgs>) : int =
+        let ids = args |> Results.pick (fun (UploadsRmArgs.Upload_Ids ids) -> Some ids)
+
+        calling ctx (fun () -> task {
+            let mutable failure = None
+
+            for id in ids do
+                if failure.IsNone then
+                    use! response =
+                        ctx.Http.Value.DeleteAsync($"{ctx.Url}/v1/uploads/{Uri.EscapeDataString id}")
+
+                    if response.IsSuccessStatusCode then
+                        if not ctx.Json then
+                            ctx.Out.WriteLine $"deleted {id}"
+                    else
+                        let! e = RunCommands.problem response
+                        failure <- Some e
+
+            match failure with
+            | Some e -> return RunCommands.fail ctx e
+            | None ->
+                if ctx.Json then
+                    ctx.Out.WriteLine(JsonSerializer.Serialize {| deleted = ids |})
+
+                return ExitCode.Ok
+        })

@@ -399,6 +399,15 @@ module Routes =
         }
         {
             Method = HttpMethods.Get
+            Template = "/v1/uploads"
+            Summary = "Uploads, newest first (?limit= up to 500, default 100)"
+            Auth = AuthRequirement.Token
+            Request = None
+            Response = typeof<UploadHandlers.UploadList>
+            Handler = fun _ -> UploadHandlers.list
+        }
+        {
+            Method = HttpMethods.Get
             Template = "/v1/uploads/{upload_id}"
             Summary = "One upload"
             Auth = AuthRequirement.Token

@@ -230,6 +230,8 @@ type IRunStore =
     /// Records an upload; when the same content (sha256) is already stored, returns that one and false.
     abstract AddUpload: UploadRecord -> Task<UploadRecord * bool>
     abstract GetUpload: uploadId: string -> Task<UploadRecord option>
+    /// The newest `limit` uploads, newest first.
+    abstract ListUploads: limit: int -> Task<UploadRecord list>
     abstract DeleteUpload: uploadId: string -> Task<bool>
     /// Marks an upload as used now (a run named it, or its content was uploaded again).
     abstract TouchUpload: uploadId: string * now: DateTimeOffset -> Task
@@ -700,6 +702,13 @@ module SqliteRunStore =
                         [ "$id", box uploadId ]
                         readUpload
                     |> List.tryHead)
+
+            member _.ListUploads limit =
+                Completed.value (fun () ->
+                    query
+                        $"SELECT {uploadColumns} FROM uploads ORDER BY created_at DESC, upload_id DESC LIMIT $limit"
+                        [ "$limit", box (int64 limit) ]
+                        readUpload)
 
             member _.DeleteUpload uploadId =
                 Completed.value (fun () ->

@@ -28,6 +28,9 @@ module UploadHandlers =
         CreatedAt: DateTimeOffset
     }
 
+    /// `GET /v1/uploads`.
+    type UploadList = { Uploads: UploadResponse list }
+
     let private wire (u: UploadRecord) : UploadResponse = {
         UploadId = u.UploadId
         Filename = u.Filename
@@ -406,6 +409,16 @@ module UploadHandlers =
     /// `GET /v1/uploads/{upload_id}`.
     let get (args: RouteArgs) : HttpHandler =
         withUpload args (fun _ u -> json (wire u))
+
+    /// `GET /v1/uploads?limit=`: the newest uploads first (at most 500 a call, default 100).
+    let list: HttpHandler =
+        fun (next: HttpFunc) (ctx: HttpContext) ->
+            match Handlers.limit ctx 100 with
+            | Error e -> Problem.badRequest e next ctx
+            | Ok limit -> task {
+                let! uploads = (Handlers.service ctx).Runs.ListUploads limit
+                return! json { Uploads = uploads |> List.map wire } next ctx
+              }
 
     /// `DELETE /v1/uploads/{upload_id}`: the record and the file; 204.
     let delete (args: RouteArgs) : HttpHandler =

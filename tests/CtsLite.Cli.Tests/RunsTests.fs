@@ -102,6 +102,27 @@ let all =
                 Expect.equal code 1 "404"
                 Expect.stringContains err "no run 'no-such-run'" "named"
 
+                // Uploads: the run's log is one already; the same content again is deduplicated.
+                let code, said, err = cts [ "upload"; segment () ]
+                Expect.equal code 0 err
+                Expect.stringContains said "(already stored)" "deduplicated"
+                let uploadId = said.Split(' ')[0]
+                let code, listedUploads, err = cts [ "uploads"; "list" ]
+                Expect.equal code 0 err
+                Expect.stringContains listedUploads uploadId "listed"
+                Expect.stringContains listedUploads "default.rlog.zst" "by its name"
+                let code, _, err = cts [ "uploads"; "rm"; uploadId ]
+                Expect.equal code 0 err
+                let code, listedUploads, err = cts [ "--json"; "uploads"; "list" ]
+                Expect.equal code 0 err
+                let left = JsonDocument.Parse(listedUploads).RootElement.GetProperty("uploads")
+                Expect.equal (left.GetArrayLength()) 0 "gone"
+                let code, _, _ = cts [ "uploads"; "rm"; uploadId ]
+                Expect.equal code 1 "already gone: 404"
+                let code, _, err = cts [ "upload"; Path.Combine(out, "nothing-here.rlog") ]
+                Expect.equal code 1 "a missing file, before any request"
+                Expect.stringContains err "no such file" "says so"
+
                 let code, _, err =
                     Tests.cts [ "--url"; $"http://127.0.0.1:{Tests.closedPort ()}"; "runs"; "list" ]
 

@@ -95,6 +95,7 @@ type private ClaimsFail(inner: IRunStore) =
         member _.GetArtifact artifactId = inner.GetArtifact artifactId
         member _.AddUpload upload = inner.AddUpload upload
         member _.GetUpload uploadId = inner.GetUpload uploadId
+        member _.ListUploads limit = inner.ListUploads limit
         member _.DeleteUpload uploadId = inner.DeleteUpload uploadId
         member _.TouchUpload(uploadId, now) = inner.TouchUpload(uploadId, now)
         member _.ExpiredUploads cutoff = inner.ExpiredUploads cutoff
