@@ -252,6 +252,40 @@ type UploadsArgs =
             | List _ -> "the service's uploads, newest first."
             | Rm _ -> "delete uploads and their files."
 
+/// `cts config set`.
+[<RequireQualifiedAccess>]
+type ConfigSetArgs =
+    | [<MainCommand; Mandatory>] Entry of key: string * value: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Entry _ -> "the key (url, token or timeout) and its value."
+
+/// `cts config get`.
+[<RequireQualifiedAccess>]
+type ConfigGetArgs =
+    | [<MainCommand>] Key of key: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Key _ -> "one key (url, token or timeout); without it, every key (the token masked)."
+
+/// `cts config`.
+[<RequireSubcommand; RequireQualifiedAccess>]
+type ConfigArgs =
+    | [<CliPrefix(CliPrefix.None)>] Set of ParseResults<ConfigSetArgs>
+    | [<CliPrefix(CliPrefix.None)>] Get of ParseResults<ConfigGetArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Path
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Set _ -> "set a key in the settings file (written readable by you only)."
+            | Get _ -> "show the settings file's keys."
+            | Path -> "print the settings file's path (CTS_CONFIG, else ~/.config/cts/config.toml)."
+
 /// `cts token create`.
 type TokenCreateArgs =
     | [<Mandatory>] Sub of name: string
@@ -392,6 +426,7 @@ type MonArgs =
 [<RequireSubcommand>]
 type CtsArgs =
     | [<AltCommandLine("-u"); Inherit>] Url of url: string
+    | [<Inherit>] Token of token: string
     | [<Inherit>] Json
     | [<Inherit>] Timeout of seconds: int
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Ping
@@ -401,7 +436,8 @@ type CtsArgs =
     | [<CliPrefix(CliPrefix.None)>] Dbc of ParseResults<DbcArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Tools
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<RunArgs>
-    | [<CliPrefix(CliPrefix.None)>] Token of ParseResults<TokenArgs>
+    | [<CliPrefix(CliPrefix.None); CustomCommandLine("token")>] Token_Command of ParseResults<TokenArgs>
+    | [<CliPrefix(CliPrefix.None)>] Config of ParseResults<ConfigArgs>
     | [<CliPrefix(CliPrefix.None)>] Mon of ParseResults<MonArgs>
     | [<CliPrefix(CliPrefix.None)>] Runs of ParseResults<RunsArgs>
     | [<CliPrefix(CliPrefix.None)>] Logs of ParseResults<LogsArgs>
@@ -412,7 +448,8 @@ type CtsArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Url _ -> "service URL (also CTS_URL; default http://127.0.0.1:8080)."
+            | Url _ -> "service URL (else CTS_URL, else the settings file's url; default http://127.0.0.1:8080)."
+            | Token _ -> "the service's token (else CTS_TOKEN, else the settings file's token)."
             | Json -> "print machine-readable JSON instead of text."
             | Timeout _ -> "seconds to wait for the service (default 30)."
             | Ping -> "check that the service is up and healthy."
@@ -422,7 +459,8 @@ type CtsArgs =
             | Dbc _ -> "DBC files: check, decode."
             | Tools -> "list the tools and monitors this cts can run, with their parameters."
             | Run _ -> "run a tool on the service (or --local): cts run <tool> <input> -p key=value... --out-dir DIR."
-            | Token _ -> "tokens for the service: create."
+            | Token_Command _ -> "tokens for the service: create."
+            | Config _ -> "the settings file (url, token, timeout): set, get, path."
             | Runs _ -> "runs on the service: list, get, cancel."
             | Logs _ -> "a run's log on the service; --follow until it ends."
             | Art _ -> "a run's artifacts on the service: list, get."

@@ -15,8 +15,93 @@ let private sha (path: string) =
     use s = File.OpenRead path
     Convert.ToHexString(SHA256.HashData s).ToLowerInvariant()
 
+/// `cts` as its own process with `variables` (and no CTS_* of the test's own environment).
+let private ctsProcess (variables: (string * string) list) (args: string list) =
+    let info =
+        Diagnostics.ProcessStartInfo(
+            "dotnet",
+            Path.Combine(TestEnv.projectOutput "CtsLite.Cli", "cts.dll") :: args,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false
+        )
+
+    for key in List.ofSeq info.Environment.Keys do
+        if key.StartsWith "CTS_" then
+            info.Environment.Remove key |> ignore
+
+    for key, value in variables do
+        info.Environment[key] <- value
+
+    use proc = Diagnostics.Process.Start info
+    let out = proc.StandardOutput.ReadToEndAsync()
+    let err = proc.StandardError.ReadToEndAsync()
+    proc.WaitForExit()
+    proc.ExitCode, out.Result, err.Result
+
 let all =
     testList "runs, logs and artifacts" [
+        test "settings: --url over CTS_URL over the file; the file's token reaches the service; cts config" {
+            let secret = "cli-settings-secret-long-enough-0123456789"
+
+            Tests.withServiceConfig (fun c -> { c with JwtSecret = Some secret }) (fun url ->
+                let file = Path.Combine(TestEnv.tempDir "settings", "cts", "config.toml")
+                let env = [ "CTS_CONFIG", file ]
+                let code, out, err = ctsProcess env [ "config"; "path" ]
+                Expect.equal (code, out.Trim()) (0, file) err
+                let code, _, err = ctsProcess env [ "config"; "set"; "url"; url ]
+                Expect.equal code 0 err
+                let code, _, err = ctsProcess env [ "runs"; "list" ]
+                Expect.equal code 1 "no token: 401"
+                Expect.stringContains err "401" "refused"
+
+                let now = DateTimeOffset.UtcNow
+
+                let token =
+                    CtsLite.Security.Jwt.create secret "settings" now (now.AddHours 1.0) None None
+
+                let code, _, err = ctsProcess env [ "config"; "set"; "token"; token ]
+                Expect.equal code 0 err
+
+                if not (OperatingSystem.IsWindows()) then
+                    Expect.equal
+                        (File.GetUnixFileMode file)
+                        (UnixFileMode.UserRead ||| UnixFileMode.UserWrite)
+                        "owner only"
+
+                let code, out, err = ctsProcess env [ "runs"; "list" ]
+                Expect.equal code 0 err
+                Expect.stringContains out "no runs" "the file's url and token"
+                let code, out, _ = ctsProcess env [ "config"; "get" ]
+                Expect.equal code 0 "get"
+                Expect.isFalse (out.Contains token) "the token is masked"
+
+                // A variable wins over the file, a flag over both.
+                let elsewhere = $"http://127.0.0.1:{Tests.closedPort ()}"
+                let code, _, err = ctsProcess (("CTS_URL", elsewhere) :: env) [ "runs"; "list" ]
+                Expect.equal code 2 "CTS_URL used"
+                Expect.stringContains err elsewhere "named"
+
+                let code, _, err =
+                    ctsProcess (("CTS_URL", elsewhere) :: env) [ "--url"; url; "runs"; "list" ]
+
+                Expect.equal code 0 err
+                let code, _, err = ctsProcess env [ "--token"; "not.a.token"; "runs"; "list" ]
+                Expect.equal code 1 "--token over the file's"
+                Expect.stringContains err "401" "refused"
+
+                File.SetUnixFileMode(file, UnixFileMode.UserRead ||| UnixFileMode.UserWrite ||| UnixFileMode.OtherRead)
+                let _, _, err = ctsProcess env [ "runs"; "list" ]
+                Expect.stringContains err "chmod 600" "a loose token file is warned about"
+
+                File.WriteAllText(file, "url = [")
+                let code, _, err = ctsProcess env [ "runs"; "list" ]
+                Expect.equal code 1 "a broken file"
+                Expect.stringContains err file "named"
+                let code, _, err = ctsProcess env [ "config"; "set"; "nope"; "1" ]
+                Expect.equal code 1 "unknown key"
+                Expect.stringContains err "keys: url, token, timeout" "lists them")
+        }
         test "runs list|get|cancel, logs (and --follow), art list|get with resume, exit codes by cause" {
             Tests.withService (fun url ->
                 let cts (args: string list) = Tests.cts ([ "--url"; url ] @ args)
