@@ -168,8 +168,11 @@ type LiveSession
             | MonitorMessageKind.Update
             | MonitorMessageKind.End -> latest <- item
 
-            for w in watchers do
-                w.Offer item)
+            // `end` goes out once the session's end is on record (below), so a watcher that saw
+            // it finds the final status when it asks.
+            if m.Kind <> MonitorMessageKind.End then
+                for w in watchers do
+                    w.Offer item)
 
     // A finished recording file becomes an upload, in order, off the source's thread.
     let closed (file: string) =
@@ -337,16 +340,29 @@ type LiveSession
                 with e ->
                     logger.LogError(e, "Registering the recording of session {SessionId} failed", record.SessionId)
 
-                lock gate (fun () ->
-                    ended <- true
+                // Every finished file moved into uploads: the session's folder is left empty.
+                let folder = Path.Combine(config.DataDir, "recordings", record.SessionId)
 
-                    for w in watchers do
-                        w.Complete())
+                if
+                    Directory.Exists folder
+                    && Seq.isEmpty (Directory.EnumerateFileSystemEntries folder)
+                then
+                    try
+                        Directory.Delete folder
+                    with :? IOException ->
+                        ()
 
                 let final = lock gate (fun () -> latest.Data)
 
                 let! stored =
                     finish status reason (counts ()) final (lock gate (fun () -> List.ofSeq recordings))
+
+                lock gate (fun () ->
+                    ended <- true
+
+                    for w in watchers do
+                        w.Offer latest
+                        w.Complete())
 
                 cancel.Dispose()
                 finished.TrySetResult stored |> ignore

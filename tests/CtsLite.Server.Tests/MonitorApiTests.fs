@@ -968,6 +968,7 @@ let private liveTest =
 
             let recordings = [ for r in stopped.GetProperty("recordings").EnumerateArray() -> r.GetString() ]
             Expect.isNonEmpty recordings "recorded"
+            Expect.isFalse (Directory.Exists(Path.Combine(dataDir, "recordings", canId))) "nothing left behind"
             let files = [ for r in recordings -> Path.Combine(dataDir, "uploads", r) ]
             let! _, upload = get http $"/v1/uploads/{recordings.Head}"
             Expect.equal (upload.GetProperty("content_type").GetString()) "rlog" "an rlog upload"
