@@ -110,6 +110,10 @@ type RunArgs =
     | [<AltCommandLine("-p")>] Param of key_value: string
     | Out_Dir of path: string
     | Local
+    | Name of name: string
+    | Path
+    | No_Wait
+    | Force
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -117,6 +121,10 @@ type RunArgs =
             | Target _ -> "the tool id, then its input (log file, segment folder, route, or CSV for can-bitwatch)."
             | Param _ -> "a parameter as key=value (repeatable); lists comma-separated."
             | Out_Dir _ -> "directory for the artifacts (created; default ./cts-out/<tool>-<time>)."
+            | Name _ -> "a name for the run, shown by cts runs list."
+            | Path -> "send the input as a path on the service (under its input roots) even when it exists here."
+            | No_Wait -> "print the run's id once it is queued and return (follow it later with cts logs --follow)."
+            | Force -> "overwrite files of the same name in --out-dir (others there are left alone)."
             | Local ->
                 "run in this process, without the service (default: on the service at --url; local files are uploaded)."
 

@@ -43,14 +43,6 @@ module RunsCommands =
         else
             $"{float bytes / 1073741824.0:F2} GiB"
 
-    /// The exit code of a run's final state: 0 completed, 3 failed, 4 canceled.
-    let exitOf (status: string) : int =
-        match status with
-        | "completed" -> ExitCode.Ok
-        | "failed" -> 3
-        | "canceled" -> 4
-        | _ -> ExitCode.ServiceError
-
     let private runRow (r: JsonElement) =
         let progress =
             match r.GetProperty "progress" with
@@ -251,92 +243,17 @@ module RunsCommands =
 
             try
                 calling ctx (fun () -> task {
-                    let mutable lastSeq = 0L
-                    let mutable final: string option = None
-                    let mutable failure = None
-                    let mutable drops = 0
-
-                    while final.IsNone && failure.IsNone && not cancel.IsCancellationRequested do
-                        try
-                            use request = new HttpRequestMessage(HttpMethod.Get, ctx.Url + path)
-                            request.Headers.Accept.ParseAdd "text/event-stream"
-
-                            if lastSeq > 0L then
-                                request.Headers.TryAddWithoutValidation("Last-Event-ID", string lastSeq)
-                                |> ignore
-
-                            use! response =
-                                ctx.Http.Value.SendAsync(
-                                    request,
-                                    HttpCompletionOption.ResponseHeadersRead,
-                                    cancel.Token
-                                )
-
-                            if not response.IsSuccessStatusCode then
-                                let! e = RunCommands.problem response
-                                failure <- Some e
-                            else
-                                use! body = response.Content.ReadAsStreamAsync(cancel.Token)
-                                use reader = new StreamReader(body)
-                                let mutable event = ""
-                                let mutable id = 0L
-                                let mutable go = true
-
-                                while go do
-                                    let! line = reader.ReadLineAsync(cancel.Token)
-
-                                    if isNull line then
-                                        go <- false
-                                    elif line.StartsWith "event: " then
-                                        event <- line.Substring 7
-                                    elif line.StartsWith "id: " then
-                                        id <-
-                                            (match Int64.TryParse(line.Substring 4) with
-                                             | true, n -> n
-                                             | false, _ -> id)
-                                    elif line.StartsWith "data: " then
-                                        let data = line.Substring 6
-
-                                        match event with
-                                        | "log" when id > lastSeq ->
-                                            use d = JsonDocument.Parse data
-                                            logLine ctx d.RootElement
-                                            lastSeq <- id
-                                        | "end" ->
-                                            final <- Some data
-                                            go <- false
-                                        | _ -> ()
-                        with
-                        | :? IOException
-                        | :? HttpRequestException when not cancel.IsCancellationRequested ->
-                            // The connection dropped: resume after the last line shown.
-                            drops <- drops + 1
-
-                            if drops > 30 then
-                                failure <- Some(ClientError.Unreachable(ctx.Url, "the log stream kept dropping"))
-                            else
-                                do! Task.Delay(min 5000 (200 * drops))
-
-                        if final.IsNone && failure.IsNone && not cancel.IsCancellationRequested then
-                            // A stream that ended without `end` (the service restarted): resume.
-                            drops <- drops + 1
-
-                            if drops > 30 then
-                                failure <- Some(ClientError.Unreachable(ctx.Url, "the log stream kept ending early"))
-                            else
-                                do! Task.Delay(min 5000 (200 * drops))
-
-                    match failure, final with
-                    | Some e, _ -> return RunCommands.fail ctx e
-                    | None, Some final ->
+                    match! RunCommands.follow ctx id (logLine ctx) cancel.Token with
+                    | Error e -> return RunCommands.fail ctx e
+                    | Ok None -> return 130
+                    | Ok(Some final) ->
                         use doc = JsonDocument.Parse final
                         let status = text doc.RootElement "status"
 
                         if not ctx.Json then
                             ctx.Err.WriteLine $"run {id}: {status}"
 
-                        return exitOf status
-                    | None, None -> return 130
+                        return RunCommands.exitOf status
                 })
             finally
                 Console.CancelKeyPress.RemoveHandler onCancel
@@ -428,71 +345,37 @@ module RunsCommands =
                         | Some o -> o
                         | None -> Path.GetFileName(text a "filename")
 
-                    let part = target + ".part"
-
                     if File.Exists target && not force then
                         ctx.Err.WriteLine $"error: {target} exists; --force to overwrite it"
                         return ExitCode.ClientError
                     else
-                        let have = if File.Exists part then FileInfo(part).Length else 0L
-                        use request = new HttpRequestMessage(HttpMethod.Get, url)
-
-                        if have > 0L then
-                            request.Headers.Range <- Headers.RangeHeaderValue(Nullable have, Nullable())
-                            request.Headers.TryAddWithoutValidation("If-Range", $"\"{sha}\"") |> ignore
-
-                        use! response =
-                            ctx.Http.Value.SendAsync(request, HttpCompletionOption.ResponseHeadersRead)
-
-                        if not response.IsSuccessStatusCode then
-                            let! e = RunCommands.problem response
-                            return RunCommands.fail ctx e
-                        else
-                            let resumed = int response.StatusCode = 206
-
-                            do! task {
-                                use file =
-                                    new FileStream(
-                                        part,
-                                        (if resumed then FileMode.Append else FileMode.Create),
-                                        FileAccess.Write
+                        match! RunCommands.fetchArtifact ctx a target with
+                        | Error e ->
+                            ctx.Err.WriteLine $"error: {e}"
+                            return ExitCode.ServiceError
+                        | Ok resumedFrom ->
+                            if ctx.Json then
+                                ctx.Out.WriteLine(
+                                    JsonSerializer.Serialize(
+                                        {|
+                                            artifact_id = id
+                                            path = Path.GetFullPath target
+                                            size = FileInfo(target).Length
+                                            sha256 = sha
+                                            resumed_from = resumedFrom
+                                        |}
                                     )
-
-                                use! body = response.Content.ReadAsStreamAsync()
-                                do! body.CopyToAsync file
-                            }
-
-                            let actual =
-                                use s = File.OpenRead part
-                                Convert.ToHexString(Security.Cryptography.SHA256.HashData s).ToLowerInvariant()
-
-                            if actual <> sha then
-                                File.Delete part
-
-                                ctx.Err.WriteLine
-                                    $"error: {target}: the bytes received do not match the artifact's SHA-256; run the command again"
-
-                                return ExitCode.ServiceError
+                                )
                             else
-                                File.Move(part, target, true)
+                                let how =
+                                    if resumedFrom > 0L then
+                                        $" (resumed after {size resumedFrom})"
+                                    else
+                                        ""
 
-                                if ctx.Json then
-                                    ctx.Out.WriteLine(
-                                        JsonSerializer.Serialize(
-                                            {|
-                                                artifact_id = id
-                                                path = Path.GetFullPath target
-                                                size = FileInfo(target).Length
-                                                sha256 = sha
-                                                resumed_from = (if resumed then have else 0L)
-                                            |}
-                                        )
-                                    )
-                                else
-                                    let how = if resumed then $" (resumed after {size have})" else ""
-                                    ctx.Out.WriteLine $"{target}: {size (FileInfo(target).Length)}{how}"
+                                ctx.Out.WriteLine $"{target}: {size (FileInfo(target).Length)}{how}"
 
-                                return ExitCode.Ok
+                            return ExitCode.Ok
         })
 
     /// `cts upload FILE…`: each file streamed up; its id, and whether the service had it already.

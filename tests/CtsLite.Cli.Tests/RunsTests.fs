@@ -41,6 +41,68 @@ let private ctsProcess (variables: (string * string) list) (args: string list) =
 
 let all =
     testList "runs, logs and artifacts" [
+        test "cts run: a local route goes up as one input, --name, --force, --no-wait, exit 3 for a failed run" {
+            Tests.withService (fun url ->
+                let cts (args: string list) = Tests.cts ([ "--url"; url ] @ args)
+                let out = TestEnv.tempDir "run-cli"
+
+                let routeDir =
+                    Path.Combine(TestEnv.sharedDir (), "data", "rlogs", "synthetic", "route")
+
+                let route = Path.Combine(routeDir, "5ca1ab1e5ca1ab1e|2025-01-16--07-45-12")
+
+                let code, said, err =
+                    cts [
+                        "--json"
+                        "run"
+                        "log-summary"
+                        route
+                        "--name"
+                        "three segments"
+                        "--out-dir"
+                        out
+                    ]
+
+                Expect.equal code 0 err
+                let run = JsonDocument.Parse(said).RootElement
+                Expect.equal (run.GetProperty("status").GetString()) "completed" "completed"
+                Expect.equal (run.GetProperty("name").GetString()) "three segments" "named"
+
+                let summary =
+                    JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "log_summary.json"))).RootElement
+
+                Expect.equal (summary.GetProperty("events").GetInt64()) 215833L "the three segments as one time line"
+
+                let code, _, err = cts [ "run"; "log-summary"; route; "--out-dir"; out ]
+                Expect.equal code 1 "the artifacts are there already"
+                Expect.stringContains err "--force" "says how"
+                File.WriteAllText(Path.Combine(out, "mine.txt"), "keep")
+                let code, _, err = cts [ "run"; "log-summary"; route; "--out-dir"; out; "--force" ]
+                Expect.equal code 0 err
+                Expect.equal (File.ReadAllText(Path.Combine(out, "mine.txt"))) "keep" "other files left alone"
+
+                let code, said, err = cts [ "run"; "log-summary"; segment (); "--no-wait" ]
+                Expect.equal code 0 err
+                let id = said.Trim()
+                Expect.isMatch id "^[0-9a-f-]{36}$" "the id alone"
+                let code, _, err = cts [ "logs"; id; "--follow" ]
+                Expect.equal code 0 err
+
+                let code, _, err =
+                    cts [
+                        "run"
+                        "signal-export"
+                        segment ()
+                        "-p"
+                        "dbc=subaru_global_2017_generated.dbc"
+                        "-p"
+                        "signals=No_Such.Signal"
+                        "--out-dir"
+                        out
+                    ]
+
+                Expect.equal code 3 $"a failed run: {err}")
+        }
         test "settings: --url over CTS_URL over the file; the file's token reaches the service; cts config" {
             let secret = "cli-settings-secret-long-enough-0123456789"
 
