@@ -49,8 +49,27 @@ module Client =
         with :? JsonException ->
             body
 
+    /// How often an idempotent request is tried again after 429, 502, 503, 504 or a failed
+    /// connection.
+    [<Literal>]
+    let Retries = 3
+
+    /// The wait before try `attempt` (1, 2, 3): the service's `Retry-After` when it gives one
+    /// (at most 30 s), else 0.5 s, 1 s, 2 s.
+    let backOff (attempt: int) (response: HttpResponseMessage option) : TimeSpan =
+        let fallback = TimeSpan.FromMilliseconds(500.0 * Math.Pow(2.0, float (attempt - 1)))
+
+        match response |> Option.bind (fun r -> Option.ofObj r.Headers.RetryAfter) with
+        | Some ra when ra.Delta.HasValue -> min ra.Delta.Value (TimeSpan.FromSeconds 30.0)
+        | _ -> fallback
+
+    let private transient (status: int) =
+        status = 429 || status = 502 || status = 503 || status = 504
+
     /// GETs `path` and returns the status and parsed JSON body. A non-success status is an error
-    /// unless it is in `accept` (health answers 503 with a full body when unhealthy).
+    /// unless it is in `accept` (health answers 503 with a full body when unhealthy). A GET is
+    /// idempotent: 429, 502, 503, 504 (not accepted) and failed connections are tried again
+    /// `Retries` times with back-off.
     let getJson
         (http: HttpClient)
         (baseUrl: string)
@@ -58,20 +77,30 @@ module Client =
         (accept: int list)
         : Task<Result<int * JsonDocument, ClientError>> = task {
         let url = baseUrl + path
+        let mutable attempt = 0
+        let mutable result = None
 
-        try
-            use! response = http.GetAsync url
-            let! body = response.Content.ReadAsStringAsync()
-            let status = int response.StatusCode
+        while result.IsNone do
+            attempt <- attempt + 1
 
-            if response.IsSuccessStatusCode || List.contains status accept then
-                try
-                    return Ok(status, JsonDocument.Parse body)
-                with :? JsonException ->
-                    return Error(ClientError.BadResponse(url, "not JSON"))
-            else
-                return Error(ClientError.Status(url, status, problemDetail body))
-        with
-        | :? HttpRequestException as e -> return Error(ClientError.Unreachable(url, e.Message))
-        | :? TaskCanceledException -> return Error(ClientError.Unreachable(url, "timed out"))
+            try
+                use! response = http.GetAsync url
+                let! body = response.Content.ReadAsStringAsync()
+                let status = int response.StatusCode
+
+                if response.IsSuccessStatusCode || List.contains status accept then
+                    try
+                        result <- Some(Ok(status, JsonDocument.Parse body))
+                    with :? JsonException ->
+                        result <- Some(Error(ClientError.BadResponse(url, "not JSON")))
+                elif transient status && attempt <= Retries then
+                    do! Task.Delay(backOff attempt (Some response))
+                else
+                    result <- Some(Error(ClientError.Status(url, status, problemDetail body)))
+            with
+            | :? HttpRequestException when attempt <= Retries -> do! Task.Delay(backOff attempt None)
+            | :? HttpRequestException as e -> result <- Some(Error(ClientError.Unreachable(url, e.Message)))
+            | :? TaskCanceledException -> result <- Some(Error(ClientError.Unreachable(url, "timed out")))
+
+        return result.Value
     }

@@ -39,8 +39,70 @@ let private ctsProcess (variables: (string * string) list) (args: string list) =
     proc.WaitForExit()
     proc.ExitCode, out.Result, err.Result
 
+/// A stub service answering `answers` in turn (status, Retry-After seconds, body), counting calls.
+let private stub (answers: (int * int option * string) list) (f: string -> (unit -> int) -> unit) =
+    let port = Tests.closedPort ()
+    use listener = new Net.HttpListener()
+    listener.Prefixes.Add $"http://127.0.0.1:{port}/"
+    listener.Start()
+    let mutable calls = 0
+
+    let serving =
+        Threading.Tasks.Task.Run(fun () ->
+            try
+                for status, retryAfter, body in answers do
+                    let ctx = listener.GetContext()
+                    calls <- calls + 1
+                    ctx.Response.StatusCode <- status
+
+                    retryAfter
+                    |> Option.iter (fun s -> ctx.Response.AddHeader("Retry-After", string s))
+
+                    ctx.Response.ContentType <- "application/json"
+                    let bytes = Text.Encoding.UTF8.GetBytes(body: string)
+                    ctx.Response.OutputStream.Write(bytes, 0, bytes.Length)
+                    ctx.Response.Close()
+            with :? Net.HttpListenerException ->
+                ())
+
+    try
+        f $"http://127.0.0.1:{port}" (fun () -> calls)
+    finally
+        listener.Stop()
+        serving.Wait(TimeSpan.FromSeconds 5.0) |> ignore
+
 let all =
     testList "runs, logs and artifacts" [
+        test "GETs are retried after 503 and 429 (honouring Retry-After), not after 404" {
+            let empty = """{"runs": [], "next_cursor": null}"""
+            let problem = """{"status": 503, "detail": "busy"}"""
+
+            stub [ 503, None, problem; 429, Some 1, problem; 200, None, empty ] (fun url calls ->
+                let started = Diagnostics.Stopwatch.StartNew()
+                let code, out, err = Tests.cts [ "--url"; url; "runs"; "list" ]
+                Expect.equal code 0 err
+                Expect.stringContains out "no runs" "the third answer"
+                Expect.equal (calls ()) 3 "tried three times"
+                Expect.isGreaterThanOrEqual started.Elapsed.TotalSeconds 1.0 "waited the Retry-After")
+
+            stub [ 404, None, """{"status": 404, "detail": "no run 'x'"}"""; 200, None, empty ] (fun url calls ->
+                let code, _, err = Tests.cts [ "--url"; url; "runs"; "get"; "x" ]
+                Expect.equal code 1 err
+                Expect.equal (calls ()) 1 "a 404 is an answer, not a hiccup")
+
+            stub
+                [
+                    503, None, problem
+                    503, None, problem
+                    503, None, problem
+                    503, None, problem
+                ]
+                (fun url calls ->
+                    let code, _, err = Tests.cts [ "--url"; url; "runs"; "list" ]
+                    Expect.equal code 2 "still failing after the retries"
+                    Expect.stringContains err "busy" "the service's detail"
+                    Expect.equal (calls ()) 4 "one try and three retries")
+        }
         test "cts run: a local route goes up as one input, --name, --force, --no-wait, exit 3 for a failed run" {
             Tests.withService (fun url ->
                 let cts (args: string list) = Tests.cts ([ "--url"; url ] @ args)
