@@ -290,8 +290,18 @@ module RunHandlers =
     let artifact (args: RouteArgs) : HttpHandler =
         withArtifact args (fun a -> json (ApiRecords.artifact a))
 
+    /// What an artifact may do when a browser opens it: an artifact is content a tool wrote from
+    /// a log, served from the service's origin (where the web UI keeps its token), so it runs
+    /// sandboxed — its own inline styles and script (the HTML report), nothing fetched, no
+    /// same-origin access.
+    [<Literal>]
+    let ArtifactPolicy =
+        "sandbox allow-scripts; default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+
     /// `GET /v1/artifacts/{artifact_id}/download`: the file, with `Content-Disposition`, a strong
-    /// `ETag` (its sha256), conditional requests and byte ranges (206).
+    /// `ETag` (its sha256), conditional requests and byte ranges (206). An HTML artifact (the
+    /// report) opens in the browser (`inline`) unless `?download=1`; every artifact is sent with
+    /// `Content-Security-Policy` (`ArtifactPolicy`) and `X-Content-Type-Options: nosniff`.
     let download (args: RouteArgs) : HttpHandler =
         withArtifact args (fun a ->
             fun (next: HttpFunc) (ctx: HttpContext) -> task {
@@ -304,11 +314,23 @@ module RunHandlers =
                             next
                             ctx
                 else
+                    ctx.Response.Headers["Content-Security-Policy"] <- ArtifactPolicy
+                    ctx.Response.Headers["X-Content-Type-Options"] <- "nosniff"
+
+                    let inline' =
+                        a.ContentType.StartsWith("text/html", StringComparison.OrdinalIgnoreCase)
+                        && ctx.Request.Query["download"].ToString() <> "1"
+
+                    if inline' then
+                        let disposition = ContentDispositionHeaderValue("inline")
+                        disposition.SetHttpFileName a.Filename
+                        ctx.Response.Headers.ContentDisposition <- disposition.ToString()
+
                     let result =
                         Results.File(
                             a.Path,
                             a.ContentType,
-                            a.Filename,
+                            (if inline' then null else a.Filename),
                             Nullable(),
                             EntityTagHeaderValue($"\"{a.Sha256}\""),
                             true

@@ -460,6 +460,41 @@ let all =
                 let! fullBytes = full.Content.ReadAsByteArrayAsync()
                 Expect.equal partBytes fullBytes[10..19] "the requested bytes"
 
+                // Untrusted content on the service's origin: sandboxed, never sniffed.
+                Expect.stringContains
+                    (full.Headers.GetValues("Content-Security-Policy") |> Seq.head)
+                    "sandbox"
+                    "CSP sandbox"
+
+                Expect.equal (full.Headers.GetValues("X-Content-Type-Options") |> Seq.head) "nosniff" "nosniff"
+                Expect.equal full.Content.Headers.ContentDisposition.DispositionType "attachment" "JSON: a download"
+
+                let html =
+                    artifacts.GetProperty("artifacts").EnumerateArray()
+                    |> Seq.find (fun x -> x.GetProperty("filename").GetString().EndsWith ".html")
+
+                let htmlUrl = html.GetProperty("download_url").GetString()
+                let! shown = client.GetAsync(htmlUrl: string)
+
+                Expect.equal
+                    shown.Content.Headers.ContentDisposition.DispositionType
+                    "inline"
+                    "the report opens in the browser"
+
+                Expect.equal shown.Content.Headers.ContentDisposition.FileName "log_summary.html" "with its name"
+
+                Expect.stringContains
+                    (shown.Headers.GetValues("Content-Security-Policy") |> Seq.head)
+                    "sandbox"
+                    "sandboxed"
+
+                let! saved = client.GetAsync(htmlUrl + "?download=1")
+
+                Expect.equal
+                    saved.Content.Headers.ContentDisposition.DispositionType
+                    "attachment"
+                    "?download=1 saves it"
+
                 let! missing = client.GetAsync "/v1/artifacts/nope/download"
                 let! _ = EndpointTests.expectProblem missing 404
                 ()
