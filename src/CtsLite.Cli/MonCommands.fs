@@ -174,14 +174,7 @@ module MonCommands =
 
     // ---- Sessions on the service ------------------------------------------------------------
 
-    /// Runs a command's requests, an unreachable service as its error.
-    let private calling (ctx: CommandContext) (work: unit -> Threading.Tasks.Task<int>) : int =
-        try
-            work().GetAwaiter().GetResult()
-        with
-        | :? Net.Http.HttpRequestException as e -> RunCommands.fail ctx (ClientError.Unreachable(ctx.Url, e.Message))
-        | :? Threading.Tasks.TaskCanceledException ->
-            RunCommands.fail ctx (ClientError.Unreachable(ctx.Url, "timed out"))
+    let private calling = RunCommands.calling
 
     let private sourceText (session: Text.Json.JsonElement) =
         let source = session.GetProperty "source"

@@ -94,6 +94,14 @@ module RunCommands =
         ctx.Err.WriteLine $"error: {Client.describe error}"
         Client.exitCode error
 
+    /// Runs a command's requests; an unreachable service or a timeout is its error.
+    let internal calling (ctx: CommandContext) (work: unit -> Task<int>) : int =
+        try
+            work().GetAwaiter().GetResult()
+        with
+        | :? Net.Http.HttpRequestException as e -> fail ctx (ClientError.Unreachable(ctx.Url, e.Message))
+        | :? TaskCanceledException -> fail ctx (ClientError.Unreachable(ctx.Url, "timed out"))
+
     /// The error an unsuccessful answer is.
     let internal problem (response: Net.Http.HttpResponseMessage) = task {
         let! body = response.Content.ReadAsStringAsync()

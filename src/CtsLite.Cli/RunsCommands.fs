@@ -21,13 +21,7 @@ module RunsCommands =
         | true, v -> v.GetRawText()
         | _ -> ""
 
-    /// Runs a command's requests, an unreachable service as its error.
-    let private calling (ctx: CommandContext) (work: unit -> Task<int>) : int =
-        try
-            work().GetAwaiter().GetResult()
-        with
-        | :? HttpRequestException as e -> RunCommands.fail ctx (ClientError.Unreachable(ctx.Url, e.Message))
-        | :? TaskCanceledException -> RunCommands.fail ctx (ClientError.Unreachable(ctx.Url, "timed out"))
+    let private calling = RunCommands.calling
 
     let private getJson (ctx: CommandContext) (path: string) =
         Client.getJson ctx.Http.Value ctx.Url path []
