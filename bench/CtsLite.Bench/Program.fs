@@ -504,10 +504,9 @@ let private signalBenchmark (shared: string) (quick: bool) =
     if sum = 42.0 then
         printfn "(checksum)"
 
-/// A monitor's step on real frames: the synthetic segment decompressed once into memory, its
-/// events decoded and fed to `can_bus_check` (and, for comparison, only decoded), so the figures
-/// are the monitor's ingest rate and its allocation per frame.
-let private monitorBenchmark (shared: string) (quick: bool) =
+/// The synthetic segment decompressed in memory, its schema and layout, and each event as
+/// (its union discriminant, logMonoTime, the message's bytes): what the monitor benchmarks feed.
+let private syntheticSegment (shared: string) =
     let file = Path.Combine(shared, "data", "rlogs", "synthetic", "default.rlog.zst")
     let raw = new MemoryStream()
 
@@ -518,6 +517,32 @@ let private monitorBenchmark (shared: string) (quick: bool) =
     let bytes = raw.ToArray()
     let schema = CtsLite.Capnp.Schema.cereal ()
     let layout = CtsLite.Logs.EventLayout.ofSchema schema |> Result.defaultWith failwith
+
+    let messages = [|
+        use reader =
+            CtsLite.Logs.LogReader.OfStream(
+                new MemoryStream(bytes),
+                "memory",
+                CtsLite.Capnp.ReaderOptions.Default,
+                CtsLite.Logs.Compression.Raw
+            )
+
+        let mutable at = 0L
+
+        while reader.Next() do
+            let which = CtsLite.Logs.Event.which reader.Message layout reader.Event
+            let mono = int64 (CtsLite.Logs.Event.logMonoTime reader.Message layout reader.Event)
+            yield which, mono, bytes[int at .. int reader.Position - 1]
+            at <- reader.Position
+    |]
+
+    bytes, schema, layout, messages
+
+/// A monitor's step on real frames: the synthetic segment decompressed once into memory, its
+/// events decoded and fed to `can_bus_check` (and, for comparison, only decoded), so the figures
+/// are the monitor's ingest rate and its allocation per frame.
+let private monitorBenchmark (shared: string) (quick: bool) =
+    let bytes, schema, layout, segment = syntheticSegment shared
     let monitor = CtsLite.Monitors.Catalog.tryFind "can_bus_check" |> Option.get
 
     let parameters =
@@ -584,21 +609,9 @@ let private monitorBenchmark (shared: string) (quick: bool) =
     // Live: the segment's `can` messages published on loopback as fast as a PUB socket sends them,
     // into `can_bus_check` through the bridge source; frames/s until the last one is counted.
     let canMessages = [|
-        use reader =
-            CtsLite.Logs.LogReader.OfStream(
-                new MemoryStream(bytes),
-                "memory",
-                CtsLite.Capnp.ReaderOptions.Default,
-                CtsLite.Logs.Compression.Raw
-            )
-
-        let mutable at = 0L
-
-        while reader.Next() do
-            if CtsLite.Logs.Event.which reader.Message layout reader.Event = layout.CanDiscriminant then
-                yield bytes[int at .. int reader.Position - 1]
-
-            at <- reader.Position
+        for which, _, m in segment do
+            if which = layout.CanDiscriminant then
+                yield m
     |]
 
     let repeats = if quick then 3 else 10
@@ -678,39 +691,15 @@ let private monitorBenchmark (shared: string) (quick: bool) =
 /// figures: an update's send to its arrival, and a frame's publish to the first update showing it
 /// (at most one update interval plus the service's own delay).
 let private sessionLatency (shared: string) (quick: bool) =
-    let file = Path.Combine(shared, "data", "rlogs", "synthetic", "default.rlog.zst")
-    let raw = new MemoryStream()
-
-    do
-        use z = new ZstdSharp.DecompressionStream(File.OpenRead file)
-        z.CopyTo raw
-
-    let bytes = raw.ToArray()
-    let schema = CtsLite.Capnp.Schema.cereal ()
-    let layout = CtsLite.Logs.EventLayout.ofSchema schema |> Result.defaultWith failwith
+    let _, _, layout, segment = syntheticSegment shared
 
     let pandaStates =
         CtsLite.Logs.Event.discriminantOf layout "pandaStates" |> Option.get
 
     let messages = [|
-        use reader =
-            CtsLite.Logs.LogReader.OfStream(
-                new MemoryStream(bytes),
-                "memory",
-                CtsLite.Capnp.ReaderOptions.Default,
-                CtsLite.Logs.Compression.Raw
-            )
-
-        let mutable at = 0L
-
-        while reader.Next() do
-            let which = CtsLite.Logs.Event.which reader.Message layout reader.Event
-
+        for which, mono, m in segment do
             if which = layout.CanDiscriminant || which = pandaStates then
-                let mono = int64 (CtsLite.Logs.Event.logMonoTime reader.Message layout reader.Event)
-                yield which = layout.CanDiscriminant, mono, bytes[int at .. int reader.Position - 1]
-
-            at <- reader.Position
+                yield which = layout.CanDiscriminant, mono, m
     |]
 
     let dataDir = Directory.CreateTempSubdirectory("ctslite-bench-latency").FullName
