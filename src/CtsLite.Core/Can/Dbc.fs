@@ -449,3 +449,21 @@ module Dbc =
                 else
                     Error "imports are not available for in-memory text")
             name
+
+    /// opendbc's Subaru global DBC, embedded so that the Subaru tools and monitors need no file.
+    let builtInNames: string list = [ "subaru_global_2017_generated.dbc" ]
+
+    let tryBuiltInText (name: string) : string option =
+        if List.contains name builtInNames then
+            use stream =
+                Reflection.Assembly.GetExecutingAssembly().GetManifestResourceStream("CtsLite.Core." + name)
+
+            use reader = new StreamReader(stream)
+            Some(reader.ReadToEnd())
+        else
+            None
+
+    let load (nameOrPath: string) : Result<Database, DbcError list> =
+        match tryBuiltInText nameOrPath with
+        | Some text -> parseText nameOrPath text
+        | None -> loadFile nameOrPath

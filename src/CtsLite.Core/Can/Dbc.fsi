@@ -16,3 +16,13 @@ module Dbc =
 
     /// Parses DBC text held in memory (imports are not available).
     val parseText: name: string -> text: string -> Result<Database, DbcError list>
+
+    /// The names of the DBC files built into CtsLite (opendbc's, MIT), usable wherever a DBC
+    /// file is asked for.
+    val builtInNames: string list
+
+    /// The text of the built-in DBC of that name.
+    val tryBuiltInText: name: string -> string option
+
+    /// A built-in DBC by name, else the file at that path.
+    val load: nameOrPath: string -> Result<Database, DbcError list>

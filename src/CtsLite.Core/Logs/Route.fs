@@ -154,5 +154,8 @@ module Route =
         else
             match tryParse input with
             | Some route -> files route
+            // A name with no route address in it is a file or folder that is not there.
+            | None when not (Directory.Exists input) && not (input.Contains '|') ->
+                Error $"{input}: no such file or folder"
             | None ->
                 Error $"{input}: not a log file, segment folder or route (<folder>/<dongle>|<time>[/start:end][/q|r|a])"

@@ -2,7 +2,6 @@ namespace CtsLite.Tools
 
 open System
 open System.IO
-open System.Reflection
 open CtsLite.Can
 
 /// What several tools share: the built-in files a `file` parameter may name, DBC loading, and the
@@ -10,27 +9,16 @@ open CtsLite.Can
 [<RequireQualifiedAccess>]
 module internal ToolSupport =
 
-    /// opendbc's Subaru global DBC (MIT), embedded in CtsLite.Core so a `dbc` parameter works
+    /// opendbc's Subaru global DBC (MIT), built into CtsLite.Core so a `dbc` parameter works
     /// without any file.
     [<Literal>]
     let SubaruDbc = "subaru_global_2017_generated.dbc"
 
-    /// The names a `file` parameter may give instead of a path or upload id.
-    let builtInFiles: string list = [ SubaruDbc ]
-
     /// Whether `value` names a built-in file (so no resolver is asked for it).
-    let isBuiltInFile (value: string) : bool = List.contains value builtInFiles
+    let isBuiltInFile (value: string) : bool = List.contains value Dbc.builtInNames
 
     /// The text of a built-in file.
-    let builtInText (name: string) : string option =
-        if isBuiltInFile name then
-            use stream =
-                Assembly.GetExecutingAssembly().GetManifestResourceStream("CtsLite.Core." + name)
-
-            use reader = new StreamReader(stream)
-            Some(reader.ReadToEnd())
-        else
-            None
+    let builtInText (name: string) : string option = Dbc.tryBuiltInText name
 
     /// The DBC a `file` parameter names: a built-in one by name, else the file the run's resolver
     /// gives; the first errors name the file, line and column.
