@@ -531,6 +531,27 @@ let problems =
                     "fixture.dbc:3:9: message Big: size 99 exceeds 64 bytes"
                     "the text names file, line, column and what"
         }
+        test "one bad token is one problem, not one per field the statement still expected" {
+            let text =
+                "VERSION \"\"\nBO_ 12 X: 8 XXX\n SG_ Y : seven|8@1+ (1,0) [0|0] \"\" XXX\n SG_ Z : 8|8@1+ (1,0) [0|0] \"\" XXX\nBO_ x Broken: 8 XXX\n"
+
+            match parseText text with
+            | Ok _ -> failtest "accepted"
+            | Error errors ->
+                let located = errors |> List.map (fun e -> e.Line, e.Column, e.Problem)
+
+                Expect.equal
+                    (located |> List.filter (fun (line, _, _) -> line = 3))
+                    [ 3, 10, DbcProblem.Expected("the start bit", Some "seven") ]
+                    "one problem for the bad token"
+
+                Expect.isFalse (located |> List.exists (fun (line, _, _) -> line = 4)) "the next signal is fine"
+
+                Expect.equal
+                    (located |> List.find (fun (line, _, _) -> line = 5))
+                    (5, 5, DbcProblem.Expected("the message id", Some "x"))
+                    "and the statement after it is still read"
+        }
     ]
 
 let plans =

@@ -170,6 +170,9 @@ module internal DbcSyntax =
     /// Parser state over one file's tokens.
     type Parser(file: string, tokens: Token array, errors: ResizeArray<DbcError>) =
         let mutable pos = 0
+        // The token of the last error: a statement's parse goes on past a bad token without
+        // moving, and each later expectation would report the same token again.
+        let mutable errorAt = struct (-1, 0, 0)
 
         member _.AtEnd = pos >= tokens.Length
         member _.Peek = tokens[pos]
@@ -185,12 +188,17 @@ module internal DbcSyntax =
         member _.File = file
 
         member this.Error(t: Token, problem: DbcProblem) =
-            errors.Add {
-                File = file
-                Line = t.Line
-                Column = t.Column
-                Problem = problem
-            }
+            let at = struct (pos, t.Line, t.Column)
+
+            if at <> errorAt then
+                errorAt <- at
+
+                errors.Add {
+                    File = file
+                    Line = t.Line
+                    Column = t.Column
+                    Problem = problem
+                }
 
         member this.ErrorAtEnd(problem: DbcProblem) =
             let last =
@@ -221,6 +229,9 @@ module internal DbcSyntax =
                     stop <- true
                 else
                     this.Advance()
+
+            // The next statement's problems are its own, even at the token recovery stopped on.
+            errorAt <- struct (-1, 0, 0)
 
         member this.Expect(kind: TokenKind, what: string) : Token option =
             if this.AtEnd then
