@@ -382,6 +382,102 @@ module Api =
             OutputTypes = tool.OutputTypes
         }
 
+    /// The descriptor a Tool Capability document (as JSON) describes: what a client needs to
+    /// type and check parameters (`Parameters.validate`) before it sends them. A type this build
+    /// does not know is an error (the service is newer than the client).
+    let descriptorOf (c: JsonElement) : Result<ToolDescriptor, string> =
+        let text (e: JsonElement) (name: string) =
+            match e.TryGetProperty name with
+            | true, v when v.ValueKind = JsonValueKind.String -> v.GetString()
+            | _ -> ""
+
+        let number (e: JsonElement) (name: string) =
+            match e.TryGetProperty name with
+            | true, v when v.ValueKind = JsonValueKind.Number -> Some(v.GetDouble())
+            | _ -> None
+
+        let strings (e: JsonElement) (name: string) =
+            match e.TryGetProperty name with
+            | true, v when v.ValueKind = JsonValueKind.Array -> [ for x in v.EnumerateArray() -> x.ToString() ]
+            | _ -> []
+
+        let id = text c "id"
+
+        let typeOf (name: string) (t: string) =
+            match t with
+            | "str" -> Ok ParameterType.Str
+            | "int" -> Ok ParameterType.Int
+            | "float" -> Ok ParameterType.Float
+            | "bool" -> Ok ParameterType.Bool
+            | "list" -> Ok ParameterType.List
+            | "file" -> Ok ParameterType.File
+            | other -> Error $"{id}: parameter {name} has a type this client does not know ('{other}'); upgrade it"
+
+        let defaultOf (t: ParameterType) (p: JsonElement) : ParameterValue option =
+            match p.TryGetProperty "default" with
+            | true, e ->
+                match t, e.ValueKind with
+                | ParameterType.Str, JsonValueKind.String -> Some(ParameterValue.Str(e.GetString()))
+                | ParameterType.File, JsonValueKind.String -> Some(ParameterValue.File(e.GetString()))
+                | ParameterType.Int, JsonValueKind.Number -> Some(ParameterValue.Int(e.GetInt64()))
+                | ParameterType.Float, JsonValueKind.Number -> Some(ParameterValue.Float(e.GetDouble()))
+                | ParameterType.Bool, (JsonValueKind.True | JsonValueKind.False) ->
+                    Some(ParameterValue.Bool(e.GetBoolean()))
+                | ParameterType.List, JsonValueKind.Array ->
+                    Some(ParameterValue.List [ for x in e.EnumerateArray() -> x.ToString() ])
+                | _ -> None
+            | false, _ -> None
+
+        let parameters =
+            match c.TryGetProperty "parameters" with
+            | true, ps when ps.ValueKind = JsonValueKind.Object -> List.ofSeq (ps.EnumerateObject())
+            | _ -> []
+
+        let specs = [
+            for p in parameters ->
+                typeOf p.Name (text p.Value "type")
+                |> Result.map (fun t -> {
+                    Name = p.Name
+                    Type = t
+                    Default = defaultOf t p.Value
+                    Description = text p.Value "description"
+                    Choices = strings p.Value "choices"
+                    Required =
+                        match p.Value.TryGetProperty "required" with
+                        | true, r -> r.ValueKind = JsonValueKind.True
+                        | false, _ -> false
+                    Min = number p.Value "min"
+                    Max = number p.Value "max"
+                })
+        ]
+
+        match
+            specs
+            |> List.tryPick (function
+                | Error e -> Some e
+                | Ok _ -> None)
+        with
+        | Some e -> Error e
+        | None ->
+            Ok {
+                Id = id
+                Name = text c "name"
+                Description = text c "description"
+                Category =
+                    match text c "category" with
+                    | "converter" -> ToolCategory.Converter
+                    | "exporter" -> ToolCategory.Exporter
+                    | "monitor" -> ToolCategory.Monitor
+                    | _ -> ToolCategory.Analyzer
+                Parameters =
+                    specs
+                    |> List.choose (function
+                        | Ok s -> Some s
+                        | Error _ -> None)
+                InputTypes = strings c "input_types"
+                OutputTypes = strings c "output_types"
+            }
+
 /// Reading and writing input objects.
 [<RequireQualifiedAccess>]
 module InputRef =
