@@ -74,7 +74,7 @@ type DbcCheckArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Files _ -> "DBC files to check (IMPORTs are followed)."
+            | Files _ -> "DBC files to check (IMPORTs are followed), or a built-in DBC by name."
 
 /// `cts dbc decode`.
 type DbcDecodeArgs =
@@ -87,7 +87,7 @@ type DbcDecodeArgs =
         member this.Usage =
             match this with
             | Inputs _ ->
-                "the DBC file, then the input: a log (file, segment folder or route), a candump -L file or an rlog-to-csv CSV."
+                "the DBC (a file, or a built-in one by name: subaru_global_2017_generated.dbc), then the input: a log (file, segment folder or route), a candump -L file or an rlog-to-csv CSV."
             | Signal _ -> "only this MESSAGE.SIGNAL (repeatable); default every signal."
             | Bus _ -> "only frames with this raw src byte (repeatable)."
             | Strict -> "treat damage in the log as an error instead of a warning."
@@ -106,24 +106,31 @@ type DbcArgs =
 
 /// `cts run`.
 type RunArgs =
-    | [<MainCommand; Mandatory>] Target of tool: string * input: string
-    | [<AltCommandLine("-p")>] Param of key_value: string
+    | [<MainCommand; Mandatory>] Target of tool_then_inputs: string list
+    | Upload of file: string
+    | Upload_Id of upload_id: string
+    | Path of service_path: string
+    | [<AltCommandLine("-p")>] Param of ``key=value``: string
     | Out_Dir of path: string
     | Local
     | Name of name: string
-    | Path
     | No_Wait
+    | Follow
     | Force
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Target _ -> "the tool id, then its input (log file, segment folder, route, or CSV for can-bitwatch)."
-            | Param _ -> "a parameter as key=value (repeatable); lists comma-separated."
+            | Target _ ->
+                "the tool id, then its input: a log file, segment folder, route or CSV here (several log files: one route, in the order given)."
+            | Upload _ -> "upload this file as the input (repeatable: several logs are one route, in order)."
+            | Upload_Id _ -> "read this upload (see cts uploads list; repeatable: several are one route, in order)."
+            | Path _ -> "read this path on the service (a file, segment folder or route under its input roots)."
+            | Param _ -> "a parameter as key=value (repeatable), typed by the tool's schema; lists comma-separated."
             | Out_Dir _ -> "directory for the artifacts (created; default ./cts-out/<tool>-<time>)."
             | Name _ -> "a name for the run, shown by cts runs list."
-            | Path -> "send the input as a path on the service (under its input roots) even when it exists here."
             | No_Wait -> "print the run's id once it is queued and return (follow it later with cts logs --follow)."
+            | Follow -> "follow the run's log until it ends, then fetch its artifacts (the default)."
             | Force -> "overwrite files of the same name in --out-dir (others there are left alone)."
             | Local ->
                 "run in this process, without the service (default: on the service at --url; local files are uploaded)."
@@ -329,7 +336,7 @@ type MonRunArgs =
     | Record of rlog: string
     | Record_Max_Mb of mb: int
     | Speed of factor: float
-    | [<AltCommandLine("-p")>] Param of key_value: string
+    | [<AltCommandLine("-p")>] Param of ``key=value``: string
     | Update_Ms of ms: int
     | Final
 
@@ -356,7 +363,7 @@ type MonStartArgs =
     | Replay of log: string
     | Zmq of host: string
     | Speed of factor: float
-    | [<AltCommandLine("-p")>] Param of key_value: string
+    | [<AltCommandLine("-p")>] Param of ``key=value``: string
     | Record
     | Record_Max_Mb of mb: int
     | Update_Ms of ms: int
@@ -430,19 +437,53 @@ type MonArgs =
             | Stream _ -> "watch a session: a live table on a terminal, else one JSON message per line."
             | Stop _ -> "stop a session (idempotent); prints how it ended."
 
-/// `cts` and its subcommands. Global options apply to every subcommand.
+/// `cts ping`.
+[<RequireQualifiedAccess>]
+type PingArgs =
+    | Wait of seconds: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Wait _ ->
+                "keep asking for up to this many seconds until the service is healthy (for scripts that start it)."
+
+/// `cts capabilities` and `cts tools`.
+[<RequireQualifiedAccess>]
+type CatalogArgs =
+    | [<MainCommand>] Id of tool_or_monitor: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Id _ -> "show only this tool or monitor."
+
+/// `cts version`.
+[<RequireQualifiedAccess>]
+type VersionArgs =
+    | Client
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Client -> "only this cts's version (as cts --version prints it), without asking the service."
+
+/// `cts` and its subcommands. `--url`, `--token` and `--timeout` may be written anywhere on the
+/// line (they are moved before the subcommand); the inherited options apply to every subcommand.
 [<RequireSubcommand>]
 type CtsArgs =
-    | [<AltCommandLine("-u"); Inherit>] Url of url: string
-    | [<Inherit>] Token of token: string
+    | [<AltCommandLine("-u")>] Url of url: string
+    | Token of token: string
+    | Timeout of seconds: int
     | [<Inherit>] Json
-    | [<Inherit>] Timeout of seconds: int
-    | [<SubCommand; CliPrefix(CliPrefix.None)>] Ping
-    | [<SubCommand; CliPrefix(CliPrefix.None); AltCommandLine("cap")>] Capabilities
-    | [<SubCommand; CliPrefix(CliPrefix.None)>] Version
+    | [<Inherit; AltCommandLine("-q")>] Quiet
+    | [<Inherit>] No_Color
+    | [<CliPrefix(CliPrefix.None)>] Ping of ParseResults<PingArgs>
+    | [<CliPrefix(CliPrefix.None); AltCommandLine("cap")>] Capabilities of ParseResults<CatalogArgs>
+    | [<CliPrefix(CliPrefix.None)>] Version of ParseResults<VersionArgs>
     | [<CliPrefix(CliPrefix.None)>] Log of ParseResults<LogArgs>
     | [<CliPrefix(CliPrefix.None)>] Dbc of ParseResults<DbcArgs>
-    | [<SubCommand; CliPrefix(CliPrefix.None)>] Tools
+    | [<CliPrefix(CliPrefix.None)>] Tools of ParseResults<CatalogArgs>
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<RunArgs>
     | [<CliPrefix(CliPrefix.None); CustomCommandLine("token")>] Token_Command of ParseResults<TokenArgs>
     | [<CliPrefix(CliPrefix.None)>] Config of ParseResults<ConfigArgs>
@@ -456,16 +497,19 @@ type CtsArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Url _ -> "service URL (else CTS_URL, else the settings file's url; default http://127.0.0.1:8080)."
+            | Url _ ->
+                "service URL, anywhere on the line (else CTS_URL, else the settings file's url; default http://127.0.0.1:8080)."
             | Token _ -> "the service's token (else CTS_TOKEN, else the settings file's token)."
-            | Json -> "print machine-readable JSON instead of text."
-            | Timeout _ -> "seconds to wait for the service (default 30)."
-            | Ping -> "check that the service is up and healthy."
-            | Capabilities -> "list the tools and monitors the service can run."
-            | Version -> "print the client version and, when reachable, the service's."
+            | Timeout _ -> "seconds to wait for each answer of the service (default 30)."
+            | Json -> "machine output: one JSON document (or one JSON object per line for streams)."
+            | Quiet -> "print only results and errors: no progress, no log lines, no notes."
+            | No_Color -> "no colours (also when NO_COLOR is set; colours are used on terminals only)."
+            | Ping _ -> "check that the service is up and healthy."
+            | Capabilities _ -> "the tools and monitors the service can run, with their parameters."
+            | Version _ -> "this cts's version (also cts --version) and, when reachable, the service's."
             | Log _ -> "read openpilot logs locally: info, dump, can."
             | Dbc _ -> "DBC files: check, decode."
-            | Tools -> "list the tools and monitors this cts can run, with their parameters."
+            | Tools _ -> "the tools and monitors this cts runs itself (--local, cts mon run), with their parameters."
             | Run _ -> "run a tool on the service (or --local): cts run <tool> <input> -p key=value... --out-dir DIR."
             | Token_Command _ -> "tokens for the service: create."
             | Config _ -> "the settings file (url, token, timeout): set, get, path."
@@ -500,3 +544,88 @@ module Results =
     /// Whether a flag was given.
     let has (flag: 'T) (args: ParseResults<'T>) : bool =
         args.GetAllResults() |> List.contains flag
+
+/// The command line before Argu reads it.
+[<RequireQualifiedAccess>]
+module CommandLine =
+
+    /// The global options that take a value. They are not `Inherit`ed (which would list them in
+    /// the help of every local command too); a user may still write them after the subcommand,
+    /// so they are moved to the front, each with its value.
+    let private globals = set [ "--url"; "-u"; "--token"; "--timeout" ]
+
+    /// `argv` with the global options first (up to a `--`).
+    let hoist (argv: string array) : string array =
+        let front = ResizeArray<string>()
+        let rest = ResizeArray<string>()
+        let mutable i = 0
+
+        while i < argv.Length do
+            let arg = argv[i]
+
+            if arg = "--" then
+                rest.AddRange(Array.sub argv i (argv.Length - i))
+                i <- argv.Length
+            elif globals.Contains arg && i + 1 < argv.Length then
+                front.Add arg
+                front.Add argv[i + 1]
+                i <- i + 2
+            else
+                rest.Add arg
+                i <- i + 1
+
+        Array.append (front.ToArray()) (rest.ToArray())
+
+    let private looksLikeOption (arg: string) =
+        arg.Length > 1
+        && arg[0] = '-'
+        && not (System.Char.IsDigit arg[1] || arg[1] = '.')
+
+    /// The first option that the command it is given to does not have, with that command's name.
+    /// Argu takes an unknown option as the value of a command's main argument (so that
+    /// `cts log info x.rlog --bogus` read `--bogus` as the log); this finds it first. Options are
+    /// known along the path of subcommands; an option's values are skipped.
+    let unknownOption (parser: ArgumentParser) (argv: string array) : (string * string) option =
+        let namesOf (parser: ArgumentParser) =
+            parser.GetArgumentCases()
+            |> List.filter (fun c -> not c.IsMainCommand && c.ArgumentType <> ArgumentType.SubCommand)
+            |> List.collect (fun c ->
+                c.CommandLineNames.Value
+                |> List.map (fun n -> n, c.UnionCaseInfo.GetFields().Length))
+
+        let subcommandsOf (parser: ArgumentParser) =
+            parser.GetSubCommandParsers()
+            |> List.collect (fun s ->
+                match s.ParentInfo with
+                | Some parent -> parent.CommandLineNames.Value |> List.map (fun n -> n, s)
+                | None -> [])
+            |> Map.ofList
+
+        let rec walk (parser: ArgumentParser) (command: string) (known: Map<string, int>) (i: int) =
+            let known =
+                namesOf parser @ (parser.HelpFlags |> List.map (fun f -> f, 0))
+                |> List.fold (fun (m: Map<string, int>) (n, arity) -> m.Add(n, arity)) known
+
+            let subcommands = subcommandsOf parser
+            let mutable found = None
+            let mutable next = None
+            let mutable j = i
+
+            while found.IsNone && next.IsNone && j < argv.Length do
+                let arg = argv[j]
+
+                if arg = "--" then
+                    j <- argv.Length
+                else
+                    match subcommands.TryFind arg, known.TryFind arg with
+                    | Some sub, _ -> next <- Some(sub, $"{command} {arg}", j + 1)
+                    | None, Some arity -> j <- j + 1 + arity
+                    | None, None when looksLikeOption arg -> found <- Some(arg, command)
+                    | None, None -> j <- j + 1
+
+            match found, next with
+            | Some unknown, _ -> Some unknown
+            | None, Some(sub, name, at) -> walk sub name known at
+            | None, None -> None
+
+        walk parser "cts" Map.empty 0

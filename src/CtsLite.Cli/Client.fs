@@ -38,14 +38,43 @@ module Client =
         | ClientError.Status(_, status, _) when status >= 400 && status < 500 -> 1
         | _ -> 2
 
-    /// The `detail` of a problem+json body, or the body itself.
+    /// The `detail` of a problem+json body with each field error (`pointer: detail`) and the
+    /// `request_id` to quote to whoever runs the service; else the body itself.
     let problemDetail (body: string) =
         try
             use doc = JsonDocument.Parse body
+            let root = doc.RootElement
 
-            match doc.RootElement.TryGetProperty "detail" with
-            | true, d when d.ValueKind = JsonValueKind.String -> d.GetString()
-            | _ -> body
+            let text (e: JsonElement) (name: string) =
+                match e.TryGetProperty name with
+                | true, d when d.ValueKind = JsonValueKind.String -> Some(d.GetString())
+                | _ -> None
+
+            match text root "detail" with
+            | Some detail ->
+                let fields =
+                    match root.TryGetProperty "errors" with
+                    | true, errors when errors.ValueKind = JsonValueKind.Array -> [
+                        for e in errors.EnumerateArray() do
+                            match text e "pointer", text e "detail" with
+                            | Some p, Some d -> $"{p}: {d}"
+                            | _ -> ()
+                      ]
+                    | _ -> []
+
+                let fields =
+                    match fields with
+                    | [] -> ""
+                    | fs when detail.Contains(List.head fs) -> ""
+                    | fs -> " (" + String.Join("; ", fs) + ")"
+
+                let request =
+                    match text root "request_id" with
+                    | Some id -> $" [request {id}]"
+                    | None -> ""
+
+                detail + fields + request
+            | None -> body
         with :? JsonException ->
             body
 
@@ -65,6 +94,32 @@ module Client =
 
     let private transient (status: int) =
         status = 429 || status = 502 || status = 503 || status = 504
+
+    /// Sends the request `make` builds (a new one each try) and returns the answer whatever its
+    /// status, trying again after 429, 502, 503, 504 and failed connections as `getJson` does.
+    /// Only for requests the service treats as idempotent: GETs, and POSTs that carry an
+    /// `Idempotency-Key` (the same key on every try, so a retry is the same run).
+    let sendIdempotent (http: HttpClient) (make: unit -> HttpRequestMessage) : Task<HttpResponseMessage> = task {
+        let mutable attempt = 0
+        let mutable result = None
+
+        while result.IsNone do
+            attempt <- attempt + 1
+
+            try
+                let! response = http.SendAsync(make ())
+
+                if transient (int response.StatusCode) && attempt <= Retries then
+                    let wait = backOff attempt (Some response)
+                    response.Dispose()
+                    do! Task.Delay wait
+                else
+                    result <- Some response
+            with :? HttpRequestException when attempt <= Retries ->
+                do! Task.Delay(backOff attempt None)
+
+        return result.Value
+    }
 
     /// GETs `path` and returns the status and parsed JSON body. A non-success status is an error
     /// unless it is in `accept` (health answers 503 with a full body when unhealthy). A GET is

@@ -11,22 +11,60 @@ open CtsLite.Logs
 [<RequireQualifiedAccess>]
 module DbcCommands =
 
-    /// `cts dbc check`: exit 0 only when every file is clean.
+    /// `cts dbc check`: exit 0 only when every file is clean. A file is a path or the name of a
+    /// built-in DBC. `--json`: `{"files": [{"file", "ok", "messages", "signals", "errors"}]}`.
     let check (ctx: CommandContext) (args: ParseResults<DbcCheckArgs>) : int =
-        let mutable clean = true
+        let results = [
+            for file in args |> Results.pick (fun (DbcCheckArgs.Files f) -> Some f) -> file, Dbc.load file
+        ]
 
-        for file in args |> Results.pick (fun (DbcCheckArgs.Files f) -> Some f) do
-            match Dbc.loadFile file with
-            | Ok db ->
-                let signals = db.Messages |> List.sumBy (fun m -> m.Signals.Length)
-                ctx.Out.WriteLine($"{file}: {db.Messages.Length} messages, {signals} signals")
-            | Error errors ->
-                clean <- false
+        if ctx.Json then
+            let body = {|
+                files = [
+                    for file, result in results ->
+                        match result with
+                        | Ok db -> {|
+                            file = file
+                            ok = true
+                            messages = db.Messages.Length
+                            signals = db.Messages |> List.sumBy (fun m -> m.Signals.Length)
+                            errors = []
+                          |}
+                        | Error errors -> {|
+                            file = file
+                            ok = false
+                            messages = 0
+                            signals = 0
+                            errors = [
+                                for e in errors ->
+                                    {|
+                                        file = e.File
+                                        line = e.Line
+                                        column = e.Column
+                                        problem = DbcProblem.describe e.Problem
+                                    |}
+                            ]
+                          |}
+                ]
+            |}
 
-                for e in errors do
-                    ctx.Out.WriteLine(DbcError.describe e)
+            ctx.Out.WriteLine(
+                Text.Json.JsonSerializer.Serialize(body, Text.Json.JsonSerializerOptions(WriteIndented = true))
+            )
+        else
+            for file, result in results do
+                match result with
+                | Ok db ->
+                    let signals = db.Messages |> List.sumBy (fun m -> m.Signals.Length)
+                    ctx.Out.WriteLine($"{file}: {db.Messages.Length} messages, {signals} signals")
+                | Error errors ->
+                    for e in errors do
+                        ctx.Out.WriteLine(DbcError.describe e)
 
-        if clean then ExitCode.Ok else ExitCode.ClientError
+        if results |> List.forall (snd >> Result.isOk) then
+            ExitCode.Ok
+        else
+            ExitCode.ClientError
 
     let private csvField (s: string) =
         if s.IndexOfAny([| ','; '"'; '\n'; '\r' |]) >= 0 then
@@ -56,7 +94,7 @@ module DbcCommands =
                 | _ -> None)
         with
         | dbcPath, input ->
-            match Dbc.loadFile dbcPath with
+            match Dbc.load dbcPath with
             | Error errors ->
                 for e in errors do
                     ctx.Err.WriteLine(DbcError.describe e)

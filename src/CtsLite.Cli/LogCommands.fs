@@ -63,6 +63,45 @@ module LogCommands =
 
             ExitCode.Ok
 
+    /// `cts log info` for people: the totals, then events per service and frames per bus.
+    let private printInfo (ctx: CommandContext) (input: string) (info: LogInfo) =
+        let span =
+            match info.FirstLogMonoTime, info.LastLogMonoTime with
+            | Some first, Some last when last >= first ->
+                " over " + Ui.duration (TimeSpan.FromMilliseconds(float (last - first) / 1e6))
+            | _ -> ""
+
+        ctx.Out.WriteLine input
+        ctx.Out.WriteLine $"{info.Events} events{span}"
+        ctx.Out.WriteLine $"{info.CanFrames} CAN frames, {info.SendcanFrames} sendcan frames"
+
+        info.CarFingerprint |> Option.iter (fun car -> ctx.Out.WriteLine $"car: {car}")
+
+        ctx.Out.WriteLine()
+
+        Ui.table ctx [ "SERVICE"; "EVENTS" ] [
+            for KeyValue(name, n) in info.EventCounts -> [ Ui.Plain name; Ui.Plain(string n) ]
+        ]
+
+        if info.CanFramesPerSrc.Count > 0 then
+            ctx.Out.WriteLine()
+
+            Ui.table ctx [ "CAN SRC"; "FRAMES"; "ADDRESSES" ] [
+                for KeyValue(src, n) in info.CanFramesPerSrc |> Seq.sortBy _.Key ->
+                    let addresses =
+                        match info.CanDistinctAddressesPerSrc.TryGetValue src with
+                        | true, a -> string a
+                        | false, _ -> ""
+
+                    let name =
+                        if src >= 128 then
+                            $"{src} (TX echo of {src - 128})"
+                        else
+                            string src
+
+                    [ Ui.Plain name; Ui.Plain(string n); Ui.Plain addresses ]
+            ]
+
     /// `cts log info`.
     let info (ctx: CommandContext) (common: Common) (args: ParseResults<LogInfoArgs>) : int =
         let input = args |> Results.pick (fun (LogInfoArgs.Input i) -> Some i)
@@ -71,7 +110,10 @@ module LogCommands =
             match LogInfo.compute schema layout (options common) files with
             | Error e -> fail ctx (DecodeError.describe e)
             | Ok info ->
-                ctx.Out.WriteLine(CtsLite.Tools.LogSummary.infoJsonText info)
+                if ctx.Json then
+                    ctx.Out.WriteLine(CtsLite.Tools.LogSummary.infoJsonText info)
+                else
+                    printInfo ctx input info
 
                 for warning in info.Warnings do
                     ctx.Err.WriteLine($"warning: {warning}")

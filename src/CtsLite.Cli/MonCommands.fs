@@ -18,31 +18,6 @@ module MonCommands =
         ctx.Err.WriteLine($"error: {message}")
         ExitCode.ClientError
 
-    /// Ctrl+C and SIGTERM (a service manager, `timeout`, a pipeline's end) cancel `cancel`
-    /// instead of killing the process, until the result is disposed.
-    let private cancelOnSignals (cancel: CancellationTokenSource) : IDisposable =
-        let onCancel =
-            ConsoleCancelEventHandler(fun _ e ->
-                e.Cancel <- true
-                cancel.Cancel())
-
-        Console.CancelKeyPress.AddHandler onCancel
-
-        let term =
-            Runtime.InteropServices.PosixSignalRegistration.Create(
-                Runtime.InteropServices.PosixSignal.SIGTERM,
-                fun context ->
-                    context.Cancel <- true
-                    cancel.Cancel()
-            )
-
-        {
-            new IDisposable with
-                member _.Dispose() =
-                    term.Dispose()
-                    Console.CancelKeyPress.RemoveHandler onCancel
-        }
-
     /// `cts mon run <monitor> --replay LOG`: the monitor here, over a replayed log, one JSON
     /// message per line on standard output (flushed per line: a pipe sees each as it comes).
     let run (ctx: CommandContext) (args: ParseResults<MonRunArgs>) : int =
@@ -125,7 +100,7 @@ module MonCommands =
             | Ok parameters ->
                 use cancel = new CancellationTokenSource()
                 // The final state is still written when it is stopped.
-                use _ = cancelOnSignals cancel
+                use _ = Signals.onInterrupt cancel.Cancel
 
                 let emit (m: MonitorMessage) =
                     if not onlyFinal || m.Kind = MonitorMessageKind.End then
@@ -249,16 +224,8 @@ module MonCommands =
         | Ok _ when speed.IsSome && replay.IsNone -> fail ctx "--speed paces a replay (--replay LOG)"
         | Ok given ->
             calling ctx (fun () -> task {
-                let fileParams =
-                    CtsLite.Monitors.Catalog.tryFind monitorId
-                    |> Option.map (fun m ->
-                        m.Descriptor.Parameters
-                        |> List.filter (fun p -> p.Type = ParameterType.File)
-                        |> List.map _.Name)
-                    |> Option.defaultValue []
-
-                match! RunCommands.serviceParameters ctx fileParams given with
-                | Error e -> return RunCommands.fail ctx e
+                match! RunCommands.typedParameters ctx "monitors" monitorId given with
+                | Error code -> return code
                 | Ok parameters ->
                     let! source = task {
                         match zmq, replay with
@@ -485,7 +452,7 @@ module MonCommands =
             Results.has MonStreamArgs.Ndjson args || ctx.Json || Console.IsOutputRedirected
 
         use cancel = new CancellationTokenSource()
-        use _ = cancelOnSignals cancel
+        use _ = Signals.onInterrupt cancel.Cancel
 
         calling ctx (fun () -> task {
             use request =

@@ -14,49 +14,31 @@ open FsToolkit.ErrorHandling
 [<RequireQualifiedAccess>]
 module RunCommands =
 
-    /// One descriptor with its parameters, for people.
-    let private describe (ctx: CommandContext) (d: ToolDescriptor) =
-        ctx.Out.WriteLine $"{d.Id} ({ToolCategory.name d.Category}): {d.Name}"
-        ctx.Out.WriteLine $"  {d.Description}"
-        let inputs = String.Join(", ", d.InputTypes)
-        let outputs = String.Join(", ", d.OutputTypes)
-        ctx.Out.WriteLine $"  input: {inputs}; output: {outputs}"
-
-        for p in d.Parameters do
-            let def =
-                match p.Default with
-                | Some v -> $" = {Parameters.render v}"
-                | None when p.Required -> " (required)"
-                | None -> ""
-
-            let choices =
-                match p.Choices with
-                | [] -> ""
-                | c -> " [" + String.Join("|", c) + "]"
-
-            ctx.Out.WriteLine $"    {p.Name}: {ParameterType.name p.Type}{def}{choices}  {p.Description}"
-
-        ctx.Out.WriteLine()
-
-    /// `cts tools`: every tool with its parameters, then the monitors `cts mon run` runs
+    /// `cts tools [ID]`: every tool and monitor this cts runs, with its parameters
     /// (`--json`: the tools' capability objects, as `/v1/capabilities` serves them).
-    let tools (ctx: CommandContext) : int =
-        if ctx.Json then
-            let all = Catalog.descriptors |> List.map Api.toolCapability
-            let options = ApiJson.createOptions ()
-            options.WriteIndented <- true
-            ctx.Out.WriteLine(Text.Json.JsonSerializer.Serialize(all, options))
-        else
-            for d in Catalog.descriptors do
-                describe ctx d
+    let tools (ctx: CommandContext) (args: ParseResults<CatalogArgs>) : int =
+        let options = ApiJson.createOptions ()
+        options.WriteIndented <- true
+        let toolsAll = Catalog.descriptors |> List.map Api.toolCapability
 
-            ctx.Out.WriteLine "Monitors (cts mon run <monitor> --replay <log>):"
-            ctx.Out.WriteLine()
+        let toolsJson = JsonSerializer.SerializeToElement(toolsAll, options)
 
-            for d in CtsLite.Monitors.Catalog.descriptors do
-                describe ctx d
+        let monitorsJson =
+            JsonSerializer.SerializeToElement(
+                CtsLite.Monitors.Catalog.descriptors |> List.map Api.toolCapability,
+                options
+            )
 
-        ExitCode.Ok
+        Remote.printCatalog
+            ctx
+            (args
+             |> Results.tryPick (function
+                 | CatalogArgs.Id i -> Some i))
+            (fun () -> JsonSerializer.Serialize(toolsAll, options))
+            toolsJson
+            monitorsJson
+            "this cts"
+            ("cts run --local <tool> <input>", "cts mon run <monitor> --replay <log>")
 
     /// Every `-p key=value`, parsed.
     let private paramsOf (args: ParseResults<RunArgs>) =
@@ -72,22 +54,10 @@ module RunCommands =
             | Out_Dir d -> Some d
             | _ -> None)
 
-    /// A terminal progress bar on stderr; nothing when stderr is not a terminal.
-    type private ProgressBar(err: TextWriter, enabled: bool) =
-        let mutable last = -1
-
-        member _.Report(pct: float) =
-            let p = int (Math.Clamp(pct, 0.0, 100.0))
-
-            if enabled && p <> last then
-                last <- p
-                let filled = p * 30 / 100
-                err.Write $"""{'\r'}[{String('#', filled)}{String(' ', 30 - filled)}] {p, 3}%%"""
-
-        member _.Finish() =
-            if enabled && last >= 0 then
-                err.Write("\r" + String(' ', 40) + "\r")
-                last <- -1
+    /// A note for people on standard error (none with `--quiet` or `--json`).
+    let internal note (ctx: CommandContext) (text: string) =
+        if not ctx.Quiet && not ctx.Json then
+            ctx.Err.WriteLine text
 
     /// Prints the error; the service's exit code.
     let internal fail (ctx: CommandContext) (error: ClientError) =
@@ -110,46 +80,103 @@ module RunCommands =
         return ClientError.Status(response.RequestMessage.RequestUri.ToString(), int response.StatusCode, detail)
     }
 
-    /// Uploads a local file; returns its upload id.
-    let internal upload (ctx: CommandContext) (path: string) = task {
-        use stream = File.OpenRead path
-        use content = new Net.Http.StreamContent(stream)
-        content.Headers.Add("X-Filename", Path.GetFileName path)
-        content.Headers.ContentType <- Net.Http.Headers.MediaTypeHeaderValue "application/octet-stream"
-        use! response = ctx.Http.Value.PostAsync($"{ctx.Url}/v1/uploads", content)
+    /// Uploads a local file, with a progress bar on a terminal; the answer's status (201 stored,
+    /// 200 the same content was stored already) and body (the upload's JSON).
+    let internal uploadFile (ctx: CommandContext) (path: string) : Task<Result<int * string, ClientError>> =
+        Ui.withProgress ctx (fun progress -> task {
+            let name = Path.GetFileName path
+            use file = File.OpenRead path
+            let bar = progress.Add($"upload {name}", Some file.Length)
+            use stream = new Ui.CountingStream(file, bar.Bytes)
+            use content = new Net.Http.StreamContent(stream)
+            content.Headers.ContentLength <- Nullable file.Length
+            content.Headers.Add("X-Filename", name)
+            content.Headers.ContentType <- Net.Http.Headers.MediaTypeHeaderValue "application/octet-stream"
+            use! response = ctx.Http.Value.PostAsync($"{ctx.Url}/v1/uploads", content)
+            bar.Finish()
 
-        if response.IsSuccessStatusCode then
-            let! body = response.Content.ReadAsStringAsync()
-            use doc = Text.Json.JsonDocument.Parse body
-            return Ok(doc.RootElement.GetProperty("upload_id").GetString())
-        else
-            let! e = problem response
-            return Error e
+            if response.IsSuccessStatusCode then
+                let! body = response.Content.ReadAsStringAsync()
+                return Ok(int response.StatusCode, body)
+            else
+                let! e = problem response
+                return Error e
+        })
+
+    /// Uploads a local file; returns its upload id.
+    let internal upload (ctx: CommandContext) (path: string) : Task<Result<string, ClientError>> = task {
+        match! uploadFile ctx path with
+        | Ok(_, body) ->
+            use doc = JsonDocument.Parse body
+            let id = doc.RootElement.GetProperty("upload_id").GetString()
+
+            if not ctx.Json then
+                note ctx $"uploaded {path} as {id}"
+
+            return Ok id
+        | Error e -> return Error e
     }
 
-    /// Parameters as the service takes them: a local file given for one of `fileParams` is
-    /// uploaded first and named by its upload id; every other value goes as written.
-    let internal serviceParameters
+    /// The parameters of tool or monitor `id` (`section`: "tools" or "monitors" of
+    /// `/v1/capabilities`), typed and checked by its schema before anything is sent, as the JSON
+    /// values of the run's `params`; a local file given for a `file` parameter is uploaded and
+    /// named by its upload id. On an error it is printed and its exit code returned.
+    let internal typedParameters
         (ctx: CommandContext)
-        (fileParams: string list)
+        (section: string)
+        (id: string)
         (given: (string * ParameterInput) list)
-        : Threading.Tasks.Task<Result<Collections.Generic.Dictionary<string, obj>, ClientError>> = task {
-        let mutable failure = None
-        let parameters = Collections.Generic.Dictionary<string, obj>()
+        : Task<Result<Collections.Generic.Dictionary<string, obj>, int>> = task {
+        match! Client.getJson ctx.Http.Value ctx.Url "/v1/capabilities" [] with
+        | Error e -> return Error(fail ctx e)
+        | Ok(_, doc) ->
+            use doc = doc
+            let all = doc.RootElement.GetProperty(section).EnumerateArray() |> List.ofSeq
 
-        for name, value in given do
-            match value with
-            | ParameterInput.Text v when List.contains name fileParams && File.Exists v && failure.IsNone ->
-                match! upload ctx v with
-                | Ok id -> parameters[name] <- box id
-                | Error e -> failure <- Some e
-            | ParameterInput.Text v -> parameters[name] <- box v
-            | _ -> ()
+            let kind = if section = "tools" then "tool" else "monitor"
 
-        return
-            match failure with
-            | Some e -> Error e
-            | None -> Ok parameters
+            match all |> List.tryFind (fun t -> t.GetProperty("id").GetString() = id) with
+            | None ->
+                let known = all |> List.map (fun t -> t.GetProperty("id").GetString())
+
+                ctx.Err.WriteLine
+                    $"""error: the service at {ctx.Url} has no {kind} '{id}' (it has: {String.Join(", ", known)})"""
+
+                return Error ExitCode.ClientError
+            | Some capability ->
+                match Api.descriptorOf capability with
+                | Error e ->
+                    ctx.Err.WriteLine $"error: {e}"
+                    return Error ExitCode.ClientError
+                | Ok descriptor ->
+                    match Parameters.validate descriptor given with
+                    | Error errors ->
+                        for e in errors do
+                            ctx.Err.WriteLine $"error: parameter {e.Parameter}: {e.Detail}"
+
+                        ctx.Err.WriteLine $"(cts cap {id} lists its parameters)"
+                        return Error ExitCode.ClientError
+                    | Ok typed ->
+                        let parameters = Collections.Generic.Dictionary<string, obj>()
+                        let mutable failure = None
+
+                        for name in given |> List.map fst |> List.distinct do
+                            match typed.TryFind name with
+                            | Some(ParameterValue.File v) when File.Exists v && failure.IsNone ->
+                                match! upload ctx v with
+                                | Ok uploadId -> parameters[name] <- box uploadId
+                                | Error e -> failure <- Some e
+                            | Some(ParameterValue.Str v)
+                            | Some(ParameterValue.File v) -> parameters[name] <- box v
+                            | Some(ParameterValue.Int i) -> parameters[name] <- box i
+                            | Some(ParameterValue.Float f) -> parameters[name] <- box f
+                            | Some(ParameterValue.Bool b) -> parameters[name] <- box b
+                            | Some(ParameterValue.List items) -> parameters[name] <- box (Array.ofList items)
+                            | None -> ()
+
+                        match failure with
+                        | Some e -> return Error(fail ctx e)
+                        | None -> return Ok parameters
     }
 
     /// Follows a run's log (SSE) to its `end`, giving each line to `onLine` once: when the
@@ -159,6 +186,7 @@ module RunCommands =
         (ctx: CommandContext)
         (runId: string)
         (onLine: JsonElement -> unit)
+        (onStatus: JsonElement -> unit)
         (stop: CancellationToken)
         : Task<Result<string option, ClientError>> = task {
         let path = $"{ctx.Url}/v1/runs/{Uri.EscapeDataString runId}/logs"
@@ -219,6 +247,9 @@ module RunCommands =
                                     use d = JsonDocument.Parse(line.Substring 6)
                                     onLine d.RootElement
                                     lastSeq <- id
+                                | "status" ->
+                                    use d = JsonDocument.Parse(line.Substring 6)
+                                    onStatus d.RootElement
                                 | "end" ->
                                     final <- Some(line.Substring 6)
                                     go <- false
@@ -271,14 +302,22 @@ module RunCommands =
             return Error(Client.describe e)
         else
             let resumed = int response.StatusCode = 206
+            let total = artifact.GetProperty("size").GetInt64()
 
-            do! task {
-                use file =
-                    new FileStream(part, (if resumed then FileMode.Append else FileMode.Create), FileAccess.Write)
+            do!
+                Ui.withProgress ctx (fun progress -> task {
+                    let bar = progress.Add($"download {Path.GetFileName target}", Some total)
+                    let start = if resumed then have else 0L
+                    bar.Bytes start
 
-                use! body = response.Content.ReadAsStreamAsync()
-                do! body.CopyToAsync file
-            }
+                    use file =
+                        new FileStream(part, (if resumed then FileMode.Append else FileMode.Create), FileAccess.Write)
+
+                    use counted = new Ui.CountingStream(file, (fun n -> bar.Bytes(start + n)))
+                    use! body = response.Content.ReadAsStreamAsync()
+                    do! body.CopyToAsync counted
+                    bar.Finish()
+                })
 
             let actual =
                 use s = File.OpenRead part
@@ -300,66 +339,154 @@ module RunCommands =
         | "canceled" -> 4
         | _ -> ExitCode.ServiceError
 
-    /// What a remote run reads: a local file is uploaded; a local segment folder or route has
-    /// each of its logs uploaded, in order, as one `uploads` input; anything else (or anything
-    /// with `--path`) is a path on the service.
-    let private inputOf (ctx: CommandContext) (input: string) (asPath: bool) : Task<Result<InputRef, ClientError>> =
-        task {
-            if asPath then
-                return
-                    Ok(
-                        InputRef.Path(
-                            if File.Exists input || Directory.Exists input then
-                                Path.GetFullPath input
-                            else
-                                input
-                        )
-                    )
-            elif File.Exists input then
-                let! id = upload ctx input
-                return id |> Result.map InputRef.Upload
+    /// What a run reads, as the command line names it.
+    [<RequireQualifiedAccess>]
+    type private Source =
+        /// Files, segment folders or routes here.
+        | Here of string list
+        /// `--upload`: files here, uploaded.
+        | Upload of string list
+        /// `--upload-id`: uploads already on the service.
+        | UploadIds of string list
+        /// `--path`: a path on the service.
+        | ServicePath of string
+
+    /// The tool and what it reads, or what is wrong with the command line.
+    let private targetOf (args: ParseResults<RunArgs>) : Result<string * Source, string> =
+        let pick f = Results.choose f args
+
+        let target =
+            args
+            |> Results.pick (function
+                | Target t -> Some t
+                | _ -> None)
+
+        let uploads =
+            pick (function
+                | RunArgs.Upload f -> Some f
+                | _ -> None)
+
+        let ids =
+            pick (function
+                | Upload_Id i -> Some i
+                | _ -> None)
+
+        let paths =
+            pick (function
+                | RunArgs.Path p -> Some p
+                | _ -> None)
+
+        match target with
+        | [] -> Error "give the tool id, then its input (see cts run --help)"
+        | toolId :: here ->
+            let sources = [
+                if not here.IsEmpty then
+                    Source.Here here
+                if not uploads.IsEmpty then
+                    Source.Upload uploads
+                if not ids.IsEmpty then
+                    Source.UploadIds ids
+                match paths with
+                | [] -> ()
+                | [ p ] -> Source.ServicePath p
+                | _ -> ()
+            ]
+
+            match sources with
+            | _ when paths.Length > 1 ->
+                Error "--path names one path on the service (a route folder reads as one input)"
+            | [ source ] -> Ok(toolId, source)
+            | [] ->
+                Error $"give {toolId} an input: a file, folder or route here, --upload FILE, --upload-id ID or --path P"
+            | _ -> Error "give one kind of input: files here, --upload, --upload-id or --path"
+
+    /// The files several inputs given here stand for, in order: each a log file, or a segment
+    /// folder or route read as its files.
+    let private filesHere (inputs: string list) : Result<string list, string> =
+        inputs
+        |> List.traverseResultM (fun input ->
+            if File.Exists input then
+                Ok [ input ]
             else
-                match Directory.Exists input || input.Contains '|', CtsLite.Logs.Route.resolve input with
-                | true, Ok files ->
-                    let ids = ResizeArray<string>()
-                    let mutable failure = None
+                CtsLite.Logs.Route.resolve input)
+        |> Result.map List.concat
 
-                    for f in files do
-                        if failure.IsNone then
-                            match! upload ctx f with
-                            | Ok id -> ids.Add id
-                            | Error e -> failure <- Some e
+    /// Uploads `files` in order: one upload input, or several read as one route.
+    let private uploadAll (ctx: CommandContext) (files: string list) : Task<Result<InputRef, ClientError>> = task {
+        let ids = ResizeArray<string>()
+        let mutable failure = None
 
-                    match failure with
-                    | Some e -> return Error e
-                    | None when ids.Count = 1 -> return Ok(InputRef.Upload ids[0])
-                    | None -> return Ok(InputRef.Uploads(List.ofSeq ids))
-                | _ -> return Ok(InputRef.Path input)
-        }
+        for f in files do
+            if failure.IsNone then
+                match! upload ctx f with
+                | Ok id -> ids.Add id
+                | Error e -> failure <- Some e
 
-    /// `cts run <tool> <input>` on the service: the input and local `file` parameters uploaded
-    /// (see `inputOf`), the run created with an Idempotency-Key, its log followed live to its end
-    /// (resumed when the connection drops), every artifact downloaded into `--out-dir`. The first
-    /// Ctrl+C asks the service to cancel the run and waits for its end; a second leaves at once
-    /// (130) and the run to the service. Exit 0 completed, 3 failed, 4 canceled.
-    let private remote (ctx: CommandContext) (args: ParseResults<RunArgs>) (toolId: string) (input: string) : int =
+        match failure with
+        | Some e -> return Error e
+        | None when ids.Count = 1 -> return Ok(InputRef.Upload ids[0])
+        | None -> return Ok(InputRef.Uploads(List.ofSeq ids))
+    }
+
+    /// What a remote run reads: files here are uploaded (a segment folder or route as each of
+    /// its logs, in order, as one `uploads` input, as are several files); a single input that is
+    /// not here is taken as a path on the service, as `--path` is.
+    let private inputOf (ctx: CommandContext) (source: Source) : Task<Result<InputRef, ClientError>> = task {
+        match source with
+        | Source.ServicePath p ->
+            // A path that is also here is the same folder the service shares: sent absolute.
+            return
+                Ok(
+                    InputRef.Path(
+                        if File.Exists p || Directory.Exists p then
+                            Path.GetFullPath p
+                        else
+                            p
+                    )
+                )
+        | Source.UploadIds [ id ] -> return Ok(InputRef.Upload id)
+        | Source.UploadIds ids -> return Ok(InputRef.Uploads ids)
+        | Source.Upload files -> return! uploadAll ctx files
+        | Source.Here [ input ] when not (File.Exists input || Directory.Exists input || input.Contains '|') ->
+            note ctx $"{input} is not here: reading it as a path on the service"
+            return Ok(InputRef.Path input)
+        | Source.Here inputs ->
+            match filesHere inputs with
+            | Error e -> return Error(ClientError.Unreachable("", e))
+            | Ok files -> return! uploadAll ctx files
+    }
+
+    /// A run's state line for the progress bar: `running 42%`.
+    let private statusOf (run: JsonElement) =
+        let status = run.GetProperty("status").GetString()
+
+        match run.TryGetProperty "progress" with
+        | true, p when p.ValueKind = JsonValueKind.Number -> status, p.GetDouble()
+        | _ -> status, 0.0
+
+    /// `cts run <tool> <input>…` on the service: the input and local `file` parameters uploaded
+    /// (see `inputOf`), the parameters typed by the tool's schema from the service's
+    /// capabilities, the run created with an Idempotency-Key (so that its retries are the same
+    /// run), its log followed live to its end (resumed when the connection drops), every
+    /// artifact downloaded into `--out-dir`. The first Ctrl+C asks the service to cancel the run
+    /// and waits for its end; a second leaves at once (130) and the run to the service. Exit 0
+    /// completed, 3 failed, 4 canceled.
+    let private remote (ctx: CommandContext) (args: ParseResults<RunArgs>) (toolId: string) (source: Source) : int =
         use leave = new CancellationTokenSource()
         let mutable runId: string option = None
         let mutable presses = 0
 
-        let onCancel =
-            ConsoleCancelEventHandler(fun _ e ->
-                e.Cancel <- true
-                presses <- presses + 1
+        let onCancel () =
+            presses <- presses + 1
 
-                match runId, presses with
-                | Some id, 1 ->
-                    ctx.Err.WriteLine $"canceling run {id} (Ctrl+C again to leave it running)"
+            match runId, presses with
+            | Some id, 1 ->
+                ctx.Err.WriteLine $"canceling run {id} (Ctrl+C again to leave it running)"
 
-                    ctx.Http.Value.PostAsync($"{ctx.Url}/v1/runs/{id}/cancel", null) |> ignore
-                | _ -> leave.Cancel())
+                ctx.Http.Value.PostAsync($"{ctx.Url}/v1/runs/{id}/cancel", null) |> ignore
+            | _ -> leave.Cancel()
 
-        Console.CancelKeyPress.AddHandler onCancel
+        use _ = Signals.onInterrupt onCancel
 
         let work = task {
             match paramsOf args with
@@ -367,19 +494,13 @@ module RunCommands =
                 ctx.Err.WriteLine $"error: {bad}"
                 return ExitCode.ClientError
             | Ok given ->
-                let fileParams =
-                    Catalog.tryFind toolId
-                    |> Option.map (fun t ->
-                        t.Descriptor.Parameters
-                        |> List.filter (fun p -> p.Type = ParameterType.File)
-                        |> List.map _.Name)
-                    |> Option.defaultValue []
-
-                // Local files go up first; everything else is passed as written.
-                match! serviceParameters ctx fileParams given with
-                | Error e -> return fail ctx e
+                match! typedParameters ctx "tools" toolId given with
+                | Error code -> return code
                 | Ok parameters ->
-                    match! inputOf ctx input (Results.has RunArgs.Path args) with
+                    match! inputOf ctx source with
+                    | Error(ClientError.Unreachable("", reason)) ->
+                        ctx.Err.WriteLine $"error: {reason}"
+                        return ExitCode.ClientError
                     | Error e -> return fail ctx e
                     | Ok inputRef ->
                         let request: Api.RunRequest = {
@@ -395,12 +516,19 @@ module RunCommands =
                         }
 
                         let body = JsonSerializer.Serialize(request, ApiJson.options)
-
-                        use content =
-                            new Net.Http.StringContent(body, Text.Encoding.UTF8, "application/json")
                         // A retried request with the same key is the same run, never a second one.
-                        content.Headers.Add("Idempotency-Key", Guid.NewGuid().ToString())
-                        use! created = ctx.Http.Value.PostAsync($"{ctx.Url}/v1/runs", content)
+                        let key = Guid.NewGuid().ToString()
+
+                        use! created =
+                            Client.sendIdempotent ctx.Http.Value (fun () ->
+                                let message =
+                                    new Net.Http.HttpRequestMessage(Net.Http.HttpMethod.Post, $"{ctx.Url}/v1/runs")
+
+                                message.Content <-
+                                    new Net.Http.StringContent(body, Text.Encoding.UTF8, "application/json")
+
+                                message.Headers.Add("Idempotency-Key", key)
+                                message)
 
                         if not created.IsSuccessStatusCode then
                             let! e = problem created
@@ -421,15 +549,32 @@ module RunCommands =
 
                                 return ExitCode.Ok
                             else
-                                if not ctx.Json then
-                                    ctx.Err.WriteLine $"run {id} queued on {ctx.Url}"
+                                note ctx $"run {id} queued on {ctx.Url}"
 
-                                let onLine (entry: JsonElement) =
-                                    if not ctx.Json then
-                                        ctx.Err.WriteLine
-                                            $"""{entry.GetProperty("level").GetString()}: {entry.GetProperty("message").GetString()}"""
+                                let! followed =
+                                    Ui.withProgress ctx (fun progress -> task {
+                                        let bar = progress.Add($"{toolId} queued", None)
 
-                                match! follow ctx id onLine leave.Token with
+                                        let onLine (entry: JsonElement) =
+                                            if ctx.Json then
+                                                // NDJSON on stderr would mix with errors: --json
+                                                // keeps standard output to the final document.
+                                                ()
+                                            else
+                                                progress.Line
+                                                    $"""{entry.GetProperty("level").GetString()}: {entry.GetProperty("message").GetString()}"""
+
+                                        let onStatus (run: JsonElement) =
+                                            let status, pct = statusOf run
+                                            bar.Describe $"{toolId} {status}"
+                                            bar.Percent pct
+
+                                        let! result = follow ctx id onLine onStatus leave.Token
+                                        bar.Finish()
+                                        return result
+                                    })
+
+                                match followed with
                                 | Error e -> return fail ctx e
                                 | Ok None ->
                                     ctx.Err.WriteLine $"left run {id} to the service (cts logs {id} --follow)"
@@ -493,66 +638,61 @@ module RunCommands =
         }
 
         try
-            try
-                work.GetAwaiter().GetResult()
-            with
-            | :? Net.Http.HttpRequestException as e -> fail ctx (ClientError.Unreachable(ctx.Url, e.Message))
-            | :? TaskCanceledException when not leave.IsCancellationRequested ->
-                fail ctx (ClientError.Unreachable(ctx.Url, "timed out"))
-            | :? TaskCanceledException -> 130
-        finally
-            Console.CancelKeyPress.RemoveHandler onCancel
-
-    /// `cts run --local <tool> <input> -p k=v... --out-dir DIR [--json]`.
-    let run (ctx: CommandContext) (args: ParseResults<RunArgs>) : int =
-        match
-            args
-            |> Results.pick (function
-                | Target(t, i) -> Some(t, i)
-                | _ -> None)
+            work.GetAwaiter().GetResult()
         with
-        | toolId, input when Results.has Local args ->
-            match paramsOf args with
-            | Error bad ->
-                ctx.Err.WriteLine $"error: {bad}"
-                ExitCode.ClientError
-            | Ok given ->
+        | :? Net.Http.HttpRequestException as e -> fail ctx (ClientError.Unreachable(ctx.Url, e.Message))
+        | :? TaskCanceledException when not leave.IsCancellationRequested ->
+            fail ctx (ClientError.Unreachable(ctx.Url, "timed out"))
+        | :? TaskCanceledException -> 130
 
-                let outDir =
-                    outDirOf args
-                    |> Option.defaultWith (fun () ->
-                        Path.Combine("cts-out", $"""{toolId}-{DateTime.Now.ToString "yyyyMMdd-HHmmss"}"""))
+    /// `cts run --local <tool> <input>… -p k=v... --out-dir DIR [--json]`: the tool in this
+    /// process, its parameters checked by the catalog's schema before it starts.
+    let private local (ctx: CommandContext) (args: ParseResults<RunArgs>) (toolId: string) (inputs: string list) : int =
+        match paramsOf args with
+        | Error bad ->
+            ctx.Err.WriteLine $"error: {bad}"
+            ExitCode.ClientError
+        | Ok given ->
+
+            let outDir =
+                outDirOf args
+                |> Option.defaultWith (fun () ->
+                    Path.Combine("cts-out", $"""{toolId}-{DateTime.Now.ToString "yyyyMMdd-HHmmss"}"""))
+
+            let input =
+                match inputs with
+                | [ one ] -> Ok(ToolInput.Path one)
+                | several -> filesHere several |> Result.map ToolInput.Files
+
+            match input with
+            | Error e ->
+                ctx.Err.WriteLine $"error: {e}"
+                ExitCode.ClientError
+            | Ok input ->
 
                 use cancel = new CancellationTokenSource()
-
-                let onCancel =
-                    ConsoleCancelEventHandler(fun _ e ->
-                        e.Cancel <- true
-                        cancel.Cancel())
-
-                Console.CancelKeyPress.AddHandler onCancel
-                let bar = ProgressBar(ctx.Err, not Console.IsErrorRedirected && not ctx.Json)
-
-                let request = {
-                    ToolRunner.request toolId (ToolInput.Path input) given outDir with
-                        Progress = bar.Report
-                        Log =
-                            fun level line ->
-                                match level with
-                                | ToolLogLevel.Debug -> ()
-                                | ToolLogLevel.Info when ctx.Json -> ()
-                                | _ ->
-                                    bar.Finish()
-                                    ctx.Err.WriteLine $"{(string level).ToLowerInvariant()}: {line}"
-                        Cancellation = cancel.Token
-                }
+                use _ = Signals.onInterrupt cancel.Cancel
 
                 let result =
-                    try
-                        (ToolRunner.runAsync ToolRunner.StopGrace request).GetAwaiter().GetResult()
-                    finally
-                        Console.CancelKeyPress.RemoveHandler onCancel
-                        bar.Finish()
+                    (Ui.withProgress ctx (fun progress ->
+                        let bar = progress.Add(toolId, None)
+
+                        let request = {
+                            ToolRunner.request toolId input given outDir with
+                                Progress = bar.Percent
+                                Log =
+                                    fun level line ->
+                                        match level with
+                                        | ToolLogLevel.Debug -> ()
+                                        | ToolLogLevel.Info when ctx.Json -> ()
+                                        | ToolLogLevel.Info -> progress.Line $"info: {line}"
+                                        | _ -> ctx.Err.WriteLine $"{(string level).ToLowerInvariant()}: {line}"
+                                Cancellation = cancel.Token
+                        }
+
+                        ToolRunner.runAsync ToolRunner.StopGrace request))
+                        .GetAwaiter()
+                        .GetResult()
 
                 match result with
                 | Ok run ->
@@ -562,7 +702,7 @@ module RunCommands =
                         let local: Api.LocalRun = {
                             ToolId = toolId
                             Status = "completed"
-                            Input = input
+                            Input = String.Join(" ", inputs)
                             Params = Api.parameters run.Parameters
                             OutputDir = run.OutputDir
                             Artifacts = output.Artifacts
@@ -588,8 +728,25 @@ module RunCommands =
                     for e in errors do
                         ctx.Err.WriteLine $"error: parameter {e.Parameter}: {e.Detail}"
 
+                    ctx.Err.WriteLine $"(cts tools {toolId} lists its parameters)"
                     ExitCode.ClientError
                 | Error e ->
                     ctx.Err.WriteLine $"error: {ToolError.describe e}"
                     ExitCode.ClientError
-        | toolId, input -> remote ctx args toolId input
+
+    /// `cts run <tool> <input>…`: on the service, or in this process with `--local`.
+    let run (ctx: CommandContext) (args: ParseResults<RunArgs>) : int =
+        match targetOf args with
+        | Error e ->
+            ctx.Err.WriteLine $"error: {e}"
+            ExitCode.ClientError
+        | Ok _ when Results.has No_Wait args && Results.has Follow args ->
+            ctx.Err.WriteLine "error: --no-wait and --follow exclude each other"
+            ExitCode.ClientError
+        | Ok(toolId, Source.Here inputs) when Results.has Local args -> local ctx args toolId inputs
+        | Ok _ when Results.has Local args ->
+            ctx.Err.WriteLine
+                "error: --upload, --upload-id and --path are inputs on the service; --local reads files here"
+
+            ExitCode.ClientError
+        | Ok(toolId, source) -> remote ctx args toolId source

@@ -227,30 +227,22 @@ module RunsCommands =
             })
         else
             use cancel = new CancellationTokenSource()
+            // Ctrl+C or SIGTERM stops following (130); the run goes on on the service.
+            use _ = Signals.onInterrupt cancel.Cancel
 
-            let onCancel =
-                ConsoleCancelEventHandler(fun _ e ->
-                    e.Cancel <- true
-                    cancel.Cancel())
+            calling ctx (fun () -> task {
+                match! RunCommands.follow ctx id (logLine ctx) ignore cancel.Token with
+                | Error e -> return RunCommands.fail ctx e
+                | Ok None -> return 130
+                | Ok(Some final) ->
+                    use doc = JsonDocument.Parse final
+                    let status = text doc.RootElement "status"
 
-            Console.CancelKeyPress.AddHandler onCancel
+                    if not ctx.Json then
+                        ctx.Err.WriteLine $"run {id}: {status}"
 
-            try
-                calling ctx (fun () -> task {
-                    match! RunCommands.follow ctx id (logLine ctx) cancel.Token with
-                    | Error e -> return RunCommands.fail ctx e
-                    | Ok None -> return 130
-                    | Ok(Some final) ->
-                        use doc = JsonDocument.Parse final
-                        let status = text doc.RootElement "status"
-
-                        if not ctx.Json then
-                            ctx.Err.WriteLine $"run {id}: {status}"
-
-                        return RunCommands.exitOf status
-                })
-            finally
-                Console.CancelKeyPress.RemoveHandler onCancel
+                    return RunCommands.exitOf status
+            })
 
     /// `cts art list [RUN]`.
     let artifacts (ctx: CommandContext) (args: ParseResults<ArtListArgs>) : int =

@@ -11,6 +11,7 @@ let all =
              RunTests.all
              MonTests.all
              RunsTests.all
+             CommandLineTests.all
              PackageTests.all
              MemoryTests.all
          ])

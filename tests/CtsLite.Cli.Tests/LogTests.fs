@@ -302,7 +302,7 @@ let decompressionTests =
             File.WriteAllBytes(twice, Array.append (File.ReadAllBytes(demoZst ())) (File.ReadAllBytes(demoZst ())))
             use err = new StringWriter()
             use out = new MemoryStream()
-            let code = Program.run [| "log"; "info"; twice; "--strict" |] out err
+            let code = Program.run [| "log"; "info"; "--json"; twice; "--strict" |] out err
             Expect.equal code 0 (err.ToString())
             let info = JsonDocument.Parse(out.ToArray()).RootElement
             Expect.equal (info.GetProperty("events").GetInt64()) (2L * 11388L) "both frames"
@@ -313,7 +313,7 @@ let decompressionTests =
 let logInfo (input: string) =
     use err = new StringWriter()
     use out = new MemoryStream()
-    let code = Program.run [| "log"; "info"; input |] out err
+    let code = Program.run [| "log"; "info"; "--json"; input |] out err
     Expect.equal code 0 (err.ToString())
     JsonDocument.Parse(out.ToArray()).RootElement
 
@@ -491,7 +491,10 @@ let infoTests =
             Expect.equal (events (route.Replace('|', '_') + "/2/a")) perSegment[2] "underscore form, auto selector"
 
             use err = new StringWriter()
-            let code = Program.run [| "log"; "info"; route + "/q" |] (new MemoryStream()) err
+
+            let code =
+                Program.run [| "log"; "info"; "--json"; route + "/q" |] (new MemoryStream()) err
+
             Expect.equal code ExitCode.ClientError "no qlogs in this route"
             Expect.stringContains (err.ToString()) "no matching log" "says why"
         }
@@ -577,7 +580,7 @@ let damageTests =
                     use err = new StringWriter()
 
                     let code =
-                        Program.run (Array.ofList ([ "log"; "info"; file ] @ strict)) (new MemoryStream()) err
+                        Program.run (Array.ofList ([ "log"; "info"; "--json"; file ] @ strict)) (new MemoryStream()) err
 
                     Expect.equal code ExitCode.ClientError $"{file} {strict}: exit 1"
                     Expect.stringContains (err.ToString()) file "names the file"
@@ -590,7 +593,7 @@ let damageTests =
 
             for args in
                 [
-                    [ "log"; "info"; pipe ]
+                    [ "log"; "info"; "--json"; pipe ]
                     [ "log"; "dump"; pipe ]
                     [ "run"; "log-summary"; pipe; "--local"; "--out-dir"; out ]
                 ] do
@@ -620,7 +623,7 @@ let damageTests =
 
             use err = new StringWriter()
             use out = new MemoryStream()
-            let code = Program.run [| "log"; "info"; cut |] out err
+            let code = Program.run [| "log"; "info"; "--json"; cut |] out err
             Expect.equal code 0 "tolerated"
             let info = JsonDocument.Parse(out.ToArray()).RootElement
             let events = info.GetProperty("events").GetInt64()
@@ -633,7 +636,7 @@ let damageTests =
             use strictErr = new StringWriter()
 
             let strictCode =
-                Program.run [| "log"; "info"; cut; "--strict" |] (new MemoryStream()) strictErr
+                Program.run [| "log"; "info"; "--json"; cut; "--strict" |] (new MemoryStream()) strictErr
 
             Expect.equal strictCode ExitCode.ClientError "strict fails"
             let line = strictErr.ToString().Trim()
@@ -646,7 +649,7 @@ let damageTests =
             use gOut = new MemoryStream()
 
             Expect.equal
-                (Program.run [| "log"; "info"; garbage |] gOut gErr)
+                (Program.run [| "log"; "info"; "--json"; garbage |] gOut gErr)
                 0
                 "garbage after valid messages is tolerated"
 
@@ -661,7 +664,7 @@ let damageTests =
             use err = new StringWriter()
 
             Expect.equal
-                (Program.run [| "log"; "info"; "/no/such/file" |] (new MemoryStream()) err)
+                (Program.run [| "log"; "info"; "--json"; "/no/such/file" |] (new MemoryStream()) err)
                 ExitCode.ClientError
                 "missing"
 

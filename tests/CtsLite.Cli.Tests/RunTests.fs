@@ -28,6 +28,10 @@ let all =
             let ctx: CommandContext = {
                 Url = ""
                 Json = false
+                Quiet = false
+                Color = false
+                ErrColor = false
+                Live = false
                 Http = lazy (failtest "no HTTP for a token")
                 Out = out
                 OutStream = Stream.Null
@@ -103,10 +107,25 @@ let all =
             Expect.equal code 0 "exit"
 
             for d in CtsLite.Tools.Catalog.descriptors @ CtsLite.Monitors.Catalog.descriptors do
-                Expect.stringContains out $"{d.Id} (" d.Id
+                Expect.stringContains out $"{d.Id}: {d.Name}" d.Id
 
                 for p in d.Parameters do
-                    Expect.stringContains out $"    {p.Name}:" p.Name
+                    Expect.isMatch out $"(?m)^{p.Name} +{CtsLite.Tools.ParameterType.name p.Type}" p.Name
+
+            // A list default reads as -p takes it: an empty one as nothing, not as JSON.
+            let addresses =
+                CtsLite.Monitors.Catalog.descriptors
+                |> List.find (fun d -> d.Id = "can_bus_check")
+                |> _.Parameters
+                |> List.find (fun p -> p.Name = "addresses")
+
+            match addresses.Default with
+            | Some(CtsLite.Tools.ParameterValue.List items) ->
+                Expect.stringContains
+                    out
+                    $"""addresses list  {String.Join(",", items)} """
+                    "can_bus_check's list default"
+            | other -> failtestf "a list default expected, got %A" other
         }
         test "cts run --local runs the analyzer and reports its artifacts as JSON" {
             let dir = TestEnv.tempDir "cli-run"

@@ -145,7 +145,7 @@ let remote =
                 let code, out, _ = cts [ "--url"; url; "ping" ]
                 Expect.equal code ExitCode.Ok "exit 0"
                 Expect.stringContains out "is healthy" "healthy"
-                Expect.stringContains out "store_reachable: pass" "checks listed")
+                Expect.isMatch out @"store_reachable +pass" "checks listed, aligned")
         }
         test "capabilities --json prints the service's document" {
             withService (fun url ->
@@ -159,7 +159,7 @@ let remote =
             withService (fun url ->
                 let code, out, _ = cts [ "cap"; "-u"; url ]
                 Expect.equal code ExitCode.Ok "exit 0"
-                Expect.stringContains out "Tools:" "tools heading"
+                Expect.stringContains out "Tools (cts run <tool> <input>):" "tools heading"
                 Expect.stringContains out "Features: health_check" "features")
         }
         test "version shows client and service" {
