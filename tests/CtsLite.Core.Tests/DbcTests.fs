@@ -68,6 +68,49 @@ let opendbcFiles =
 
                 Expect.equal (key a) (key b) template
         }
+        test "a DBC with IMPORTs is written as one file that reads the same, without its imports at hand" {
+            let templates =
+                Directory.GetFiles(Path.Combine(opendbc (), "generator"), "*.dbc", SearchOption.AllDirectories)
+                |> Array.filter (fun f -> File.ReadAllText(f).Contains "IMPORT ")
+
+            Expect.isGreaterThanOrEqual templates.Length 4 "the generator's templates"
+
+            for file in templates do
+                match Dbc.inlineImports file with
+                | Error e -> failtest $"{file}: {e}"
+                | Ok text ->
+                    Expect.isFalse (text.Contains "IMPORT ") $"{file}: no import left"
+                    // Read with no file system at all: only the text itself.
+                    let flat =
+                        match Dbc.parseText (Path.GetFileName file) text with
+                        | Ok db -> db
+                        | Error e -> failtest $"{file}: {e}"
+
+                    let key (db: Database) =
+                        db.Messages
+                        |> List.map (fun m ->
+                            m.Id, m.Name, m.Signals |> List.map (fun s -> s.Name, s.StartBit, s.Factor))
+
+                    Expect.equal (key flat) (key (parse file)) $"{file}: the same messages and signals"
+
+            // A file without imports is its own text.
+            let plain =
+                Path.Combine(opendbc (), "generated", "subaru_global_2017_generated.dbc")
+
+            Expect.equal
+                (Dbc.inlineImports plain |> Result.toOption)
+                (Dbc.readFile plain |> Result.toOption)
+                "unchanged"
+
+            // A missing import is an error of the file that names it.
+            let dir = TestEnv.tempDir "dbc-missing-import"
+            let broken = Path.Combine(dir, "main.dbc")
+            File.WriteAllText(broken, "CM_ \"IMPORT _gone.dbc\";\nVERSION \"\"\n")
+
+            match Dbc.inlineImports broken with
+            | Ok _ -> failtest "accepted"
+            | Error errors -> Expect.exists errors (fun e -> e.File.EndsWith "_gone.dbc") "names the missing file"
+        }
         test "known signals decode to known values" {
             let subaru =
                 parse (Path.Combine(opendbc (), "generated", "subaru_global_2017_generated.dbc"))

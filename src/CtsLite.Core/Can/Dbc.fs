@@ -467,3 +467,79 @@ module Dbc =
         match tryBuiltInText nameOrPath with
         | Some text -> parseText nameOrPath text
         | None -> loadFile nameOrPath
+
+    // `CM_ "IMPORT x.dbc";` as the parser reads it: the name is what follows "IMPORT ", trimmed.
+    let private importStatement =
+        Text.RegularExpressions.Regex(
+            """CM_\s+"IMPORT ([^"]*)"\s*;""",
+            Text.RegularExpressions.RegexOptions.CultureInvariant
+        )
+
+    let private entries (d: IReadOnlyDictionary<'k, 'v>) =
+        d |> Seq.map (fun kv -> kv.Key, kv.Value) |> Seq.sortBy fst |> List.ofSeq
+
+    // Databases hold dictionaries, which compare by reference: compared here by content.
+    let private sameDatabase (a: Database) (b: Database) =
+        let signal (s: Signal) =
+            {
+                s with
+                    Values = Unchecked.defaultof<_>
+            },
+            entries s.Values
+
+        let message (m: DbcMessage) =
+            { m with Signals = [] }, List.map signal m.Signals
+
+        let tables (db: Database) =
+            entries db.ValueTables |> List.map (fun (k, v) -> k, entries v)
+
+        a.Version = b.Version
+        && a.Nodes = b.Nodes
+        && a.Comment = b.Comment
+        && a.Attributes = b.Attributes
+        && List.map message a.Messages = List.map message b.Messages
+        && entries a.AttributeDefinitions = entries b.AttributeDefinitions
+        && entries a.AttributeDefaults = entries b.AttributeDefaults
+        && tables a = tables b
+
+    let inlineImports (path: string) : Result<string, DbcError list> =
+        match loadFile path with
+        | Error errors -> Error errors
+        | Ok db ->
+            // loadFile has read every file and refused cycles: the expansion ends.
+            let rec expand (file: string) : Result<string, string> =
+                readFile file
+                |> Result.bind (fun text ->
+                    let mutable failure = None
+
+                    let expanded =
+                        importStatement.Replace(
+                            text,
+                            fun m ->
+                                match expand (Path.Combine(Path.GetDirectoryName file, m.Groups[1].Value.Trim())) with
+                                | Ok inner -> "\n" + inner + "\n"
+                                | Error e ->
+                                    failure <- Some e
+                                    m.Value
+                        )
+
+                    match failure with
+                    | Some e -> Error e
+                    | None -> Ok expanded)
+
+            let refused (reason: string) =
+                Error [
+                    {
+                        File = path
+                        Line = 0
+                        Column = 0
+                        Problem = DbcProblem.Unreadable reason
+                    }
+                ]
+
+            match expand path with
+            | Error reason -> refused reason
+            | Ok text ->
+                match parseText (Path.GetFileName path) text with
+                | Ok flat when sameDatabase db flat -> Ok text
+                | _ -> refused "its imports cannot be written into one file that reads the same"

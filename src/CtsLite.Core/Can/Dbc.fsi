@@ -26,3 +26,8 @@ module Dbc =
 
     /// A built-in DBC by name, else the file at that path.
     val load: nameOrPath: string -> Result<Database, DbcError list>
+
+    /// The text of the DBC file at `path` with every file it imports written in place of its
+    /// `IMPORT` statement: one file that reads as the file with its imports does (checked), for
+    /// a reader that has not got the imported files, such as a service the DBC is sent to.
+    val inlineImports: path: string -> Result<string, DbcError list>

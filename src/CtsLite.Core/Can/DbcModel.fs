@@ -173,6 +173,10 @@ module DbcProblem =
 [<RequireQualifiedAccess>]
 module DbcError =
 
-    /// `file:line:column: problem`.
+    /// `file:line:column: problem`, or `file: problem` for a problem of the whole file (one that
+    /// could not be read).
     let describe (e: DbcError) : string =
-        $"{e.File}:{e.Line}:{e.Column}: {DbcProblem.describe e.Problem}"
+        if e.Line = 0 then
+            $"{e.File}: {DbcProblem.describe e.Problem}"
+        else
+            $"{e.File}:{e.Line}:{e.Column}: {DbcProblem.describe e.Problem}"
