@@ -109,6 +109,19 @@ module Api =
         Name: string option
     }
 
+    /// A run's input as a Run Response shows it: the input object of its request with the names
+    /// of its files.
+    type RunInputView = {
+        /// `path`, `upload` or `uploads`.
+        Type: string
+        /// As the request gave it: a string for `path` and `upload`, an array of upload ids for
+        /// `uploads`.
+        Value: System.Text.Json.JsonElement
+        /// The names the user knows the files by: each upload's file name, in order, or the
+        /// path's last part. Kept with the run: a removed upload keeps its name here.
+        Filenames: string list
+    }
+
     /// The Run Response.
     type RunResponse = {
         RunId: string
@@ -116,6 +129,8 @@ module Api =
         Status: string
         ToolId: string
         Name: string option
+        /// What the run reads.
+        Input: RunInputView
         /// The parameters after validation and coercion (defaults included).
         Params: System.Text.Json.JsonElement
         CreatedAt: System.DateTimeOffset

@@ -12,6 +12,11 @@ module ApiRecords =
         Status = RunStatus.name run.Status
         ToolId = run.ToolId
         Name = run.Name
+        Input = {
+            Type = InputRef.typeName run.Input
+            Value = (InputRef.toDto run.Input).Value
+            Filenames = run.InputNames
+        }
         Params = System.Text.Json.JsonDocument.Parse(run.ParamsJson).RootElement
         CreatedAt = run.CreatedAt
         StartedAt = run.StartedAt

@@ -2,6 +2,7 @@ namespace CtsLite.Server
 
 open System
 open System.Collections.Concurrent
+open System.Collections.Generic
 open System.IO
 open System.Security.Cryptography
 open System.Text.Json
@@ -94,14 +95,54 @@ type RunEngine
             logger.LogError(e, "could not record a log line of run {RunId}", runId)
     }
 
+    /// Fills `names` with each upload's file path and the name it is shown by: its file name, or
+    /// with the upload's short id when two uploads of the run share a name. An upload sent
+    /// without a name is left to ServerPaths (`upload <id>`).
+    member private _.NameUploads (names: Dictionary<string, string>) (values: string list) : Task = task {
+        let found = ResizeArray<UploadRecord>()
+
+        for value in List.distinct values do
+            match! runs.GetUpload value with
+            // "upload" is the name of an upload sent without one: shown by its id instead.
+            | Some upload when upload.Filename <> "upload" -> found.Add upload
+            | Some _
+            | None -> ()
+
+        let counts = found |> Seq.countBy _.Filename |> dict
+
+        for u in found do
+            names[u.Path] <-
+                if counts[u.Filename] > 1 then
+                    $"{u.Filename} (upload {u.UploadId.Substring(0, 8)})"
+                else
+                    u.Filename
+    }
+
     member private this.Execute (run: RunRecord) (stopping: CancellationToken) : Task = task {
         let runDir = Path.Combine(config.DataDir, "runs", run.RunId)
         let outDir = Path.Combine(runDir, "artifacts")
 
-        // What a client reads of a run (its error, its log) never shows a path of this machine.
+        // What a client reads of a run (its error, its log, its report) never shows a path of
+        // this machine: the run's uploads go by the names the user gave them, other paths as
+        // ServerPaths shows them. Filled once the input is resolved.
+        let names = Dictionary<string, string>()
+
+        let show (path: string) =
+            match names.TryGetValue path with
+            | true, name -> name
+            | false, _ -> paths.Show path
+
+        let mask (text: string) =
+            if isNull text || names.Count = 0 then
+                paths.Mask text
+            else
+                names
+                |> Seq.fold (fun (t: string) kv -> t.Replace(kv.Key, kv.Value)) text
+                |> paths.Mask
+
         let finish status (reason: string option) = task {
             let! _ =
-                runs.Finish(run.RunId, owner, status, reason |> Option.map paths.Mask, time.GetUtcNow())
+                runs.Finish(run.RunId, owner, status, reason |> Option.map mask, time.GetUtcNow())
 
             ()
         }
@@ -133,7 +174,7 @@ type RunEngine
                 Channel.CreateUnbounded<string * string * string>(UnboundedChannelOptions(SingleReader = true))
 
             let log (level: string) (source: string) (message: string) =
-                lines.Writer.TryWrite((level, source, paths.Mask message)) |> ignore
+                lines.Writer.TryWrite((level, source, mask message)) |> ignore
 
             let writer = task {
                 let mutable more = true
@@ -195,6 +236,7 @@ type RunEngine
                         do! writer
                         do! finish RunStatus.Failed (Some $"input: {reason}")
                     | Ok input ->
+                        do! this.NameUploads names (RunInputs.uploadIds run.Input @ RunInputs.fileValues prepared)
                         log "info" "engine" $"started {run.ToolId} (worker {owner})"
                         let! resolveFile = fileResolver (RunInputs.fileValues prepared)
 
@@ -212,7 +254,7 @@ type RunEngine
                             Cancellation = runCts.Token
                             Timeout = Some config.RunTimeout
                             ResolveFile = resolveFile
-                            ShowPath = paths.Show
+                            ShowPath = show
                         }
 
                         // The tool runs on its own thread; one blocked in a read that cancellation

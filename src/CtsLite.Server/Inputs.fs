@@ -259,3 +259,24 @@ module RunInputs =
         | InputRef.Path _ -> []
         | InputRef.Upload id -> [ id ]
         | InputRef.Uploads ids -> ids
+
+    /// The names the user knows a run's input by: each upload's file name, in order, or the
+    /// path's last part (a route address as given).
+    let names (runs: IRunStore) (input: InputRef) : Task<string list> = task {
+        match input with
+        | InputRef.Path path ->
+            return [
+                match Path.GetFileName(path.TrimEnd('/')) with
+                | "" -> path
+                | name -> name
+            ]
+        | InputRef.Upload _
+        | InputRef.Uploads _ ->
+            let names = ResizeArray<string>()
+
+            for id in uploadIds input do
+                let! upload = runs.GetUpload id
+                names.Add(upload |> Option.map _.Filename |> Option.defaultValue id)
+
+            return List.ofSeq names
+    }

@@ -147,14 +147,17 @@ module RunCreation =
                     | _ :: _ as errors -> return Error(CreateRunError.Invalid(parameterErrors errors))
                     | [] ->
                         let now = svc.Time.GetUtcNow()
+                        let! names = RunInputs.names svc.Runs input
 
-                        let run =
+                        let run = {
                             RunRecord.queued
                                 prepared.Tool.Descriptor.Id
                                 ((Api.parameters prepared.Parameters).GetRawText())
                                 input
                                 request.Name
-                                now
+                                now with
+                                InputNames = names
+                        }
 
                         let idempotency = idempotencyKey |> Option.map (fun key -> key, fingerprint run)
 

@@ -58,6 +58,9 @@ type RunRecord = {
     ParamsJson: string
     /// What the run reads, as the request named it.
     Input: InputRef
+    /// The names the user knows the input's files by, one per upload (the upload's file name)
+    /// or the path's last part; kept with the run, so a removed upload still has its name.
+    InputNames: string list
     CreatedAt: DateTimeOffset
     StartedAt: DateTimeOffset option
     CompletedAt: DateTimeOffset option
@@ -84,6 +87,7 @@ module RunRecord =
     let approximateJsonBytes (run: RunRecord) : int =
         400
         + run.ParamsJson.Length
+        + (run.InputNames |> List.sumBy (fun n -> 2 * n.Length + 4))
         + (run.Name |> Option.map (fun n -> 2 * n.Length) |> Option.defaultValue 0)
         + (run.Error |> Option.map (fun e -> 2 * e.Length) |> Option.defaultValue 0)
 
@@ -101,6 +105,7 @@ module RunRecord =
         Status = RunStatus.Queued
         ParamsJson = paramsJson
         Input = input
+        InputNames = []
         CreatedAt = now
         StartedAt = None
         CompletedAt = None
@@ -323,7 +328,7 @@ module SqliteRunStore =
     let private optText = SqliteAccess.optText
 
     let private runColumns =
-        "run_id, tool_id, name, status, params_json, input_json, created_at, started_at, completed_at, progress, error, cancel_requested, attempts"
+        "run_id, tool_id, name, status, params_json, input_json, created_at, started_at, completed_at, progress, error, cancel_requested, attempts, input_names_json"
 
     let private readRun (r: SqliteDataReader) : RunRecord =
         // Stored as the wire's input object; a row this build cannot read names nothing, so
@@ -353,6 +358,14 @@ module SqliteRunStore =
             Error = optText r 10
             CancelRequested = r.GetInt64 11 <> 0L
             Attempts = int (r.GetInt64 12)
+            InputNames =
+                optText r 13
+                |> Option.bind (fun json ->
+                    try
+                        JsonSerializer.Deserialize<string list>(json, ApiJson.options) |> Option.ofObj
+                    with :? JsonException ->
+                        None)
+                |> Option.defaultValue []
         }
 
     let private readArtifact (r: SqliteDataReader) : ArtifactRecord = {
@@ -454,14 +467,15 @@ module SqliteRunStore =
                                 command
                                     c
                                     """INSERT INTO runs (run_id, tool_id, name, status, params_json, input_json, created_at,
-                                       progress, idempotency_key, request_sha256)
-                                       VALUES ($id, $tool, $name, 'queued', $params, $input, $created, 0, $key, $hash)"""
+                                       progress, idempotency_key, request_sha256, input_names_json)
+                                       VALUES ($id, $tool, $name, 'queued', $params, $input, $created, 0, $key, $hash, $names)"""
                                     [
                                         "$id", box run.RunId
                                         "$tool", box run.ToolId
                                         "$name", opt run.Name
                                         "$params", box run.ParamsJson
                                         "$input", box inputJson
+                                        "$names", box (JsonSerializer.Serialize(run.InputNames, ApiJson.options))
                                         "$created", box (iso run.CreatedAt)
                                         "$key", opt (idempotency |> Option.map fst)
                                         "$hash", opt (idempotency |> Option.map snd)

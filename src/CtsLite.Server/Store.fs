@@ -143,6 +143,10 @@ module SqliteStore =
             );
             CREATE INDEX monitor_sessions_by_status ON monitor_sessions (status, created_at);
             """
+        6,
+        """
+            ALTER TABLE runs ADD COLUMN input_names_json TEXT;
+            """
     ]
 
     /// The schema version this build creates and understands.

@@ -245,9 +245,9 @@ let everyToolTest =
         let source =
             Path.Combine(TestEnv.sharedDir (), "data", "rlogs", "synthetic", "default.rlog.zst")
 
-        // The local copy is named like an upload (a uuid), so both runs name their input alike.
+        // The local copy has the name the upload is given, so both runs name their input alike.
         let localDir = TestEnv.tempDir "every-tool-input"
-        let localInput = Path.Combine(localDir, Guid.NewGuid().ToString())
+        let localInput = Path.Combine(localDir, "default.rlog.zst")
         File.Copy(source, localInput)
         let dataDir = TestEnv.tempDir "every-tool-data"
 
@@ -353,10 +353,10 @@ let everyToolTest =
                 Expect.isFalse (text.Contains dataDir) $"{toolId}/{name}: no server path in what a client downloads"
                 let ours = mask [ uploadDir; Path.Combine(dataDir, "runs") ] text
 
-                // The service shows its input as the upload it is; the local run as its path.
+                // The service shows its input by the upload's name; the local run by its path.
                 let theirs =
                     (mask [ localDir; localOut ] (File.ReadAllText(Path.Combine(localOut, name))))
-                        .Replace("<dir>/<id>", "upload <id>")
+                        .Replace("<dir>/default.rlog.zst", "default.rlog.zst")
 
                 Expect.equal ours theirs $"{toolId}/{name}: equal to the local run"
     })

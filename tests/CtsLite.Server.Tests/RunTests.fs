@@ -210,6 +210,14 @@ let uploads =
                 let! run = EndpointTests.parse response
                 let! final = waitTerminal client (run.GetProperty("run_id").GetString())
                 Expect.equal (final.GetProperty("status").GetString()) "completed" "run on the upload"
+                let input = final.GetProperty "input"
+                Expect.equal (input.GetProperty("type").GetString()) "upload" "the run says what it read"
+                Expect.equal (input.GetProperty("value").GetString()) id "which upload"
+
+                Expect.equal
+                    [ for n in input.GetProperty("filenames").EnumerateArray() -> n.GetString() ]
+                    [ "default.rlog.zst" ]
+                    "by the name it was uploaded as"
 
                 let! deleted = client.DeleteAsync $"/v1/uploads/{id}"
                 Expect.equal deleted.StatusCode HttpStatusCode.NoContent "204"
@@ -217,6 +225,17 @@ let uploads =
                 let! _ = EndpointTests.expectProblem gone 404
                 let leftovers = Directory.GetFiles(Path.Combine(svc.Config.DataDir, "uploads"))
                 Expect.isEmpty leftovers "no file left behind"
+
+                let! after =
+                    client.GetStringAsync $"""/v1/runs/{run.GetProperty("run_id").GetString()}"""
+
+                let kept =
+                    JsonDocument.Parse(after).RootElement.GetProperty("input").GetProperty("filenames")
+
+                Expect.equal
+                    (kept[0].GetString())
+                    "default.rlog.zst"
+                    "the run keeps the name after the upload is gone"
             }))
         testCaseTask
             "several uploads are one time line: a route's segments uploaded one by one give the route's findings"
