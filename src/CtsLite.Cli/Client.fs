@@ -12,6 +12,8 @@ type ClientError =
     /// The service answered with an error status; `detail` is its problem detail when it sent one.
     | Status of url: string * status: int * detail: string
     | BadResponse of url: string * reason: string
+    /// Something here is wrong (a missing input, a DBC with errors): nothing was sent.
+    | Local of reason: string
 
 /// A small HTTP client for the `/v1` API.
 [<RequireQualifiedAccess>]
@@ -30,12 +32,14 @@ module Client =
         | ClientError.Unreachable(url, reason) -> $"cannot reach the service at {url}: {reason}"
         | ClientError.Status(url, status, detail) -> $"{url} answered {status}: {detail}"
         | ClientError.BadResponse(url, reason) -> $"{url} sent an unreadable answer: {reason}"
+        | ClientError.Local reason -> reason
 
     /// The exit code of an error: 1 when the service refused the request as wrong (any 4xx: fix
     /// the command), 2 when it failed or could not be reached (5xx, network: retry later).
     let exitCode (error: ClientError) : int =
         match error with
         | ClientError.Status(_, status, _) when status >= 400 && status < 500 -> 1
+        | ClientError.Local _ -> 1
         | _ -> 2
 
     /// The `detail` of a problem+json body with each field error (`pointer: detail`) and the

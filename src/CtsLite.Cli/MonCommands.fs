@@ -337,34 +337,20 @@ module MonCommands =
                     if sessions.IsEmpty then
                         ctx.Out.WriteLine "no monitor sessions"
                     else
-                        ctx.Out.WriteLine(
-                            String.Format(
-                                "{0,-36}  {1,-19}  {2,-8}  {3,-12}  {4,10}  {5,7}  {6}",
-                                "SESSION",
-                                "MONITOR",
-                                "STATUS",
-                                "SOURCE",
-                                "EVENTS",
-                                "CLIENTS",
-                                "FROM"
-                            )
-                        )
+                        Ui.table ctx [ "SESSION"; "MONITOR"; "STATUS"; "SOURCE"; "EVENTS"; "CLIENTS"; "FROM" ] [
+                            for s in sessions ->
+                                let counters = s.GetProperty "counters"
 
-                        for s in sessions do
-                            let counters = s.GetProperty "counters"
-
-                            ctx.Out.WriteLine(
-                                String.Format(
-                                    "{0,-36}  {1,-19}  {2,-8}  {3,-12}  {4,10}  {5,7}  {6}",
-                                    s.GetProperty("session_id").GetString(),
-                                    s.GetProperty("monitor_id").GetString(),
-                                    s.GetProperty("status").GetString(),
-                                    s.GetProperty("source_status").GetString(),
-                                    counters.GetProperty("events").GetInt64(),
-                                    counters.GetProperty("clients").GetInt32(),
-                                    sourceText s
-                                )
-                            )
+                                [
+                                    Ui.Plain(s.GetProperty("session_id").GetString())
+                                    Ui.Plain(s.GetProperty("monitor_id").GetString())
+                                    Ui.State(s.GetProperty("status").GetString())
+                                    Ui.Plain(s.GetProperty("source_status").GetString())
+                                    Ui.Plain(string (counters.GetProperty("events").GetInt64()))
+                                    Ui.Plain(string (counters.GetProperty("clients").GetInt32()))
+                                    Ui.Plain(sourceText s)
+                                ]
+                        ]
 
                 return ExitCode.Ok
         })

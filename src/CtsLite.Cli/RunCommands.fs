@@ -80,16 +80,37 @@ module RunCommands =
         return ClientError.Status(response.RequestMessage.RequestUri.ToString(), int response.StatusCode, detail)
     }
 
-    /// Uploads a local file, with a progress bar on a terminal; the answer's status (201 stored,
-    /// 200 the same content was stored already) and body (the upload's JSON).
-    let internal uploadFile (ctx: CommandContext) (path: string) : Task<Result<int * string, ClientError>> =
+    /// The name an upload goes by: the file's, with its segment folder's in front for a log in
+    /// a segment folder (`2024-05-01--10-00-00--3.rlog.zst`, as segment files are named outside
+    /// their folders), so that the logs of a route keep apart on the service.
+    let internal uploadName (path: string) : string =
+        let name = Path.GetFileName path
+        let folder = Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath path))
+
+        if
+            (name.StartsWith("rlog", StringComparison.Ordinal)
+             || name.StartsWith("qlog", StringComparison.Ordinal))
+            && Text.RegularExpressions.Regex.IsMatch(folder, @"--\d+$")
+        then
+            $"{folder}.{name}"
+        else
+            name
+
+    /// Uploads `length` bytes from `open'` as `name`, with a progress bar on a terminal; the
+    /// answer's status (201 stored, 200 the same content was stored already) and body (the
+    /// upload's JSON).
+    let private uploadContent
+        (ctx: CommandContext)
+        (name: string)
+        (length: int64)
+        (open': unit -> Stream)
+        : Task<Result<int * string, ClientError>> =
         Ui.withProgress ctx (fun progress -> task {
-            let name = Path.GetFileName path
-            use file = File.OpenRead path
-            let bar = progress.Add($"upload {name}", Some file.Length)
-            use stream = new Ui.CountingStream(file, bar.Bytes)
+            use source = open' ()
+            let bar = progress.Add($"upload {name}", Some length)
+            use stream = new Ui.CountingStream(source, bar.Bytes)
             use content = new Net.Http.StreamContent(stream)
-            content.Headers.ContentLength <- Nullable file.Length
+            content.Headers.ContentLength <- Nullable length
             content.Headers.Add("X-Filename", name)
             content.Headers.ContentType <- Net.Http.Headers.MediaTypeHeaderValue "application/octet-stream"
             use! response = ctx.Http.Value.PostAsync($"{ctx.Url}/v1/uploads", content)
@@ -103,9 +124,12 @@ module RunCommands =
                 return Error e
         })
 
-    /// Uploads a local file; returns its upload id.
-    let internal upload (ctx: CommandContext) (path: string) : Task<Result<string, ClientError>> = task {
-        match! uploadFile ctx path with
+    /// Uploads a local file, as `uploadContent`.
+    let internal uploadFile (ctx: CommandContext) (path: string) : Task<Result<int * string, ClientError>> =
+        uploadContent ctx (uploadName path) (FileInfo(path).Length) (fun () -> File.OpenRead path)
+
+    let private uploadId (ctx: CommandContext) (path: string) (answer: Result<int * string, ClientError>) =
+        match answer with
         | Ok(_, body) ->
             use doc = JsonDocument.Parse body
             let id = doc.RootElement.GetProperty("upload_id").GetString()
@@ -113,8 +137,35 @@ module RunCommands =
             if not ctx.Json then
                 note ctx $"uploaded {path} as {id}"
 
-            return Ok id
-        | Error e -> return Error e
+            Ok id
+        | Error e -> Error e
+
+    /// Uploads a local file; returns its upload id.
+    let internal upload (ctx: CommandContext) (path: string) : Task<Result<string, ClientError>> = task {
+        let! answer = uploadFile ctx path
+        return uploadId ctx path answer
+    }
+
+    /// Uploads a local file given for a `file` parameter. A DBC that imports others goes as one
+    /// file with its imports written in (the service has not got them); a DBC with errors is
+    /// refused here, before anything is sent, with each error where it is.
+    let private uploadParameterFile (ctx: CommandContext) (path: string) : Task<Result<string, ClientError>> = task {
+        if not (path.EndsWith(".dbc", StringComparison.OrdinalIgnoreCase)) then
+            return! upload ctx path
+        else
+            match CtsLite.Can.Dbc.inlineImports path, CtsLite.Can.Dbc.readFile path with
+            | Error errors, _ ->
+                let described = errors |> List.map CtsLite.Can.DbcError.describe
+
+                return Error(ClientError.Local(String.Join("\nerror: ", described)))
+            | Ok text, Ok original when text = original -> return! upload ctx path
+            | Ok text, _ ->
+                let bytes = Text.Encoding.UTF8.GetBytes text
+
+                let! answer =
+                    uploadContent ctx (Path.GetFileName path) bytes.LongLength (fun () -> new MemoryStream(bytes))
+
+                return uploadId ctx $"{path} (with its imports)" answer
     }
 
     /// The parameters of tool or monitor `id` (`section`: "tools" or "monitors" of
@@ -163,7 +214,7 @@ module RunCommands =
                         for name in given |> List.map fst |> List.distinct do
                             match typed.TryFind name with
                             | Some(ParameterValue.File v) when File.Exists v && failure.IsNone ->
-                                match! upload ctx v with
+                                match! uploadParameterFile ctx v with
                                 | Ok uploadId -> parameters[name] <- box uploadId
                                 | Error e -> failure <- Some e
                             | Some(ParameterValue.Str v)
@@ -452,7 +503,7 @@ module RunCommands =
             return Ok(InputRef.Path input)
         | Source.Here inputs ->
             match filesHere inputs with
-            | Error e -> return Error(ClientError.Unreachable("", e))
+            | Error e -> return Error(ClientError.Local e)
             | Ok files -> return! uploadAll ctx files
     }
 
@@ -498,9 +549,6 @@ module RunCommands =
                 | Error code -> return code
                 | Ok parameters ->
                     match! inputOf ctx source with
-                    | Error(ClientError.Unreachable("", reason)) ->
-                        ctx.Err.WriteLine $"error: {reason}"
-                        return ExitCode.ClientError
                     | Error e -> return fail ctx e
                     | Ok inputRef ->
                         let request: Api.RunRequest = {

@@ -26,34 +26,48 @@ module RunsCommands =
     let private getJson (ctx: CommandContext) (path: string) =
         Client.getJson ctx.Http.Value ctx.Url path []
 
-    /// A size people read: `812 B`, `14.2 KiB`, `3.1 MiB`.
-    let size (bytes: int64) : string =
-        if bytes < 1024L then
-            $"{bytes} B"
-        elif bytes < 1024L * 1024L then
-            $"{float bytes / 1024.0:F1} KiB"
-        elif bytes < 1024L * 1024L * 1024L then
-            $"{float bytes / 1048576.0:F1} MiB"
-        else
-            $"{float bytes / 1073741824.0:F2} GiB"
+    let private size = Ui.size
 
-    let private runRow (r: JsonElement) =
+    let private when' (e: JsonElement) (name: string) =
+        match DateTimeOffset.TryParse(text e name) with
+        | true, t -> Ui.time t
+        | false, _ -> text e name
+
+    /// What a run read, as the user named it: its files' names (or ids, for a run recorded
+    /// before names were kept).
+    let private inputOf (r: JsonElement) =
+        match r.TryGetProperty "input" with
+        | true, input when input.ValueKind = JsonValueKind.Object ->
+            let names = [
+                match input.TryGetProperty "filenames" with
+                | true, n when n.ValueKind = JsonValueKind.Array ->
+                    for x in n.EnumerateArray() do
+                        x.GetString()
+                | _ -> ()
+            ]
+
+            match names, input.GetProperty "value" with
+            | [], v when v.ValueKind = JsonValueKind.String -> v.GetString()
+            | [], v -> $"{v.GetArrayLength()} uploads"
+            | [ one ], _ -> one
+            | first :: rest, _ -> $"{first} +{rest.Length}"
+        | _ -> ""
+
+    let private runRow (r: JsonElement) : Ui.Cell list =
         let progress =
             match r.GetProperty "progress" with
-            | p when p.ValueKind = JsonValueKind.Number -> $"{p.GetDouble():F0}%%"
+            | p when p.ValueKind = JsonValueKind.Number && text r "status" = "running" -> $"{p.GetDouble():F0}%%"
             | _ -> ""
 
-        String.Format(
-            "{0,-36}  {1,-24}  {2,-9}  {3,5}  {4,-20}  {5}",
-            text r "run_id",
-            text r "tool_id",
-            text r "status",
-            progress.Replace("%%", "%"),
-            (match DateTimeOffset.TryParse(text r "created_at") with
-             | true, t -> t.ToLocalTime().ToString "yyyy-MM-dd HH:mm:ss"
-             | false, _ -> text r "created_at"),
-            text r "name"
-        )
+        [
+            Ui.Plain(text r "run_id")
+            Ui.Plain(text r "tool_id")
+            Ui.State(text r "status")
+            Ui.Plain(progress.Replace("%%", "%"))
+            Ui.Dim(when' r "created_at")
+            Ui.Plain(inputOf r)
+            Ui.Plain(text r "name")
+        ]
 
     /// `cts runs list [--status S] [--tool T] [--limit N] [--all]`.
     let list (ctx: CommandContext) (args: ParseResults<RunsListArgs>) : int =
@@ -120,20 +134,7 @@ module RunsCommands =
                 elif runs.Count = 0 then
                     ctx.Out.WriteLine "no runs"
                 else
-                    ctx.Out.WriteLine(
-                        String.Format(
-                            "{0,-36}  {1,-24}  {2,-9}  {3,5}  {4,-20}  {5}",
-                            "RUN",
-                            "TOOL",
-                            "STATUS",
-                            "DONE",
-                            "CREATED",
-                            "NAME"
-                        )
-                    )
-
-                    for r in runs do
-                        ctx.Out.WriteLine(runRow r)
+                    Ui.table ctx [ "RUN"; "TOOL"; "STATUS"; "DONE"; "CREATED"; "INPUT"; "NAME" ] (Seq.map runRow runs)
 
                     match cursor with
                     | Some _ -> ctx.Err.WriteLine "more runs: --all for every page"
@@ -151,15 +152,24 @@ module RunsCommands =
         else
             ctx.Out.WriteLine $"""run {text r "run_id"}: {text r "tool_id"}, {text r "status"}"""
 
-            for name in [ "name"; "created_at"; "started_at"; "completed_at"; "error" ] do
-                match text r name with
+            let rows = [
+                match text r "name" with
                 | "" -> ()
-                | v -> ctx.Out.WriteLine $"  {name}: {v}"
+                | v -> [ Ui.Dim "name"; Ui.Plain v ]
+                [ Ui.Dim "input"; Ui.Plain(inputOf r) ]
+                for name in [ "created_at"; "started_at"; "completed_at" ] do
+                    match text r name with
+                    | "" -> ()
+                    | _ -> [ Ui.Dim(name.Replace("_at", "")); Ui.Plain(when' r name) ]
+                match text r "error" with
+                | "" -> ()
+                | v -> [ Ui.Dim "error"; Ui.Plain v ]
+                [ Ui.Dim "params"; Ui.Plain(r.GetProperty("params").GetRawText()) ]
+                for a in r.GetProperty("artifacts").EnumerateArray() do
+                    [ Ui.Dim "artifact"; Ui.Plain(a.GetString()) ]
+            ]
 
-            ctx.Out.WriteLine $"""  params: {r.GetProperty("params").GetRawText()}"""
-
-            for a in r.GetProperty("artifacts").EnumerateArray() do
-                ctx.Out.WriteLine $"  artifact: {a.GetString()}"
+            Ui.table ctx [ ""; "" ] rows
 
     /// `cts runs get ID`.
     let get (ctx: CommandContext) (args: ParseResults<RunIdArgs>) : int =
@@ -265,20 +275,15 @@ module RunsCommands =
                     if all.IsEmpty then
                         ctx.Out.WriteLine "no artifacts"
                     else
-                        ctx.Out.WriteLine(
-                            String.Format("{0,-36}  {1,-36}  {2,10}  {3}", "ARTIFACT", "RUN", "SIZE", "FILE")
-                        )
-
-                        for a in all do
-                            ctx.Out.WriteLine(
-                                String.Format(
-                                    "{0,-36}  {1,-36}  {2,10}  {3}",
-                                    text a "artifact_id",
-                                    text a "run_id",
-                                    size (a.GetProperty("size").GetInt64()),
-                                    text a "filename"
-                                )
-                            )
+                        Ui.table ctx [ "ARTIFACT"; "RUN"; "SIZE"; "FILE" ] [
+                            for a in all ->
+                                [
+                                    Ui.Plain(text a "artifact_id")
+                                    Ui.Dim(text a "run_id")
+                                    Ui.Plain(size (a.GetProperty("size").GetInt64()))
+                                    Ui.Plain(text a "filename")
+                                ]
+                        ]
 
                 return ExitCode.Ok
         })
@@ -432,30 +437,16 @@ module RunsCommands =
                     if all.IsEmpty then
                         ctx.Out.WriteLine "no uploads"
                     else
-                        ctx.Out.WriteLine(
-                            String.Format(
-                                "{0,-36}  {1,10}  {2,-5}  {3,-20}  {4}",
-                                "UPLOAD",
-                                "SIZE",
-                                "TYPE",
-                                "CREATED",
-                                "FILE"
-                            )
-                        )
-
-                        for u in all do
-                            ctx.Out.WriteLine(
-                                String.Format(
-                                    "{0,-36}  {1,10}  {2,-5}  {3,-20}  {4}",
-                                    text u "upload_id",
-                                    size (u.GetProperty("size").GetInt64()),
-                                    text u "content_type",
-                                    (match DateTimeOffset.TryParse(text u "created_at") with
-                                     | true, t -> t.ToLocalTime().ToString "yyyy-MM-dd HH:mm:ss"
-                                     | false, _ -> ""),
-                                    text u "filename"
-                                )
-                            )
+                        Ui.table ctx [ "UPLOAD"; "SIZE"; "TYPE"; "CREATED"; "FILE" ] [
+                            for u in all ->
+                                [
+                                    Ui.Plain(text u "upload_id")
+                                    Ui.Plain(size (u.GetProperty("size").GetInt64()))
+                                    Ui.Plain(text u "content_type")
+                                    Ui.Dim(when' u "created_at")
+                                    Ui.Plain(text u "filename")
+                                ]
+                        ]
 
                 return ExitCode.Ok
         })

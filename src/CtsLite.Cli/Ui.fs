@@ -67,10 +67,12 @@ module Ui =
         | State of string
         | Dim of string
 
-    /// Writes an aligned table to standard output: a header row, then one row per entry, no
-    /// borders (so that it reads the same on a terminal and through `grep` or `awk`).
+    /// Writes an aligned table to standard output: a header row (none when every header is
+    /// empty: a list of fields), then one row per entry, no borders (so that it reads the same
+    /// on a terminal and through `grep` or `awk`).
     let table (ctx: CommandContext) (headers: string list) (rows: Cell list seq) : unit =
-        let t = Table(Border = TableBorder.None, ShowHeaders = true)
+        let t =
+            Table(Border = TableBorder.None, ShowHeaders = List.exists (fun h -> h <> "") headers)
 
         for h in headers do
             t.AddColumn(TableColumn(Text(h, Style(decoration = Decoration.Bold)), NoWrap = true))

@@ -246,6 +246,122 @@ let all =
                 Expect.equal after before "no run was created"
                 Expect.equal uploadsAfter uploadsBefore "nothing was uploaded")
         }
+        test "the service keeps the names users gave: a run's input, its report; a DBC goes with its imports" {
+            Tests.withService (fun url ->
+                let cts (args: string list) = cts (args @ [ "--url"; url ])
+                let out = TestEnv.tempDir "run-names"
+                let route = Path.Combine(routeDir (), "5ca1ab1e5ca1ab1e|2025-01-16--07-45-12")
+
+                let code, _, err = cts [ "run"; "log-summary"; route; "--out-dir"; out ]
+                Expect.equal code 0 err
+                Expect.equal (eventsIn out) RouteEvents "the route's logs went up as one input"
+
+                let names = [ for i in 0..2 -> $"5ca1ab1e5ca1ab1e|2025-01-16--07-45-12--{i}.rlog.zst" ]
+
+                let code, listed, err = cts [ "--json"; "runs"; "list" ]
+                Expect.equal code 0 err
+                let run = JsonDocument.Parse(listed).RootElement.GetProperty("runs")[0]
+                let input = run.GetProperty "input"
+                Expect.equal (input.GetProperty("type").GetString()) "uploads" "three uploads"
+                Expect.equal (input.GetProperty("value").GetArrayLength()) 3 "their ids"
+
+                Expect.equal
+                    [ for n in input.GetProperty("filenames").EnumerateArray() -> n.GetString() ]
+                    names
+                    "each by its segment's name, in order"
+
+                let report = File.ReadAllText(Path.Combine(out, "log_summary.html"))
+
+                for name in names do
+                    Expect.stringContains report name "the report names each log as the user knows it"
+
+                Expect.isFalse (report.Contains "upload ") "and no upload id stands in for a name"
+
+                let code, human, err = cts [ "runs"; "list" ]
+                Expect.equal code 0 err
+                Expect.stringContains human $"{names[0]} +2" "runs list shows the input"
+
+                // toyota_nodsu_pt.dbc holds no messages of its own: WHEEL_SPEEDS is in a file it
+                // imports, which the service has not got unless the CLI sends it along.
+                let dbc =
+                    Path.Combine(
+                        TestEnv.sharedDir (),
+                        "reference",
+                        "opendbc",
+                        "generator",
+                        "toyota",
+                        "toyota_nodsu_pt.dbc"
+                    )
+
+                let rav4 =
+                    Path.Combine(
+                        TestEnv.sharedDir (),
+                        "data",
+                        "rlogs",
+                        "derived",
+                        "comma2k19_rav4_b0c9d2329ad1606b_2018-08-02--08-34-47--40.rlog.zst"
+                    )
+
+                let out = TestEnv.tempDir "run-dbc-imports"
+
+                let code, _, err =
+                    cts [
+                        "run"
+                        "signal-export"
+                        rav4
+                        "-p"
+                        $"dbc={dbc}"
+                        "-p"
+                        "signals=WHEEL_SPEEDS.WHEEL_SPEED_FL"
+                        "--out-dir"
+                        out
+                    ]
+
+                Expect.equal code 0 err
+
+                let speeds =
+                    File.ReadAllLines(Path.Combine(out, "signals.csv"))
+                    |> Array.skip 1
+                    |> Array.choose (fun line ->
+                        match Double.TryParse(line.Split(',')[2], Globalization.CultureInfo.InvariantCulture) with
+                        | true, v -> Some v
+                        | false, _ -> None)
+
+                Expect.isGreaterThan speeds.Length 500 "the imported message decoded on the service"
+                Expect.isTrue (speeds |> Array.exists (fun v -> v > 20.0)) "as wheel speeds in km/h"
+
+                let code, uploads, err = cts [ "--json"; "uploads"; "list" ]
+                Expect.equal code 0 err
+
+                Expect.contains
+                    [
+                        for u in JsonDocument.Parse(uploads).RootElement.GetProperty("uploads").EnumerateArray() ->
+                            u.GetProperty("filename").GetString()
+                    ]
+                    "toyota_nodsu_pt.dbc"
+                    "the DBC went up under its own name"
+
+                // A DBC with an error is refused here, with where, and nothing is sent.
+                let broken = Path.Combine(TestEnv.tempDir "broken-dbc", "broken.dbc")
+                File.WriteAllText(broken, "VERSION \"\"\nBO_ x Broken: 8 XXX\n")
+
+                let code, _, err =
+                    cts [
+                        "run"
+                        "signal-export"
+                        rav4
+                        "-p"
+                        $"dbc={broken}"
+                        "-p"
+                        "signals=Broken.X"
+                    ]
+
+                Expect.equal code ExitCode.ClientError "exit 1"
+                Expect.stringContains err "broken.dbc:2:5" "the error's place"
+                let code, after, _ = cts [ "--json"; "uploads"; "list" ]
+                Expect.equal code 0 "listed"
+                Expect.equal after uploads "nothing was uploaded")
+        }
         test "ping --wait waits for a service that is starting" {
             let port = Tests.closedPort ()
             use started = new Threading.ManualResetEventSlim()

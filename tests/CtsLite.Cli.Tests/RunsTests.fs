@@ -246,7 +246,7 @@ let all =
                 Expect.equal code 0 err
                 Expect.stringContains table id "listed"
                 Expect.stringContains table "completed" "its state"
-                Expect.stringContains table "100%" "its progress"
+                Expect.stringContains table "default.rlog.zst" "its input, by name"
 
                 let code, shown, err = cts [ "runs"; "get"; id ]
                 Expect.equal code 0 err
