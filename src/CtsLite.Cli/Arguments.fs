@@ -63,7 +63,8 @@ type LogArgs =
             | Schema _ -> "decode with this schema: a compiled CodeGeneratorRequest or a .capnp file (needs capnp)."
             | Decompressor _ ->
                 "zstd decoder: auto (native libzstd where it loads, else managed; the default), native or managed."
-            | Info _ -> "one JSON object of counts: events per service, time span, CAN frames per src."
+            | Info _ ->
+                "counts as tables: events per service, time span, CAN frames per src (--json: one JSON document)."
             | Dump _ -> "every event as one JSON line, as `capnp convert --short binary:json` prints it."
             | Can _ -> "CAN frames as CSV: log_mono_time_ns,kind,src,address,data_hex."
 
@@ -468,6 +469,23 @@ type VersionArgs =
             match this with
             | Client -> "only this cts's version (as cts --version prints it), without asking the service."
 
+/// The shells `cts completion` writes a script for.
+[<RequireQualifiedAccess>]
+type CompletionShell =
+    | Bash
+    | Zsh
+    | Fish
+
+/// `cts completion`.
+[<RequireQualifiedAccess>]
+type CompletionArgs =
+    | [<MainCommand; Mandatory>] Shell of shell: CompletionShell
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Shell _ -> "the shell: bash, zsh or fish."
+
 /// `cts` and its subcommands. `--url`, `--token` and `--timeout` may be written anywhere on the
 /// line (they are moved before the subcommand); the inherited options apply to every subcommand.
 [<RequireSubcommand>]
@@ -493,6 +511,7 @@ type CtsArgs =
     | [<CliPrefix(CliPrefix.None)>] Art of ParseResults<ArtArgs>
     | [<CliPrefix(CliPrefix.None)>] Upload of ParseResults<UploadArgs>
     | [<CliPrefix(CliPrefix.None)>] Uploads of ParseResults<UploadsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Completion of ParseResults<CompletionArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -518,6 +537,8 @@ type CtsArgs =
             | Art _ -> "a run's artifacts on the service: list, get."
             | Upload _ -> "upload files to the service (content-deduplicated); prints their ids."
             | Uploads _ -> "the service's uploads: list, rm."
+            | Completion _ ->
+                "print the shell completion script: source <(cts completion bash), or zsh, or fish (commands, options, tool ids)."
             | Mon _ ->
                 "live monitors of a car's CAN and panda state: run (here), start, ls, stream, stop (on the service)."
 

@@ -169,6 +169,9 @@ let private runWith
                         | ArtArgs.List a -> RunsCommands.artifacts ctx a
                         | ArtArgs.Get a -> RunsCommands.download ctx a
                     | Upload a -> RunsCommands.upload ctx a
+                    | Completion a ->
+                        out.Write(Completion.script (a |> Results.pick (fun (CompletionArgs.Shell s) -> Some s)))
+                        ExitCode.Ok
                     | Uploads uploadsArgs ->
                         match uploadsArgs.GetSubCommand() with
                         | UploadsArgs.List a -> RunsCommands.uploads ctx a
@@ -222,6 +225,15 @@ let private runOn (terminals: Terminals) (argv: string array) (stdout: Stream) (
         // Before any parsing: scripts ask for it to pick their behaviour, and it must be instant.
         | [| "--version" |] ->
             out.WriteLine CtsLite.Product.version
+            ExitCode.Ok
+        // What a shell asks on every Tab: candidates one per line, never an error.
+        | _ when argv.Length > 0 && argv[0] = Completion.Command ->
+            let parser =
+                ArgumentParser.Create<CtsArgs>(programName = "cts", checkStructure = false)
+
+            for word in Completion.candidates parser (List.ofArray argv[1..]) do
+                out.WriteLine word
+
             ExitCode.Ok
         | _ -> runWith terminals argv out stdout err
     finally

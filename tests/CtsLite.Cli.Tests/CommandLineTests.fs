@@ -362,6 +362,69 @@ let all =
                 Expect.equal code 0 "listed"
                 Expect.equal after uploads "nothing was uploaded")
         }
+        test "completion: scripts for bash, zsh and fish; words from the commands and the catalog" {
+            let words (line: string list) =
+                let code, out, err = cts (Completion.Command :: line)
+                Expect.equal code 0 err
+                out.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> List.ofArray
+
+            Expect.containsAll (words [ "" ]) [ "run"; "runs"; "log"; "mon"; "completion" ] "commands"
+            Expect.equal (words [ "ru" ]) [ "run"; "runs" ] "by prefix"
+
+            Expect.containsAll
+                (words [ "run"; "" ])
+                (CtsLite.Tools.Catalog.descriptors |> List.map _.Id)
+                "tool ids after run"
+
+            Expect.containsAll (words [ "run"; "--" ]) [ "--out-dir"; "--follow"; "--url"; "--json" ] "its options"
+
+            Expect.containsAll
+                (words [ "--url"; "http://x"; "run"; "can-bitwatch"; "x.rlog"; "-p"; "w" ])
+                [ "watch="; "watch_file="; "window_start="; "window_dur=" ]
+                "parameter names of the tool given, past a global option's value"
+
+            Expect.containsAll (words [ "mon"; "run"; "" ]) [ "can_bus_check"; "panda_state" ] "monitor ids"
+            Expect.containsAll (words [ "log"; "info"; "--" ]) [ "--strict"; "--json" ] "inherited options"
+            Expect.equal (words [ "runs"; "list"; "--status"; "c" ]) [ "completed"; "canceled" ] "values"
+            Expect.isEmpty (words [ "log"; "info"; "" ]) "a file: the shell offers file names"
+
+            for shell in [ "bash"; "zsh"; "fish" ] do
+                let code, script, err = cts [ "completion"; shell ]
+                Expect.equal code 0 err
+                Expect.stringContains script "cts __complete" $"{shell}: asks cts for the words"
+
+            // The bash script, sourced in a real bash, with this cts on the PATH.
+            let code, script, _ = cts [ "completion"; "bash" ]
+            Expect.equal code 0 "bash script"
+            let dir = TestEnv.tempDir "completion"
+            File.WriteAllText(Path.Combine(dir, "cts.bash"), script)
+
+            let bin =
+                Path.GetDirectoryName(typeof<CtsLite.Cli.CommandContext>.Assembly.Location)
+
+            let exe = Path.Combine(bin, "cts")
+            File.WriteAllText(Path.Combine(dir, "cts"), $"#!/bin/sh\nexec \"{exe}\" \"$@\"\n")
+            File.SetUnixFileMode(Path.Combine(dir, "cts"), enum<UnixFileMode> 0o755)
+
+            let psi =
+                Diagnostics.ProcessStartInfo(
+                    "bash",
+                    [
+                        "-c"
+                        "source cts.bash; COMP_WORDS=(cts run log-s); COMP_CWORD=2; _cts; printf '%s\\n' \"${COMPREPLY[@]}\""
+                    ],
+                    WorkingDirectory = dir,
+                    RedirectStandardOutput = true,
+                    RedirectStandardError = true
+                )
+
+            psi.Environment["PATH"] <- dir + ":" + Environment.GetEnvironmentVariable "PATH"
+            use bash = Diagnostics.Process.Start psi
+            let said = bash.StandardOutput.ReadToEnd()
+            let err = bash.StandardError.ReadToEnd()
+            bash.WaitForExit()
+            Expect.equal (said.Trim()) "log-summary" $"bash completes the tool id ({err})"
+        }
         test "ping --wait waits for a service that is starting" {
             let port = Tests.closedPort ()
             use started = new Threading.ManualResetEventSlim()
