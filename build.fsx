@@ -61,7 +61,7 @@ let build () =
     ]
 
 /// Debian packages the tests need, keyed by the command each provides.
-let debianPackages = [ "capnp", "capnproto"; "chromium", "chromium" ]
+let debianPackages = [ "capnp", "capnproto"; "chromium", "chromium"; "tmux", "tmux" ]
 
 let private onPath (command: string) =
     (Environment.GetEnvironmentVariable "PATH").Split(':')

@@ -12,6 +12,7 @@ let all =
              MonTests.all
              RunsTests.all
              CommandLineTests.all
+             TerminalTests.all
              PackageTests.all
              MemoryTests.all
          ])
