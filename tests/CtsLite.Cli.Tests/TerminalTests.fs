@@ -12,6 +12,7 @@ open System.Text.Json
 open System.Threading
 open System.Threading.Tasks
 open Expecto
+open CtsLite.Cli
 open CtsLite.Tests
 
 let private segment () =
@@ -59,7 +60,10 @@ type private Proxy(targetUrl: string, bytesPerSecond: int option, cutFirstStream
                 else
                     let text = Encoding.Latin1.GetString(buffer, 0, min n 512)
 
-                    if text.StartsWith("GET ", StringComparison.Ordinal) || text.StartsWith("POST ", StringComparison.Ordinal) then
+                    if
+                        text.StartsWith("GET ", StringComparison.Ordinal)
+                        || text.StartsWith("POST ", StringComparison.Ordinal)
+                    then
                         heads.Enqueue text
 
                         if cutFirstStream && isLogStream text && Interlocked.Increment(&streamsCut) = 1 then
@@ -90,7 +94,10 @@ type private Proxy(targetUrl: string, bytesPerSecond: int option, cutFirstStream
                     let data = all.IndexOf("event: log\ndata: ", StringComparison.Ordinal)
 
                     let ending =
-                        if data < 0 then -1 else all.IndexOf("\n\n", data, StringComparison.Ordinal)
+                        if data < 0 then
+                            -1
+                        else
+                            all.IndexOf("\n\n", data, StringComparison.Ordinal)
 
                     if ending < 0 then
                         do! fromClient.WriteAsync(buffer, 0, n)
@@ -114,26 +121,25 @@ type private Proxy(targetUrl: string, bytesPerSecond: int option, cutFirstStream
 
     do listener.Start()
 
-    let accept () : Task =
-        task {
-            try
-                while not stop.IsCancellationRequested do
-                    let! client = listener.AcceptTcpClientAsync(stop.Token)
+    let accept () : Task = task {
+        try
+            while not stop.IsCancellationRequested do
+                let! client = listener.AcceptTcpClientAsync(stop.Token)
 
-                    let _: Task =
-                        Task.Run(
-                            Func<Task>(fun () -> task {
-                                try
-                                    do! serve client
-                                with _ ->
-                                    ()
-                            })
-                        )
+                let _: Task =
+                    Task.Run(
+                        Func<Task>(fun () -> task {
+                            try
+                                do! serve client
+                            with _ ->
+                                ()
+                        })
+                    )
 
-                    ()
-            with _ ->
                 ()
-        }
+        with _ ->
+            ()
+    }
 
     let accepting: Task = Task.Run(Func<Task>(fun () -> accept ()))
 
@@ -172,7 +178,12 @@ let private inTmux (command: string) (finished: string) : string list =
 
     let tmux (args: string list) =
         let info =
-            ProcessStartInfo("tmux", "-L" :: socket :: args, RedirectStandardOutput = true, RedirectStandardError = true)
+            ProcessStartInfo(
+                "tmux",
+                "-L" :: socket :: args,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true
+            )
 
         info.Environment.Remove "NO_COLOR" |> ignore
         use p = Process.Start info
@@ -182,7 +193,17 @@ let private inTmux (command: string) (finished: string) : string list =
         p.ExitCode, out, err
 
     let code, _, err =
-        tmux [ "new-session"; "-d"; "-x"; "120"; "-y"; "40"; "-s"; "cts"; $"{command}; sleep 60" ]
+        tmux [
+            "new-session"
+            "-d"
+            "-x"
+            "120"
+            "-y"
+            "40"
+            "-s"
+            "cts"
+            $"{command}; sleep 60"
+        ]
 
     Expect.equal code 0 $"tmux started ({err})"
 
@@ -201,6 +222,64 @@ let private inTmux (command: string) (finished: string) : string list =
         List.ofSeq shots
     finally
         tmux [ "kill-server" ] |> ignore
+
+/// A route of `count` segments under a folder of its own, each segment a link to the synthetic
+/// segment: a long drive that costs no disk. Returns the folder and the route's address in it.
+let private longRoute (count: int) =
+    let root = TestEnv.tempDir "long-route"
+
+    for i in 0 .. count - 1 do
+        let segment' =
+            Directory.CreateDirectory(Path.Combine(root, $"0123456789abcdef|2025-02-01--08-00-00--{i}"))
+
+        File.CreateSymbolicLink(Path.Combine(segment'.FullName, "rlog.zst"), segment ())
+        |> ignore
+
+    root, "0123456789abcdef|2025-02-01--08-00-00"
+
+/// Starts `cts` (the built program) with `args`; its stderr lines as they come.
+let private start (args: string list) =
+    let bin =
+        Path.GetDirectoryName(typeof<CtsLite.Cli.CommandContext>.Assembly.Location)
+
+    let info =
+        ProcessStartInfo(
+            Path.Combine(bin, "cts"),
+            args,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false
+        )
+
+    let proc = Process.Start info
+    let lines = new BlockingCollection<string>()
+    let all = ConcurrentQueue<string>()
+
+    proc.ErrorDataReceived.Add(fun e ->
+        if not (isNull e.Data) then
+            all.Enqueue e.Data
+            lines.Add e.Data)
+
+    proc.BeginErrorReadLine()
+    let out = proc.StandardOutput.ReadToEndAsync()
+
+    let waitFor (text: string) =
+        let deadline = DateTime.UtcNow.AddSeconds 60.0
+        let mutable found = false
+
+        while not found && DateTime.UtcNow < deadline do
+            let mutable line = null
+
+            if lines.TryTake(&line, 200) then
+                found <- line.Contains text
+
+        Expect.isTrue found $"""cts said '{text}': {String.Join("\n", all)}"""
+
+    let interrupt () =
+        use kill = Process.Start("kill", [ "-INT"; string proc.Id ])
+        kill.WaitForExit()
+
+    proc, waitFor, interrupt, out, (fun () -> String.Join("\n", all))
 
 let all =
     testList "connections and terminals" [
@@ -233,6 +312,71 @@ let all =
                 Expect.equal (runLines runErr) whole $"each line once, in order, nothing else: {runErr}"
                 Expect.isTrue (File.Exists(Path.Combine(out, "log_summary.json"))) "and the artifacts came")
         }
+        test "Ctrl+C on cts run: once cancels the run on the service (exit 4), twice leaves it running (130)" {
+            let root, route = longRoute 60
+
+            Tests.withServiceConfig
+                (fun c -> {
+                    c with
+                        InputRoots = [ root; TestEnv.sharedDir () ]
+                })
+                (fun url ->
+                    let proc, waitFor, interrupt, out, said =
+                        start [
+                            "run"
+                            "log-summary"
+                            "--path"
+                            route
+                            "--url"
+                            url
+                            "--out-dir"
+                            TestEnv.tempDir "ctrl-c"
+                        ]
+
+                    use proc = proc
+                    waitFor "info: started log-summary"
+                    interrupt ()
+                    waitFor "canceling run"
+                    Expect.isTrue (proc.WaitForExit 60_000) "ends once the run has"
+                    Expect.equal proc.ExitCode 4 (said ())
+                    Expect.stringContains out.Result ": canceled" "says how the run ended"
+                    let id = runIdIn out.Result
+                    let code, shown, err = Tests.cts [ "--json"; "runs"; "get"; id; "--url"; url ]
+                    Expect.equal code 0 err
+
+                    Expect.equal
+                        (JsonDocument.Parse(shown).RootElement.GetProperty("status").GetString())
+                        "canceled"
+                        "canceled on the service"
+
+                    let proc, waitFor, interrupt, _, said =
+                        start [
+                            "run"
+                            "log-summary"
+                            "--path"
+                            route
+                            "--url"
+                            url
+                            "--out-dir"
+                            TestEnv.tempDir "ctrl-c2"
+                        ]
+
+                    use proc = proc
+                    waitFor "info: started log-summary"
+                    interrupt ()
+                    waitFor "canceling run"
+                    interrupt ()
+                    Expect.isTrue (proc.WaitForExit 10_000) "leaves at once"
+                    Expect.equal proc.ExitCode 130 (said ())
+                    waitFor "left run"
+
+                    let code, listed, err = Tests.cts [ "--json"; "runs"; "list"; "--url"; url ]
+                    Expect.equal code 0 err
+                    let second = JsonDocument.Parse(listed).RootElement.GetProperty("runs")[0]
+                    let status = second.GetProperty("status").GetString()
+                    // The first press asked for the cancel already; the second leaves without waiting.
+                    Expect.contains [ "running"; "canceled"; "completed" ] status "the run is the service's now")
+        }
         test "on a terminal: a progress bar while uploading, then the live log; piped, no control characters" {
             Tests.withService (fun url ->
                 // Four segments in one file (10 MB) at 2 MB/s: the upload lasts long enough to be
@@ -241,7 +385,9 @@ let all =
                 let out = TestEnv.tempDir "terminal"
                 let big = Path.Combine(TestEnv.tempDir "terminal-log", "four.rlog.zst")
                 File.WriteAllBytes(big, Array.concat (List.replicate 4 (File.ReadAllBytes(segment ()))))
-                let bin = Path.GetDirectoryName(typeof<CtsLite.Cli.CommandContext>.Assembly.Location)
+
+                let bin =
+                    Path.GetDirectoryName(typeof<CtsLite.Cli.CommandContext>.Assembly.Location)
 
                 let exe = Path.Combine(bin, "cts")
                 let log = big
@@ -256,11 +402,11 @@ let all =
                     shots
                     |> List.filter (fun s -> s.Contains "upload four.rlog.zst" && s.Contains "%")
 
-                Expect.isNonEmpty bars $"""a progress bar for the upload, with its share done: {String.Join("\n=====\n", shots |> List.distinct)}"""
+                Expect.isNonEmpty
+                    bars
+                    $"""a progress bar for the upload, with its share done: {String.Join("\n=====\n", shots |> List.distinct)}"""
 
-                Expect.isTrue
-                    (bars |> List.exists (fun s -> not (s.Contains "100%")))
-                    "seen while it was under way"
+                Expect.isTrue (bars |> List.exists (fun s -> not (s.Contains "100%"))) "seen while it was under way"
 
                 Expect.stringContains last "EXIT-0" "the run completed"
                 Expect.stringContains last "info: started log-summary" "the live log on the terminal"
