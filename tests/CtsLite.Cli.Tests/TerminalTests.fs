@@ -281,6 +281,75 @@ let private start (args: string list) =
 
     proc, waitFor, interrupt, out, (fun () -> String.Join("\n", all))
 
+/// The service as its own process on a free loopback port, for the length of `f` (its URL).
+let private withServerProcess (variables: (string * string) list) (f: string -> unit) =
+    let info =
+        ProcessStartInfo(
+            "dotnet",
+            [ Path.Combine(TestEnv.projectOutput "CtsLite.Server", "CtsLite.Server.dll") ],
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false
+        )
+
+    for key in List.ofSeq info.Environment.Keys do
+        if key.StartsWith "CTS_" then
+            info.Environment.Remove key |> ignore
+
+    for key, value in
+        [ "CTS_API_PORT", "0"; "CTS_DATA_DIR", TestEnv.tempDir "server-process" ]
+        @ variables do
+        info.Environment[key] <- value
+
+    use server = Process.Start info
+    let output = ConcurrentQueue<string>()
+    use listening = new ManualResetEventSlim()
+    let mutable url = ""
+
+    let take (line: string) =
+        if not (isNull line) then
+            output.Enqueue line
+
+            let m =
+                RegularExpressions.Regex.Match(line, @"listening on (http://127\.0\.0\.1:\d+)")
+
+            if m.Success then
+                url <- m.Groups[1].Value
+                listening.Set()
+
+    server.OutputDataReceived.Add(fun e -> take e.Data)
+    server.ErrorDataReceived.Add(fun e -> take e.Data)
+    server.BeginOutputReadLine()
+    server.BeginErrorReadLine()
+
+    try
+        Expect.isTrue
+            (listening.Wait(TimeSpan.FromSeconds 60.0))
+            $"""the service started: {String.Join("\n", output)}"""
+
+        f url
+    finally
+        server.Kill true
+        server.WaitForExit()
+
+/// `cts` (the built program) as its own process: exit code, stdout, stderr.
+let private ctsProcess (args: string list) =
+    let bin =
+        Path.GetDirectoryName(typeof<CtsLite.Cli.CommandContext>.Assembly.Location)
+
+    let info =
+        ProcessStartInfo(Path.Combine(bin, "cts"), args, RedirectStandardOutput = true, RedirectStandardError = true)
+
+    for key in List.ofSeq info.Environment.Keys do
+        if key.StartsWith "CTS_" then
+            info.Environment.Remove key |> ignore
+
+    use p = Process.Start info
+    let out = p.StandardOutput.ReadToEndAsync()
+    let err = p.StandardError.ReadToEnd()
+    p.WaitForExit()
+    p.ExitCode, out.Result, err
+
 let all =
     testList "connections and terminals" [
         test "a run's live log survives a dropped connection: resumed, no line twice or missing" {
@@ -376,6 +445,65 @@ let all =
                     let status = second.GetProperty("status").GetString()
                     // The first press asked for the cancel already; the second leaves without waiting.
                     Expect.contains [ "running"; "canceled"; "completed" ] status "the run is the service's now")
+        }
+        test "the real cts against the real service process: a user's session, human and --json" {
+            withServerProcess [] (fun url ->
+                let cts (args: string list) =
+                    let code, out, err = ctsProcess (args @ [ "--url"; url ])
+                    Expect.equal code 0 $"cts {String.Join(' ', args)}: {err}"
+                    out, err
+
+                let out, _ = cts [ "ping" ]
+                Expect.stringContains out "healthy" "ping"
+                let out, _ = cts [ "--json"; "ping" ]
+
+                Expect.equal
+                    (JsonDocument.Parse(out).RootElement.GetProperty("status").GetString())
+                    "healthy"
+                    "ping --json"
+
+                let out, _ = cts [ "cap" ]
+                Expect.stringContains out "cruise-control-analyzer" "cap"
+                let out, _ = cts [ "--json"; "cap" ]
+
+                Expect.isGreaterThan
+                    (JsonDocument.Parse(out).RootElement.GetProperty("tools").GetArrayLength())
+                    0
+                    "cap --json"
+
+                let out, _ = cts [ "version" ]
+                Expect.stringContains out CtsLite.Product.version "version"
+
+                let dir = TestEnv.tempDir "session"
+                let out, err = cts [ "run"; "log-summary"; segment (); "--out-dir"; dir ]
+                Expect.stringContains err "info: completed" "the live log"
+                let id = runIdIn out
+                Expect.isTrue (File.Exists(Path.Combine(dir, "log_summary.html"))) "downloaded"
+
+                let out, _ = cts [ "runs"; "list" ]
+                Expect.stringContains out id "runs list"
+                Expect.stringContains out "default.rlog.zst" "with its input"
+                let out, _ = cts [ "--json"; "runs"; "get"; id ]
+
+                Expect.equal
+                    (JsonDocument.Parse(out).RootElement.GetProperty("status").GetString())
+                    "completed"
+                    "runs get --json"
+
+                let out, _ = cts [ "logs"; id ]
+                Expect.stringContains out "completed: 71943 events" "logs"
+                let out, _ = cts [ "--json"; "art"; "list"; id ]
+                let artifacts = JsonDocument.Parse(out).RootElement.GetProperty("artifacts")
+                Expect.equal (artifacts.GetArrayLength()) 2 "art list --json"
+                let first = artifacts[0].GetProperty("artifact_id").GetString()
+                let out, _ = cts [ "art"; "get"; first; "--stdout" ]
+                Expect.isGreaterThan out.Length 0 "art get --stdout"
+                let out, _ = cts [ "uploads"; "list" ]
+                Expect.stringContains out "default.rlog.zst" "uploads list"
+
+                let code, _, err = ctsProcess [ "runs"; "get"; "nope"; "--url"; url ]
+                Expect.equal code 1 "a 404 is the request's fault"
+                Expect.stringContains err "request" "with the service's request id")
         }
         test "on a terminal: a progress bar while uploading, then the live log; piped, no control characters" {
             Tests.withService (fun url ->
