@@ -205,8 +205,19 @@ let all =
             ]
             |> ignore
 
-            let listed = succeed work [] (Path.Combine(tools, "cts")) [ "tools" ]
+            let cts = Path.Combine(tools, "cts")
+            let listed = succeed work [] cts [ "tools" ]
             Expect.stringContains listed "cruise-control-analyzer" "the installed cts lists the tools"
+            Expect.equal ((succeed work [] cts [ "--version" ]).Trim()) version "cts --version is the package's"
+
+            let runOut = Path.Combine(work, "cts-run")
+
+            let ran =
+                succeed work [] cts [ "run"; "--local"; "log-summary"; input; "--out-dir"; runOut ]
+
+            Expect.stringContains ran "log_summary.json" "a local run of the installed tool"
+
+            Expect.isTrue (File.Exists(Path.Combine(runOut, "log_summary.json"))) "its artifacts where it said"
 
             // This machine's own package was chosen, precompiled (an R2R image has a native header).
             let rid = Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier
