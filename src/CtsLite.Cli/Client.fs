@@ -128,8 +128,9 @@ module Client =
     /// GETs `path` and returns the status and parsed JSON body. A non-success status is an error
     /// unless it is in `accept` (health answers 503 with a full body when unhealthy). A GET is
     /// idempotent: 429, 502, 503, 504 (not accepted) and failed connections are tried again
-    /// `Retries` times with back-off.
-    let getJson
+    /// `retries` times with back-off.
+    let getJsonWith
+        (retries: int)
         (http: HttpClient)
         (baseUrl: string)
         (path: string)
@@ -152,14 +153,23 @@ module Client =
                         result <- Some(Ok(status, JsonDocument.Parse body))
                     with :? JsonException ->
                         result <- Some(Error(ClientError.BadResponse(url, "not JSON")))
-                elif transient status && attempt <= Retries then
+                elif transient status && attempt <= retries then
                     do! Task.Delay(backOff attempt (Some response))
                 else
                     result <- Some(Error(ClientError.Status(url, status, problemDetail body)))
             with
-            | :? HttpRequestException when attempt <= Retries -> do! Task.Delay(backOff attempt None)
+            | :? HttpRequestException when attempt <= retries -> do! Task.Delay(backOff attempt None)
             | :? HttpRequestException as e -> result <- Some(Error(ClientError.Unreachable(url, e.Message)))
             | :? TaskCanceledException -> result <- Some(Error(ClientError.Unreachable(url, "timed out")))
 
         return result.Value
     }
+
+    /// `getJsonWith Retries`: what every read of the service uses.
+    let getJson (http: HttpClient) (baseUrl: string) (path: string) (accept: int list) =
+        getJsonWith Retries http baseUrl path accept
+
+    /// One try, no back-off: for commands that report the state now (`ping`, `version`), where
+    /// a service that is down must be said at once, not after seconds of retries.
+    let getJsonOnce (http: HttpClient) (baseUrl: string) (path: string) (accept: int list) =
+        getJsonWith 0 http baseUrl path accept

@@ -37,10 +37,11 @@ module Remote =
         | Some a, Some r -> a >= r
         | _ -> true
 
-    /// Refuses to talk to a service that no longer accepts this client.
-    let private checkCompatible (ctx: CommandContext) (next: unit -> int) : int =
+    /// Refuses to talk to a service that no longer accepts this client; `retries` as
+    /// `Client.getJsonWith` takes them.
+    let private checkCompatible (ctx: CommandContext) (retries: int) (next: unit -> int) : int =
         let result =
-            (Client.getJson ctx.Http.Value ctx.Url "/v1/version" []).GetAwaiter().GetResult()
+            (Client.getJsonWith retries ctx.Http.Value ctx.Url "/v1/version" []).GetAwaiter().GetResult()
 
         match result with
         | Error e -> fail ctx e
@@ -70,7 +71,7 @@ module Remote =
 
         let rec health () =
             let answer =
-                (Client.getJson ctx.Http.Value ctx.Url "/v1/health" [ 503 ]).GetAwaiter().GetResult()
+                (Client.getJsonOnce ctx.Http.Value ctx.Url "/v1/health" [ 503 ]).GetAwaiter().GetResult()
 
             match answer with
             | Ok(200, _) -> answer
@@ -92,7 +93,7 @@ module Remote =
             // Waiting: the version is asked for once the service answers at all.
             let first = if wait.IsSome then Some(health ()) else None
 
-            checkCompatible ctx (fun () ->
+            checkCompatible ctx 0 (fun () ->
                 match first |> Option.defaultWith health with
                 | Error e -> fail ctx e
                 | Ok(status, doc) ->
@@ -225,7 +226,7 @@ module Remote =
             |> Results.tryPick (function
                 | CatalogArgs.Id i -> Some i)
 
-        checkCompatible ctx (fun () ->
+        checkCompatible ctx Client.Retries (fun () ->
             match (Client.getJson ctx.Http.Value ctx.Url "/v1/capabilities" []).GetAwaiter().GetResult() with
             | Error e -> fail ctx e
             | Ok(_, doc) ->
@@ -261,7 +262,7 @@ module Remote =
             if Results.has VersionArgs.Client args then
                 Error(ClientError.Unreachable(ctx.Url, "not asked (--client)"))
             else
-                (Client.getJson ctx.Http.Value ctx.Url "/v1/version" []).GetAwaiter().GetResult()
+                (Client.getJsonOnce ctx.Http.Value ctx.Url "/v1/version" []).GetAwaiter().GetResult()
 
         let tooOld (root: JsonElement) =
             let minimum = str root "min_client_version"

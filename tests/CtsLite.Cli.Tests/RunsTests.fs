@@ -102,6 +102,13 @@ let all =
                     Expect.equal code 2 "still failing after the retries"
                     Expect.stringContains err "busy" "the service's detail"
                     Expect.equal (calls ()) 4 "one try and three retries")
+
+            // ping and version say how the service is now: one try, so a service that is down
+            // is reported at once.
+            for command in [ "ping"; "version" ] do
+                stub [ 502, None, problem; 200, None, """{"status": "healthy"}""" ] (fun url calls ->
+                    let _, _, _ = Tests.cts [ "--url"; url; command ]
+                    Expect.equal (calls ()) 1 $"{command}: one try")
         }
         test "cts run: a local route goes up as one input, --name, --force, --no-wait, exit 3 for a failed run" {
             Tests.withService (fun url ->
