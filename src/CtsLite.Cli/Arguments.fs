@@ -573,7 +573,27 @@ module CommandLine =
     /// The global options that take a value. They are not `Inherit`ed (which would list them in
     /// the help of every local command too); a user may still write them after the subcommand,
     /// so they are moved to the front, each with its value.
-    let private globals = set [ "--url"; "-u"; "--token"; "--timeout" ]
+    let globals: string list = [ "--url"; "-u"; "--token"; "--timeout" ]
+
+    /// The options of a parser (neither its main argument nor its subcommands).
+    let optionCases (parser: ArgumentParser) : ArgumentCaseInfo list =
+        parser.GetArgumentCases()
+        |> List.filter (fun c -> not c.IsMainCommand && c.ArgumentType <> ArgumentType.SubCommand)
+
+    /// Each command-line name of `cases` with the number of values it takes.
+    let names (cases: ArgumentCaseInfo list) : (string * int) list =
+        cases
+        |> List.collect (fun c ->
+            c.CommandLineNames.Value
+            |> List.map (fun n -> n, c.UnionCaseInfo.GetFields().Length))
+
+    /// A parser's subcommands by each of their names.
+    let subcommandsOf (parser: ArgumentParser) : (string * ArgumentParser) list =
+        parser.GetSubCommandParsers()
+        |> List.collect (fun s ->
+            match s.ParentInfo with
+            | Some parent -> parent.CommandLineNames.Value |> List.map (fun n -> n, s)
+            | None -> [])
 
     /// `argv` with the global options first (up to a `--`).
     let hoist (argv: string array) : string array =
@@ -587,7 +607,7 @@ module CommandLine =
             if arg = "--" then
                 rest.AddRange(Array.sub argv i (argv.Length - i))
                 i <- argv.Length
-            elif globals.Contains arg && i + 1 < argv.Length then
+            elif List.contains arg globals && i + 1 < argv.Length then
                 front.Add arg
                 front.Add argv[i + 1]
                 i <- i + 2
@@ -607,27 +627,12 @@ module CommandLine =
     /// `cts log info x.rlog --bogus` read `--bogus` as the log); this finds it first. Options are
     /// known along the path of subcommands; an option's values are skipped.
     let unknownOption (parser: ArgumentParser) (argv: string array) : (string * string) option =
-        let namesOf (parser: ArgumentParser) =
-            parser.GetArgumentCases()
-            |> List.filter (fun c -> not c.IsMainCommand && c.ArgumentType <> ArgumentType.SubCommand)
-            |> List.collect (fun c ->
-                c.CommandLineNames.Value
-                |> List.map (fun n -> n, c.UnionCaseInfo.GetFields().Length))
-
-        let subcommandsOf (parser: ArgumentParser) =
-            parser.GetSubCommandParsers()
-            |> List.collect (fun s ->
-                match s.ParentInfo with
-                | Some parent -> parent.CommandLineNames.Value |> List.map (fun n -> n, s)
-                | None -> [])
-            |> Map.ofList
-
         let rec walk (parser: ArgumentParser) (command: string) (known: Map<string, int>) (i: int) =
             let known =
-                namesOf parser @ (parser.HelpFlags |> List.map (fun f -> f, 0))
+                names (optionCases parser) @ (parser.HelpFlags |> List.map (fun f -> f, 0))
                 |> List.fold (fun (m: Map<string, int>) (n, arity) -> m.Add(n, arity)) known
 
-            let subcommands = subcommandsOf parser
+            let subcommands = subcommandsOf parser |> Map.ofList
             let mutable found = None
             let mutable next = None
             let mutable j = i

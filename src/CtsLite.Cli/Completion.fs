@@ -15,34 +15,16 @@ module Completion =
     [<Literal>]
     let Command = "__complete"
 
-    // Accepted anywhere on the line (moved to the front before parsing).
-    let private globals = [ "--url"; "--token"; "--timeout" ]
-
     let private casesOf (parser: ArgumentParser) =
-        parser.GetArgumentCases()
-        |> List.filter (fun c ->
-            not c.IsMainCommand
-            && not c.IsHidden.Value
-            && c.ArgumentType <> ArgumentType.SubCommand)
-
-    let private named (cases: ArgumentCaseInfo list) =
-        cases
-        |> List.collect (fun c ->
-            c.CommandLineNames.Value
-            |> List.map (fun n -> n, c.UnionCaseInfo.GetFields().Length))
+        CommandLine.optionCases parser |> List.filter (fun c -> not c.IsHidden.Value)
 
     // The options a parser passes down to its subcommands.
     let private inheritedOf (parser: ArgumentParser) =
         casesOf parser
         |> List.filter (fun c -> c.UnionCaseInfo.GetCustomAttributes(typeof<InheritAttribute>).Length > 0)
-        |> named
+        |> CommandLine.names
 
-    let private subcommandsOf (parser: ArgumentParser) : (string * ArgumentParser) list =
-        parser.GetSubCommandParsers()
-        |> List.collect (fun s ->
-            match s.ParentInfo with
-            | Some parent -> parent.CommandLineNames.Value |> List.map (fun n -> n, s)
-            | None -> [])
+    let private subcommandsOf = CommandLine.subcommandsOf
 
     /// Where the words before the cursor leave the command line.
     type private Place = {
@@ -59,9 +41,10 @@ module Completion =
 
     /// Every option the place accepts, with the number of values each takes.
     let private optionsOf (place: Place) : (string * int) list =
-        named (casesOf place.Parser)
+        CommandLine.names (casesOf place.Parser)
         @ place.Inherited
-        @ (globals |> List.map (fun g -> g, 1))
+        // Accepted anywhere on the line (moved to the front before parsing).
+        @ (CommandLine.globals |> List.map (fun g -> g, 1))
 
     let rec private walk (place: Place) (words: string list) : Place =
         match words with
