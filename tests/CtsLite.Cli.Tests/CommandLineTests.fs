@@ -399,10 +399,7 @@ let all =
             let dir = TestEnv.tempDir "completion"
             File.WriteAllText(Path.Combine(dir, "cts.bash"), script)
 
-            let bin =
-                Path.GetDirectoryName(typeof<CtsLite.Cli.CommandContext>.Assembly.Location)
-
-            let exe = Path.Combine(bin, "cts")
+            let exe = Tests.ctsExe ()
             File.WriteAllText(Path.Combine(dir, "cts"), $"#!/bin/sh\nexec \"{exe}\" \"$@\"\n")
             File.SetUnixFileMode(Path.Combine(dir, "cts"), enum<UnixFileMode> 0o755)
 

@@ -15,30 +15,6 @@ let private sha (path: string) =
     use s = File.OpenRead path
     Convert.ToHexString(SHA256.HashData s).ToLowerInvariant()
 
-/// `cts` as its own process with `variables` (and no CTS_* of the test's own environment).
-let private ctsProcess (variables: (string * string) list) (args: string list) =
-    let info =
-        Diagnostics.ProcessStartInfo(
-            "dotnet",
-            Path.Combine(TestEnv.projectOutput "CtsLite.Cli", "cts.dll") :: args,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false
-        )
-
-    for key in List.ofSeq info.Environment.Keys do
-        if key.StartsWith "CTS_" then
-            info.Environment.Remove key |> ignore
-
-    for key, value in variables do
-        info.Environment[key] <- value
-
-    use proc = Diagnostics.Process.Start info
-    let out = proc.StandardOutput.ReadToEndAsync()
-    let err = proc.StandardError.ReadToEndAsync()
-    proc.WaitForExit()
-    proc.ExitCode, out.Result, err.Result
-
 /// A stub service answering `answers` in turn (status, Retry-After seconds, body), counting calls.
 let private stub (answers: (int * int option * string) list) (f: string -> (unit -> int) -> unit) =
     let port = Tests.closedPort ()
@@ -178,11 +154,11 @@ let all =
             Tests.withServiceConfig (fun c -> { c with JwtSecret = Some secret }) (fun url ->
                 let file = Path.Combine(TestEnv.tempDir "settings", "cts", "config.toml")
                 let env = [ "CTS_CONFIG", file ]
-                let code, out, err = ctsProcess env [ "config"; "path" ]
+                let code, out, err = Tests.ctsProcess env [ "config"; "path" ]
                 Expect.equal (code, out.Trim()) (0, file) err
-                let code, _, err = ctsProcess env [ "config"; "set"; "url"; url ]
+                let code, _, err = Tests.ctsProcess env [ "config"; "set"; "url"; url ]
                 Expect.equal code 0 err
-                let code, _, err = ctsProcess env [ "runs"; "list" ]
+                let code, _, err = Tests.ctsProcess env [ "runs"; "list" ]
                 Expect.equal code 1 "no token: 401"
                 Expect.stringContains err "401" "refused"
 
@@ -191,7 +167,7 @@ let all =
                 let token =
                     CtsLite.Security.Jwt.create secret "settings" now (now.AddHours 1.0) None None
 
-                let code, _, err = ctsProcess env [ "config"; "set"; "token"; token ]
+                let code, _, err = Tests.ctsProcess env [ "config"; "set"; "token"; token ]
                 Expect.equal code 0 err
 
                 if not (OperatingSystem.IsWindows()) then
@@ -200,36 +176,39 @@ let all =
                         (UnixFileMode.UserRead ||| UnixFileMode.UserWrite)
                         "owner only"
 
-                let code, out, err = ctsProcess env [ "runs"; "list" ]
+                let code, out, err = Tests.ctsProcess env [ "runs"; "list" ]
                 Expect.equal code 0 err
                 Expect.stringContains out "no runs" "the file's url and token"
-                let code, out, _ = ctsProcess env [ "config"; "get" ]
+                let code, out, _ = Tests.ctsProcess env [ "config"; "get" ]
                 Expect.equal code 0 "get"
                 Expect.isFalse (out.Contains token) "the token is masked"
 
                 // A variable wins over the file, a flag over both.
                 let elsewhere = $"http://127.0.0.1:{Tests.closedPort ()}"
-                let code, _, err = ctsProcess (("CTS_URL", elsewhere) :: env) [ "runs"; "list" ]
+
+                let code, _, err =
+                    Tests.ctsProcess (("CTS_URL", elsewhere) :: env) [ "runs"; "list" ]
+
                 Expect.equal code 2 "CTS_URL used"
                 Expect.stringContains err elsewhere "named"
 
                 let code, _, err =
-                    ctsProcess (("CTS_URL", elsewhere) :: env) [ "--url"; url; "runs"; "list" ]
+                    Tests.ctsProcess (("CTS_URL", elsewhere) :: env) [ "--url"; url; "runs"; "list" ]
 
                 Expect.equal code 0 err
-                let code, _, err = ctsProcess env [ "--token"; "not.a.token"; "runs"; "list" ]
+                let code, _, err = Tests.ctsProcess env [ "--token"; "not.a.token"; "runs"; "list" ]
                 Expect.equal code 1 "--token over the file's"
                 Expect.stringContains err "401" "refused"
 
                 File.SetUnixFileMode(file, UnixFileMode.UserRead ||| UnixFileMode.UserWrite ||| UnixFileMode.OtherRead)
-                let _, _, err = ctsProcess env [ "runs"; "list" ]
+                let _, _, err = Tests.ctsProcess env [ "runs"; "list" ]
                 Expect.stringContains err "chmod 600" "a loose token file is warned about"
 
                 File.WriteAllText(file, "url = [")
-                let code, _, err = ctsProcess env [ "runs"; "list" ]
+                let code, _, err = Tests.ctsProcess env [ "runs"; "list" ]
                 Expect.equal code 1 "a broken file"
                 Expect.stringContains err file "named"
-                let code, _, err = ctsProcess env [ "config"; "set"; "nope"; "1" ]
+                let code, _, err = Tests.ctsProcess env [ "config"; "set"; "nope"; "1" ]
                 Expect.equal code 1 "unknown key"
                 Expect.stringContains err "keys: url, token, timeout" "lists them")
         }

@@ -239,12 +239,9 @@ let private longRoute (count: int) =
 
 /// Starts `cts` (the built program) with `args`; its stderr lines as they come.
 let private start (args: string list) =
-    let bin =
-        Path.GetDirectoryName(typeof<CtsLite.Cli.CommandContext>.Assembly.Location)
-
     let info =
         ProcessStartInfo(
-            Path.Combine(bin, "cts"),
+            Tests.ctsExe (),
             args,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -331,24 +328,6 @@ let private withServerProcess (variables: (string * string) list) (f: string -> 
     finally
         server.Kill true
         server.WaitForExit()
-
-/// `cts` (the built program) as its own process: exit code, stdout, stderr.
-let private ctsProcess (args: string list) =
-    let bin =
-        Path.GetDirectoryName(typeof<CtsLite.Cli.CommandContext>.Assembly.Location)
-
-    let info =
-        ProcessStartInfo(Path.Combine(bin, "cts"), args, RedirectStandardOutput = true, RedirectStandardError = true)
-
-    for key in List.ofSeq info.Environment.Keys do
-        if key.StartsWith "CTS_" then
-            info.Environment.Remove key |> ignore
-
-    use p = Process.Start info
-    let out = p.StandardOutput.ReadToEndAsync()
-    let err = p.StandardError.ReadToEnd()
-    p.WaitForExit()
-    p.ExitCode, out.Result, err
 
 let all =
     testList "connections and terminals" [
@@ -449,7 +428,7 @@ let all =
         test "the real cts against the real service process: a user's session, human and --json" {
             withServerProcess [] (fun url ->
                 let cts (args: string list) =
-                    let code, out, err = ctsProcess (args @ [ "--url"; url ])
+                    let code, out, err = Tests.ctsProcess [] (args @ [ "--url"; url ])
                     Expect.equal code 0 $"cts {String.Join(' ', args)}: {err}"
                     out, err
 
@@ -501,7 +480,7 @@ let all =
                 let out, _ = cts [ "uploads"; "list" ]
                 Expect.stringContains out "default.rlog.zst" "uploads list"
 
-                let code, _, err = ctsProcess [ "runs"; "get"; "nope"; "--url"; url ]
+                let code, _, err = Tests.ctsProcess [] [ "runs"; "get"; "nope"; "--url"; url ]
                 Expect.equal code 1 "a 404 is the request's fault"
                 Expect.stringContains err "request" "with the service's request id")
         }
@@ -514,10 +493,7 @@ let all =
                 let big = Path.Combine(TestEnv.tempDir "terminal-log", "four.rlog.zst")
                 File.WriteAllBytes(big, Array.concat (List.replicate 4 (File.ReadAllBytes(segment ()))))
 
-                let bin =
-                    Path.GetDirectoryName(typeof<CtsLite.Cli.CommandContext>.Assembly.Location)
-
-                let exe = Path.Combine(bin, "cts")
+                let exe = Tests.ctsExe ()
                 let log = big
 
                 let command =
@@ -545,7 +521,7 @@ let all =
                 // The same command into pipes: plain text only.
                 let info =
                     ProcessStartInfo(
-                        Path.Combine(bin, "cts"),
+                        Tests.ctsExe (),
                         [ "run"; "log-summary"; segment (); "--url"; url; "--out-dir"; out; "--force" ],
                         RedirectStandardOutput = true,
                         RedirectStandardError = true

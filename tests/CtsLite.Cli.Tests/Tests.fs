@@ -18,6 +18,34 @@ let cts (args: string list) : int * string * string =
     let code = Program.run (Array.ofList args) stdout err
     code, Text.Encoding.UTF8.GetString(stdout.ToArray()), err.ToString()
 
+/// `cts` as its own process with `variables` (and no CTS_* of the test's own environment).
+let ctsProcess (variables: (string * string) list) (args: string list) =
+    let info =
+        Diagnostics.ProcessStartInfo(
+            "dotnet",
+            Path.Combine(TestEnv.projectOutput "CtsLite.Cli", "cts.dll") :: args,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false
+        )
+
+    for key in List.ofSeq info.Environment.Keys do
+        if key.StartsWith "CTS_" then
+            info.Environment.Remove key |> ignore
+
+    for key, value in variables do
+        info.Environment[key] <- value
+
+    use proc = Diagnostics.Process.Start info
+    let out = proc.StandardOutput.ReadToEndAsync()
+    let err = proc.StandardError.ReadToEndAsync()
+    proc.WaitForExit()
+    proc.ExitCode, out.Result, err.Result
+
+/// The built `cts` program (its apphost), for tests that start it as users do.
+let ctsExe () =
+    Path.Combine(Path.GetDirectoryName(typeof<CtsLite.Cli.CommandContext>.Assembly.Location), "cts")
+
 /// A real Kestrel service on a free loopback port, its configuration changed by `change`.
 let withServiceConfig (change: ServiceConfig -> ServiceConfig) (f: string -> unit) =
     let dataDir = TestEnv.tempDir "cli"
