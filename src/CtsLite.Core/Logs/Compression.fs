@@ -210,6 +210,36 @@ type internal ReadAheadStream(inner: LimitedStream) =
 
         base.Dispose disposing
 
+/// A stream's first bytes, read to detect its compression, put back in front of the rest: a
+/// network or pipe stream cannot seek back to its start.
+[<Sealed>]
+type internal PrefixedStream(head: byte array, rest: Stream) =
+    inherit ForwardStream()
+    let mutable at = 0
+    let mutable delivered = 0L
+
+    override _.Read(buffer: byte array, offset: int, count: int) =
+        if at < head.Length then
+            let n = min count (head.Length - at)
+            Buffer.BlockCopy(head, at, buffer, offset, n)
+            at <- at + n
+            delivered <- delivered + int64 n
+            n
+        else
+            let n = rest.Read(buffer, offset, count)
+            delivered <- delivered + int64 n
+            n
+
+    override _.Position
+        with get () = delivered
+        and set _ = raise (NotSupportedException())
+
+    override _.Dispose(disposing: bool) =
+        if disposing then
+            rest.Dispose()
+
+        base.Dispose disposing
+
 /// Detecting and undoing the compression of log files.
 [<RequireQualifiedAccess>]
 module Compression =
@@ -306,3 +336,34 @@ module Compression =
         | :? DirectoryNotFoundException -> Error $"{path}: no such file"
         | :? UnauthorizedAccessException -> Error $"{path}: permission denied"
         | :? IOException as e -> Error $"{path}: {e.Message}"
+
+    /// The compression of `stream` (a log's bytes from its start), from its first bytes, and the
+    /// stream again from its start (the same stream when it can seek back, else one that gives
+    /// the bytes read first and then the rest; disposing it disposes `stream`).
+    let detectStream (stream: Stream) (name: string) (options: ReaderOptions) : Result<Stream * Compression, string> =
+        match usesNativeZstd options with
+        | Error e -> Error $"{name}: {e}"
+        | Ok _ ->
+            try
+                let head = Array.zeroCreate<byte> 4
+                let mutable n = 0
+                let mutable ended = false
+
+                while n < head.Length && not ended do
+                    let got = stream.Read(head, n, head.Length - n)
+                    if got = 0 then ended <- true else n <- n + got
+
+                let kind = detect (ReadOnlySpan(head, 0, n)) name
+
+                let rewound: Stream =
+                    if stream.CanSeek then
+                        stream.Seek(int64 -n, SeekOrigin.Current) |> ignore
+                        stream
+                    else
+                        new PrefixedStream(Array.sub head 0 n, stream)
+
+                Ok(rewound, kind)
+            with
+            | :? IOException as e -> Error $"{name}: {e.Message}"
+            | :? NotSupportedException -> Error $"{name}: the stream cannot be read"
+            | :? ObjectDisposedException -> Error $"{name}: the stream is closed"

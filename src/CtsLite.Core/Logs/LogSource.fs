@@ -2,6 +2,7 @@ namespace CtsLite.Logs
 
 open System
 open System.Collections.Generic
+open System.IO
 open System.Threading
 open CtsLite.Capnp
 
@@ -49,9 +50,10 @@ type LogReading = {
 /// Read it with `Iter` (a visitor; damage met while visiting ends the file like damage met by the
 /// reader) or pull events with `Next` and `Reader`.
 [<Sealed>]
-type LogSource(files: string list, options: LogSourceOptions) =
+type LogSource private (files: string list, openFile: int -> Result<LogReader, string>, options: LogSourceOptions) =
     let all = Array.ofList files
     let warnings = ResizeArray<string>()
+    let damages = ResizeArray<DecodeError>()
     let mutable firstDamage: DecodeError option = None
     let mutable error: DecodeError option = None
     let mutable reader: LogReader option = None
@@ -59,6 +61,21 @@ type LogSource(files: string list, options: LogSourceOptions) =
     let mutable events = 0L
     let mutable fileEvents = 0L
     let mutable finished = false
+
+    /// Reads `files` in order.
+    new(files: string list, options: LogSourceOptions) =
+        let paths = Array.ofList files
+        new LogSource(files, (fun i -> LogReader.Open(paths[i], options.Reader)), options)
+
+    /// Reads one log from `stream` (compressed or not, from its start; disposed with the source),
+    /// named `name` in warnings and errors.
+    static member OfStream(stream: Stream, name: string, options: LogSourceOptions) : LogSource =
+        let opened =
+            lazy
+                (Compression.detectStream stream name options.Reader
+                 |> Result.map (fun (rewound, kind) -> LogReader.OfStream(rewound, name, options.Reader, kind)))
+
+        new LogSource([ name ], (fun _ -> opened.Value), options)
 
     /// How often (in events) the cancellation token is looked at and progress reported.
     static member CheckEvery = 4096
@@ -81,6 +98,9 @@ type LogSource(files: string list, options: LogSourceOptions) =
 
     /// Damage met and tolerated so far, one line each.
     member _.Warnings: IReadOnlyList<string> = warnings
+
+    /// Damage met and tolerated so far, as `Warnings` says it, with file, offset and reason.
+    member _.Damage: IReadOnlyList<DecodeError> = damages
 
     /// What ended the reading early (rules 1 and 2), once `Next` returned false.
     member _.Error: DecodeError option = error
@@ -123,6 +143,7 @@ type LogSource(files: string list, options: LogSourceOptions) =
                     finished <- true
                 else
                     warnings.Add(DecodeError.describe e)
+                    damages.Add e
             | None -> ()
 
             (r :> IDisposable).Dispose()
@@ -141,7 +162,9 @@ type LogSource(files: string list, options: LogSourceOptions) =
             if events = 0L then
                 // The damage becomes the error: it is not also a warning.
                 firstDamage
-                |> Option.iter (fun e -> warnings.Remove(DecodeError.describe e) |> ignore)
+                |> Option.iter (fun e ->
+                    warnings.Remove(DecodeError.describe e) |> ignore
+                    damages.Remove e |> ignore)
 
                 error <-
                     firstDamage
@@ -160,7 +183,7 @@ type LogSource(files: string list, options: LogSourceOptions) =
             index <- index + 1
             let file = all[index]
 
-            match LogReader.Open(file, options.Reader) with
+            match openFile index with
             | Error reason ->
                 error <-
                     Some {
@@ -196,6 +219,21 @@ type LogSource(files: string list, options: LogSourceOptions) =
             | _ -> this.NextFile() |> ignore
 
         found
+
+    /// Runs `read` over the current event; corrupt bytes met inside it (a `DecodeException`) end
+    /// the current file as damage met by the reader does (rule 2), instead of escaping. The
+    /// `state` is passed to `read`, so that a caller's hot loop needs no closure per event.
+    member this.Guard(state: 'State, read: Action<'State>) : unit =
+        let r = this.Reader
+
+        try
+            read.Invoke state
+        with Decode(offset, reason) ->
+            r.MarkDamaged {
+                Source = r.Source
+                Offset = offset
+                Reason = reason
+            }
 
     /// Calls `visit` for every event until it returns false or the reading ends. Damage met while
     /// visiting (a corrupt pointer in the current event) ends the file as rule 2 says.
