@@ -47,6 +47,25 @@ namespace CtsLite.CSharp.Tests
                 throw new Exception($"{what}: expected {expected}, got {actual}");
         }
 
+        public static TException Throws<TException>(Action action, string what)
+            where TException : Exception
+        {
+            try
+            {
+                action();
+            }
+            catch (TException e)
+            {
+                return e;
+            }
+            catch (Exception e)
+            {
+                throw new Exception($"{what}: expected {typeof(TException).Name}, got {e.GetType().Name}: {e.Message}");
+            }
+
+            throw new Exception($"{what}: expected {typeof(TException).Name}, nothing was thrown");
+        }
+
         public static async Task<TException> ThrowsAsync<TException>(Func<Task> action, string what)
             where TException : Exception
         {
