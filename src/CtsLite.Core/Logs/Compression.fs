@@ -309,34 +309,6 @@ module Compression =
         | _ when Environment.ProcessorCount < 2 -> limited :> Stream
         | _ -> new ReadAheadStream(limited) :> Stream
 
-    /// Opens a file for reading its decompressed bytes.
-    let openFile (path: string) (options: ReaderOptions) : Result<Stream * Compression, string> =
-        try
-            match CtsLite.Io.regularFile path, usesNativeZstd options with
-            | Error e, _ -> Error $"{path}: {e}"
-            | _, Error e -> Error $"{path}: {e}"
-            | Ok(), Ok _ ->
-                let file =
-                    new FileStream(
-                        path,
-                        FileMode.Open,
-                        FileAccess.Read,
-                        FileShare.Read,
-                        1 <<< 16,
-                        FileOptions.SequentialScan
-                    )
-
-                let head = Array.zeroCreate<byte> 4
-                let n = file.Read(head, 0, 4)
-                file.Position <- 0L
-                let kind = detect (ReadOnlySpan(head, 0, n)) path
-                Ok(decompress file kind options, kind)
-        with
-        | :? FileNotFoundException
-        | :? DirectoryNotFoundException -> Error $"{path}: no such file"
-        | :? UnauthorizedAccessException -> Error $"{path}: permission denied"
-        | :? IOException as e -> Error $"{path}: {e.Message}"
-
     /// The compression of `stream` (a log's bytes from its start), from its first bytes, and the
     /// stream again from its start (the same stream when it can seek back, else one that gives
     /// the bytes read first and then the rest; disposing it disposes `stream`).
@@ -367,3 +339,31 @@ module Compression =
             | :? IOException as e -> Error $"{name}: {e.Message}"
             | :? NotSupportedException -> Error $"{name}: the stream cannot be read"
             | :? ObjectDisposedException -> Error $"{name}: the stream is closed"
+
+    /// Opens a file for reading its decompressed bytes.
+    let openFile (path: string) (options: ReaderOptions) : Result<Stream * Compression, string> =
+        try
+            match CtsLite.Io.regularFile path, usesNativeZstd options with
+            | Error e, _ -> Error $"{path}: {e}"
+            | _, Error e -> Error $"{path}: {e}"
+            | Ok(), Ok _ ->
+                let file =
+                    new FileStream(
+                        path,
+                        FileMode.Open,
+                        FileAccess.Read,
+                        FileShare.Read,
+                        1 <<< 16,
+                        FileOptions.SequentialScan
+                    )
+
+                match detectStream file path options with
+                | Ok(rewound, kind) -> Ok(decompress rewound kind options, kind)
+                | Error e ->
+                    file.Dispose()
+                    Error e
+        with
+        | :? FileNotFoundException
+        | :? DirectoryNotFoundException -> Error $"{path}: no such file"
+        | :? UnauthorizedAccessException -> Error $"{path}: permission denied"
+        | :? IOException as e -> Error $"{path}: {e.Message}"
