@@ -98,7 +98,8 @@ module internal FileReading =
 
     /// Runs `f` on the reader; damage found inside it (a corrupt pointer met while reading the
     /// current event) ends the file like damage met by `Next`, instead of escaping.
-    let guard (reader: LogReader) (f: unit -> unit) : unit =
+    /// Inlined with its lambda, so that a per-event caller allocates no closure.
+    let inline guard (reader: LogReader) ([<InlineIfLambda>] f: unit -> unit) : unit =
         try
             f ()
         with Decode(offset, reason) ->

@@ -224,16 +224,7 @@ type LogSource private (files: string list, openFile: int -> Result<LogReader, s
     /// the current file as damage met by the reader does (rule 2), instead of escaping. The
     /// `state` is passed to `read`, so that a caller's hot loop needs no closure per event.
     member this.Guard(state: 'State, read: Action<'State>) : unit =
-        let r = this.Reader
-
-        try
-            read.Invoke state
-        with Decode(offset, reason) ->
-            r.MarkDamaged {
-                Source = r.Source
-                Offset = offset
-                Reason = reason
-            }
+        FileReading.guard this.Reader (fun () -> read.Invoke state)
 
     /// Calls `visit` for every event until it returns false or the reading ends. Damage met while
     /// visiting (a corrupt pointer in the current event) ends the file as rule 2 says.
