@@ -28,7 +28,7 @@ namespace CtsLite
     }
 
     /// <summary>How logs are read: strictness, damage reports, services, limits, progress.</summary>
-    public sealed class RlogReaderOptions
+    public sealed record RlogReaderOptions
     {
         /// <summary>Default options: damage tolerated (reported, the file's reading ends there), every service.</summary>
         public static RlogReaderOptions Default { get; } = new RlogReaderOptions();
@@ -290,12 +290,12 @@ namespace CtsLite
     /// <summary>The CAN frames of a log, in log order; enumerating reads the log again.</summary>
     public sealed class CanFrameSequence : IEnumerable<CanFrame>
     {
-        private readonly Func<CancellationToken, EventCursor> _open;
+        private readonly Func<EventCursor> _open;
 
-        internal CanFrameSequence(Func<CancellationToken, EventCursor> open) => _open = open;
+        internal CanFrameSequence(Func<EventCursor> open) => _open = open;
 
         /// <summary>An enumerator over the frames; it allocates nothing per frame.</summary>
-        public CanFrameEnumerator GetEnumerator() => new CanFrameEnumerator(_open(CancellationToken.None));
+        public CanFrameEnumerator GetEnumerator() => new CanFrameEnumerator(_open());
 
         IEnumerator<CanFrame> IEnumerable<CanFrame>.GetEnumerator() => GetEnumerator();
 
@@ -343,40 +343,37 @@ namespace CtsLite
             return true;
         }
 
+        // Under the log source's damage rule: corrupt frames end their file, as in every reader.
         private void Fill()
         {
-            var r = _cursor.Source.Reader;
-            var layout = _cursor.Layout;
             _count = 0;
             _index = -1;
-            var which = Event.which(r.Message, layout, r.Event);
-            if (which != layout.CanDiscriminant && which != layout.SendcanDiscriminant) return;
             _cursor.Source.Guard(this, static self => self.Copy());
         }
 
         private void Copy()
         {
+            var r = _cursor.Source.Reader;
+            var layout = _cursor.Layout;
+            var which = Event.which(r.Message, layout, r.Event);
+            if (which != layout.CanDiscriminant && which != layout.SendcanDiscriminant) return;
+            var batch = Event.canBatch(r.Message, layout, r.Event);
+            if (batch.Count > _addresses.Length) Grow(batch.Count);
+            _time = batch.LogMonoTime;
+            _sendcan = batch.Service.IsSendcan;
+            var frames = new CanCursor(r.Message, layout, batch);
+            var n = 0;
+            while (frames.MoveNext())
             {
-                var r = _cursor.Source.Reader;
-                var layout = _cursor.Layout;
-                var batch = Event.canBatch(r.Message, layout, r.Event);
-                if (batch.Count > _addresses.Length) Grow(batch.Count);
-                _time = batch.LogMonoTime;
-                _sendcan = batch.Service.IsSendcan;
-                var frames = new CanCursor(r.Message, layout, batch);
-                var n = 0;
-                while (frames.MoveNext())
-                {
-                    _addresses[n] = frames.Address;
-                    _buses[n] = frames.Src;
-                    var payload = frames.Payload;
-                    _lengths[n] = payload.Length;
-                    payload.CopyTo(_payloads.AsSpan(n * CanCursor.MaxPayload));
-                    n++;
-                }
-
-                _count = n;
+                _addresses[n] = frames.Address;
+                _buses[n] = frames.Src;
+                var payload = frames.Payload;
+                _lengths[n] = payload.Length;
+                payload.CopyTo(_payloads.AsSpan(n * CanCursor.MaxPayload));
+                n++;
             }
+
+            _count = n;
         }
 
         private void Grow(int count)
@@ -486,7 +483,7 @@ namespace CtsLite
         {
             if (input is null) throw new ArgumentNullException(nameof(input));
             var opts = Checked(options);
-            return Events(token => Cursor(Resolve(input), opts, token), CancellationToken.None);
+            return Events(() => Cursor(Resolve(input), opts, CancellationToken.None));
         }
 
         /// <summary>The events of several log files read in order as one route.</summary>
@@ -496,7 +493,7 @@ namespace CtsLite
             if (files is null) throw new ArgumentNullException(nameof(files));
             var list = ListModule.OfSeq(files.ToArray());
             var opts = Checked(options);
-            return Events(token => Cursor(list, opts, token), CancellationToken.None);
+            return Events(() => Cursor(list, opts, CancellationToken.None));
         }
 
         /// <summary>The events of a log read from a stream (compressed or not, from its start), which
@@ -511,7 +508,7 @@ namespace CtsLite
         {
             if (stream is null) throw new ArgumentNullException(nameof(stream));
             var opts = Checked(options);
-            return Events(token => StreamCursor(stream, name, opts, leaveOpen, token), CancellationToken.None);
+            return Events(() => StreamCursor(stream, name, opts, leaveOpen, CancellationToken.None));
         }
 
         /// <summary>
@@ -555,7 +552,7 @@ namespace CtsLite
         {
             if (input is null) throw new ArgumentNullException(nameof(input));
             var opts = CanOnly(Checked(options));
-            return new CanFrameSequence(token => Cursor(Resolve(input), opts, token));
+            return new CanFrameSequence(() => Cursor(Resolve(input), opts, CancellationToken.None));
         }
 
         /// <summary>The CAN frames of several log files read in order as one route.</summary>
@@ -564,7 +561,7 @@ namespace CtsLite
             if (files is null) throw new ArgumentNullException(nameof(files));
             var list = ListModule.OfSeq(files.ToArray());
             var opts = CanOnly(Checked(options));
-            return new CanFrameSequence(token => Cursor(list, opts, token));
+            return new CanFrameSequence(() => Cursor(list, opts, CancellationToken.None));
         }
 
         /// <summary>The CAN frames of a log read from a stream (enumerable once).</summary>
@@ -573,7 +570,7 @@ namespace CtsLite
         {
             if (stream is null) throw new ArgumentNullException(nameof(stream));
             var opts = CanOnly(Checked(options));
-            return new CanFrameSequence(token => StreamCursor(stream, name, opts, leaveOpen, token));
+            return new CanFrameSequence(() => StreamCursor(stream, name, opts, leaveOpen, CancellationToken.None));
         }
 
         /// <summary>The log files of a file, segment folder or route address, in reading order.</summary>
@@ -597,16 +594,8 @@ namespace CtsLite
             return opts;
         }
 
-        private static RlogReaderOptions CanOnly(RlogReaderOptions options) => new()
-        {
-            Strict = options.Strict,
-            OnDamage = options.OnDamage,
-            Services = new[] { "can", "sendcan" },
-            Decompressor = options.Decompressor,
-            MaxDecompressedBytes = options.MaxDecompressedBytes,
-            Progress = options.Progress,
-            Logger = options.Logger,
-        };
+        private static RlogReaderOptions CanOnly(RlogReaderOptions options) =>
+            options with { Services = new[] { "can", "sendcan" } };
 
         private static EventCursor Cursor(FSharpList<string> files, RlogReaderOptions options, CancellationToken token) =>
             new(new LogSource(files, options.ToSource(token)), options, Cereal.Value.Schema, Cereal.Value.Layout);
@@ -619,9 +608,9 @@ namespace CtsLite
                 Cereal.Value.Layout);
         }
 
-        private static IEnumerable<LogEvent> Events(Func<CancellationToken, EventCursor> open, CancellationToken token)
+        private static IEnumerable<LogEvent> Events(Func<EventCursor> open)
         {
-            using var cursor = open(token);
+            using var cursor = open();
             while (cursor.Next()) yield return new LogEvent(cursor);
         }
 
