@@ -281,22 +281,11 @@ let private start (args: string list) =
 /// The service as its own process on a free loopback port, for the length of `f` (its URL).
 let private withServerProcess (variables: (string * string) list) (f: string -> unit) =
     let info =
-        ProcessStartInfo(
-            "dotnet",
-            [ Path.Combine(TestEnv.projectOutput "CtsLite.Server", "CtsLite.Server.dll") ],
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false
-        )
-
-    for key in List.ofSeq info.Environment.Keys do
-        if key.StartsWith "CTS_" then
-            info.Environment.Remove key |> ignore
-
-    for key, value in
-        [ "CTS_API_PORT", "0"; "CTS_DATA_DIR", TestEnv.tempDir "server-process" ]
-        @ variables do
-        info.Environment[key] <- value
+        Tests.dotnetProcess
+            (Path.Combine(TestEnv.projectOutput "CtsLite.Server", "CtsLite.Server.dll"))
+            []
+            ([ "CTS_API_PORT", "0"; "CTS_DATA_DIR", TestEnv.tempDir "server-process" ]
+             @ variables)
 
     use server = Process.Start info
     let output = ConcurrentQueue<string>()

@@ -18,12 +18,13 @@ let cts (args: string list) : int * string * string =
     let code = Program.run (Array.ofList args) stdout err
     code, Text.Encoding.UTF8.GetString(stdout.ToArray()), err.ToString()
 
-/// `cts` as its own process with `variables` (and no CTS_* of the test's own environment).
-let ctsProcess (variables: (string * string) list) (args: string list) =
+/// `dotnet <dll> args` with its output redirected, with `variables` and without the CTS_*
+/// variables of the test's own environment.
+let dotnetProcess (dll: string) (args: string list) (variables: (string * string) list) =
     let info =
         Diagnostics.ProcessStartInfo(
             "dotnet",
-            Path.Combine(TestEnv.projectOutput "CtsLite.Cli", "cts.dll") :: args,
+            dll :: args,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false
@@ -35,6 +36,13 @@ let ctsProcess (variables: (string * string) list) (args: string list) =
 
     for key, value in variables do
         info.Environment[key] <- value
+
+    info
+
+/// `cts` as its own process with `variables` (and no CTS_* of the test's own environment).
+let ctsProcess (variables: (string * string) list) (args: string list) =
+    let info =
+        dotnetProcess (Path.Combine(TestEnv.projectOutput "CtsLite.Cli", "cts.dll")) args variables
 
     use proc = Diagnostics.Process.Start info
     let out = proc.StandardOutput.ReadToEndAsync()
