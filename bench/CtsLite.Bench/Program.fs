@@ -402,6 +402,7 @@ let private toolBenchmarks (shared: string) (repeats: int) =
                         |> Result.map (fun a -> {
                             Artifacts = []
                             Summary = $"{a.CanFrames} frames"
+                            Facts = [ "can_frames", float a.CanFrames ]
                             Warnings = []
                         })
         }

@@ -155,6 +155,8 @@ module Api =
         /// The artifacts' file names in the output folder, in the tool's order.
         Artifacts: string list
         Summary: string
+        /// The figures behind `summary` by name, e.g. `{"set_presses": 3, "can_frames": 81000}`.
+        Facts: IDictionary<string, float>
         Warnings: string list
     }
 
@@ -162,6 +164,15 @@ module Api =
     let parameters (p: ToolParameters) : System.Text.Json.JsonElement =
         use doc = JsonDocument.Parse(Parameters.toJson p)
         doc.RootElement.Clone()
+
+    /// A run's facts as the JSON object of its `facts`, in the tool's order.
+    let facts (facts: (string * float) list) : IDictionary<string, float> =
+        let d = Dictionary<string, float>()
+
+        for name, value in facts do
+            d[name] <- value
+
+        d
 
     /// `GET /v1/runs`.
     type RunList = {

@@ -755,6 +755,7 @@ module RunCommands =
                             OutputDir = run.OutputDir
                             Artifacts = output.Artifacts
                             Summary = output.Summary
+                            Facts = Api.facts output.Facts
                             Warnings = output.Warnings
                         }
 

@@ -253,6 +253,9 @@ type ToolOutput = {
     Artifacts: string list
     /// One line for people: what was found.
     Summary: string
+    /// The figures behind `Summary`, by snake_case name in the order the line gives them (e.g.
+    /// `set_presses`, `can_frames`): what a program reads instead of parsing the line.
+    Facts: (string * float) list
     /// Tolerated problems (damaged log tail, skipped frames), one line each.
     Warnings: string list
 }

@@ -153,6 +153,13 @@ let all =
                 Expect.isTrue (File.Exists(Path.Combine(dir, a.GetString()))) (a.GetString())
 
             Expect.stringContains (doc.GetProperty("summary").GetString()) "3 Set press(es)" "summary"
+            let facts = doc.GetProperty "facts"
+            Expect.equal (facts.GetProperty("set_presses").GetInt32()) 3 "the planted Set presses as a figure"
+
+            Expect.equal
+                (facts.EnumerateObject() |> Seq.map _.Name |> List.ofSeq)
+                [ "set_presses"; "target_speed_events"; "marker_windows"; "can_frames" ]
+                "facts in the summary line's order"
         }
         test "bad parameters exit 1 naming each one; unknown tools list the known ones" {
             let code, _, err =

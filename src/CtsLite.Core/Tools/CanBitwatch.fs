@@ -426,6 +426,11 @@ module internal CanBitwatch =
             ]
             Summary =
                 $"{addresses.Length} addresses, {candidates.Length} window-only bit(s), {valid.Length} with three 2 s pulses"
+            Facts = [
+                "addresses", float addresses.Length
+                "window_only_bits", float candidates.Length
+                "three_pulse_bits", float valid.Length
+            ]
             Warnings =
                 (if windowFrames.Length = 0 then
                      [ "no frame is labelled window" ]

@@ -390,6 +390,12 @@ module internal CruiseTool =
                         @ [ "summary.analysis_meta.json"; "config_snapshot.json" ]
                     Summary =
                         $"{found}, {a.TargetSpeedEvents.Length} target-speed event(s), {a.MarkerWindows.Length} marker window(s), {a.CanFrames} CAN frames"
+                    Facts = [
+                        "set_presses", float a.SetPresses.Length
+                        "target_speed_events", float a.TargetSpeedEvents.Length
+                        "marker_windows", float a.MarkerWindows.Length
+                        "can_frames", float a.CanFrames
+                    ]
                     Warnings = warnings
                 }
 

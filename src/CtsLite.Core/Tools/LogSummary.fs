@@ -129,6 +129,12 @@ module LogSummary =
                     Artifacts = [ "log_summary.json"; "log_summary.html" ]
                     Summary =
                         $"{info.Events} events, {info.CanFrames} CAN frames on {rates.Length} (address, bus) pairs over {Format.decimals 1 duration} s"
+                    Facts = [
+                        "events", float info.Events
+                        "can_frames", float info.CanFrames
+                        "address_bus_pairs", float rates.Length
+                        "duration_s", Math.Round(duration, 3)
+                    ]
                     Warnings = warnings
                 })
 

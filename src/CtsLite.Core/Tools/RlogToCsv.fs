@@ -194,6 +194,7 @@ module internal RlogToCsv =
                 {
                     Artifacts = [ OutputName ]
                     Summary = $"{rows} CAN frames written to {OutputName}"
+                    Facts = [ "rows", float rows ]
                     Warnings = warnings
                 })
 

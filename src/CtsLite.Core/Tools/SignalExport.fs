@@ -317,6 +317,7 @@ module internal SignalExport =
                         Ok {
                             Artifacts = [ name ]
                             Summary = $"{grid.Length} rows × {held.Length} column(s) written to {name}"
+                            Facts = [ "rows", float grid.Length; "columns", float held.Length ]
                             Warnings = warnings
                         }
 
