@@ -212,6 +212,21 @@ module Api =
     /// `GET /v1/artifacts`, `GET /v1/runs/{run_id}/artifacts`.
     type ArtifactList = { Artifacts: Artifact list }
 
+    /// An upload: `POST /v1/uploads` (201, or 200 for content uploaded before), `GET /v1/uploads/{upload_id}`.
+    type UploadResponse = {
+        UploadId: string
+        /// The name it was uploaded under (its last path part).
+        Filename: string
+        Size: int64
+        /// Lower-case hex SHA-256 of the content (the same content is one upload).
+        Sha256: string
+        ContentType: string
+        CreatedAt: System.DateTimeOffset
+    }
+
+    /// `GET /v1/uploads`.
+    type UploadList = { Uploads: UploadResponse list }
+
     /// One bad part of a request: a JSON pointer into the body and what is wrong.
     type FieldError = { Pointer: string; Detail: string }
 

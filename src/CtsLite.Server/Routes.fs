@@ -394,7 +394,7 @@ module Routes =
             Summary = "Upload a log, CSV or DBC (raw body with X-Filename, or multipart), streamed, sha256-deduplicated"
             Auth = AuthRequirement.Token
             Request = None
-            Response = typeof<UploadHandlers.UploadResponse>
+            Response = typeof<Api.UploadResponse>
             Handler = fun _ -> UploadHandlers.create
         }
         {
@@ -403,7 +403,7 @@ module Routes =
             Summary = "Uploads, newest first (?limit= up to 500, default 100)"
             Auth = AuthRequirement.Token
             Request = None
-            Response = typeof<UploadHandlers.UploadList>
+            Response = typeof<Api.UploadList>
             Handler = fun _ -> UploadHandlers.list
         }
         {
@@ -412,7 +412,7 @@ module Routes =
             Summary = "One upload"
             Auth = AuthRequirement.Token
             Request = None
-            Response = typeof<UploadHandlers.UploadResponse>
+            Response = typeof<Api.UploadResponse>
             Handler = UploadHandlers.get
         }
         {

@@ -18,20 +18,7 @@ module UploadHandlers =
 
     let private service = Handlers.service
 
-    /// The wire form of an upload.
-    type UploadResponse = {
-        UploadId: string
-        Filename: string
-        Size: int64
-        Sha256: string
-        ContentType: string
-        CreatedAt: DateTimeOffset
-    }
-
-    /// `GET /v1/uploads`.
-    type UploadList = { Uploads: UploadResponse list }
-
-    let private wire (u: UploadRecord) : UploadResponse = {
+    let private wire (u: UploadRecord) : CtsLite.Api.UploadResponse = {
         UploadId = u.UploadId
         Filename = u.Filename
         Size = u.Size
@@ -417,7 +404,7 @@ module UploadHandlers =
             | Error e -> Problem.badRequest e next ctx
             | Ok limit -> task {
                 let! uploads = (Handlers.service ctx).Runs.ListUploads limit
-                return! json { Uploads = uploads |> List.map wire } next ctx
+                return! json ({ Uploads = uploads |> List.map wire }: CtsLite.Api.UploadList) next ctx
               }
 
     /// `DELETE /v1/uploads/{upload_id}`: the record and the file; 204.
