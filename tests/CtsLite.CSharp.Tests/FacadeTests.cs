@@ -97,7 +97,10 @@ namespace CtsLite.CSharp.Tests
 
             var analyzer = ToolCatalog.All.Single(t => t.Id == "cruise-control-analyzer");
             var speedMin = analyzer.Parameters.Single(p => p.Name == "speed_min");
-            Check.Equal("float", speedMin.Type, "type");
+            Check.Equal(ToolParameterType.Float, speedMin.Type, "type");
+            Check.Equal(ToolCategory.Analyzer, analyzer.Category, "category");
+            Check.Equal(ToolCategory.Converter, ToolCatalog.All.Single(t => t.Id == "rlog-to-csv").Category, "converter");
+            Check.Equal(ToolParameterType.File, analyzer.Parameters.Single(p => p.Name == "dbc").Type, "a file parameter");
             Check.Equal<object?>(55.0, speedMin.Default, "default");
             var marker = analyzer.Parameters.Single(p => p.Name == "marker_type");
             Check.That(marker.Choices.SequenceEqual(new[] { "blinkers", "none" }), "choices");
@@ -109,23 +112,48 @@ namespace CtsLite.CSharp.Tests
         {
             var dir = Shared.TempDir();
             var progress = new List<double>();
-            var lines = new List<string>();
+            var lines = new List<ToolLogEntry>();
 
             var result = await ToolCatalog.RunAsync(
                 "cruise-control-analyzer",
                 Shared.SyntheticLog,
                 new Dictionary<string, object?> { ["speed_min"] = 55, ["speed_max"] = "56", ["marker_type"] = "blinkers" },
                 dir,
-                new SyncProgress(progress),
-                line => { lock (lines) lines.Add(line); },
+                new ToolRunOptions
+                {
+                    Progress = new SyncProgress(progress),
+                    Log = line => { lock (lines) lines.Add(line); },
+                },
                 CancellationToken.None);
 
+            Check.Equal("cruise-control-analyzer", result.ToolId, "tool id");
             Check.Equal(dir, result.OutputDirectory, "output directory");
-            Check.That(result.Artifacts.Contains("summary.json"), "summary.json listed");
-            Check.That(result.Artifacts.All(a => File.Exists(Path.Combine(dir, a))), "every artifact exists");
-            Check.That(result.Summary.StartsWith("3 Set press(es)"), result.Summary);
+            Check.That(result.Artifacts.Any(a => a.Name == "summary.json"), "summary.json listed");
+            foreach (var a in result.Artifacts)
+            {
+                Check.Equal(new FileInfo(a.FullPath).Length, a.Length, a.Name + " size");
+                Check.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(a.FullPath))), a.Sha256, a.Name + " sha256");
+            }
+            Check.Equal("application/json", result.Artifacts.Single(a => a.Name == "summary.json").ContentType.Split(';')[0], "content type");
+            Check.Equal<object>(55.0, result.Parameters["speed_min"], "the int 55 coerced to the float parameter");
+            Check.Equal<object>("blinkers", result.Parameters["marker_type"], "a given choice");
+            Check.That(result.Parameters.ContainsKey("marker_pre"), "defaults are filled in");
+            Check.That(result.Summary.Text.StartsWith("3 Set press(es)"), result.Summary.Text);
             Check.That(progress.Count > 0 && progress.Last() == 100.0, "progress reaches 100");
-            Check.That(lines.Any(l => l.StartsWith("warning:")), "log lines arrive");
+            Check.That(lines.Any(l => l.Level == ToolLogLevel.Warning && l.ToString().StartsWith("warning: ")), "log lines arrive with a level");
+            Check.That(lines.All(l => l.Timestamp > DateTimeOffset.UtcNow.AddMinutes(-10)), "log lines are stamped");
+
+            // The facts are the figures of the planted truth, not text to parse.
+            var planted = Logs.SyntheticTruth.GetProperty("expected_per_file")[0];
+            Check.Equal(planted.GetProperty("set_presses").GetArrayLength(), (int)result.Summary.Count("set_presses")!, "set presses");
+            Check.Equal(planted.GetProperty("target_speed_events").GetArrayLength(), (int)result.Summary.Count("target_speed_events")!, "target-speed events");
+            Check.Equal(planted.GetProperty("marker_windows").GetArrayLength(), (int)result.Summary.Count("marker_windows")!, "marker windows");
+            Check.Equal(planted.GetProperty("can_frames").GetInt64(), result.Summary.Count("can_frames"), "CAN frames");
+            Check.That(result.Summary.Facts.Keys.SequenceEqual(new[] { "set_presses", "target_speed_events", "marker_windows", "can_frames" }), "in the line's order");
+            Check.Equal<long?>(null, result.Summary.Count("no_such_fact"), "an absent fact");
+            using var asJson = JsonDocument.Parse(result.Summary.ToJson());
+            Check.Equal(result.Summary.Text, asJson.RootElement.GetProperty("text").GetString(), "the document's text");
+            Check.Equal(3, asJson.RootElement.GetProperty("facts").GetProperty("set_presses").GetInt32(), "the document's facts");
 
             using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
             Check.Equal(3, summary.RootElement.GetProperty("set_presses").GetArrayLength(), "set presses");
@@ -175,8 +203,39 @@ namespace CtsLite.CSharp.Tests
                 new Dictionary<string, object?> { ["buses"] = new[] { "1" }, ["addresses"] = new List<string> { "0x146" } },
                 dir);
 
-            var rows = File.ReadAllLines(Path.Combine(dir, result.Artifacts[0])).Skip(1).ToArray();
+            var rows = File.ReadAllLines(result.Artifacts[0].FullPath).Skip(1).ToArray();
             Check.Equal(3000, rows.Length, "0x146 on bus 1");
+            Check.Equal(3000L, result.Summary.Count("rows"), "the rows fact");
+        }
+
+        public static async Task ARouteGivenAsFilesIsOneTimeLine()
+        {
+            var segments = Directory.GetDirectories(Logs.RouteFolder).OrderBy(d => d, StringComparer.Ordinal)
+                .Select(d => Directory.GetFiles(d).Single(f => f.Contains("rlog"))).ToArray();
+            Check.Equal(3, segments.Length, "three segments");
+            var result = await ToolCatalog.RunAsync("log-summary", segments, new Dictionary<string, object?>(), Shared.TempDir());
+
+            var planted = JsonDocument.Parse(File.ReadAllText(Logs.Route + ".truth.json")).RootElement
+                .GetProperty("expected_per_file").EnumerateArray().Sum(f => f.GetProperty("can_frames").GetInt64());
+            Check.Equal(planted, result.Summary.Count("can_frames"), "every segment's frames");
+            Check.That(result.Summary.Facts["duration_s"] > 170, "three minutes: " + result.Summary.Facts["duration_s"]);
+            Check.Throws<ArgumentException>(
+                () => ToolCatalog.RunAsync("log-summary", Array.Empty<string>(), new Dictionary<string, object?>(), Shared.TempDir()),
+                "no files");
+        }
+
+        public static async Task ATimeLimitEndsARunWithTimeoutException()
+        {
+            var dir = Shared.TempDir();
+            // The 3-minute route cannot be analysed in a millisecond; the limit is the point, not the speed.
+            await Check.ThrowsAsync<TimeoutException>(
+                () => ToolCatalog.RunAsync("cruise-control-analyzer", Logs.Route, new Dictionary<string, object?>(), dir,
+                    new ToolRunOptions { Timeout = TimeSpan.FromMilliseconds(1) }),
+                "timed out");
+            Check.Throws<ArgumentOutOfRangeException>(
+                () => ToolCatalog.RunAsync("log-summary", Logs.Route, new Dictionary<string, object?>(), dir,
+                    new ToolRunOptions { Timeout = TimeSpan.Zero }),
+                "a zero limit");
         }
 
         private sealed class SyncProgress : IProgress<double>
