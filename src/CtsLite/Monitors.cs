@@ -33,11 +33,12 @@ namespace CtsLite
     /// <summary>One update of a monitor: the same message the service streams over WebSocket.</summary>
     public sealed class MonitorUpdate
     {
-        internal MonitorUpdate(MonitorUpdateKind kind, long sequence, DateTimeOffset timestamp, JsonElement data)
+        internal MonitorUpdate(MonitorUpdateKind kind, long sequence, DateTimeOffset timestamp, long dropped, JsonElement data)
         {
             Kind = kind;
             Sequence = sequence;
             Timestamp = timestamp;
+            Dropped = dropped;
             Data = data;
         }
 
@@ -49,6 +50,10 @@ namespace CtsLite
 
         /// <summary>When it was made (wall time).</summary>
         public DateTimeOffset Timestamp { get; }
+
+        /// <summary>Messages this watcher missed so far because it read too slowly (the service's
+        /// stream drops the oldest); always 0 for an in-process replay, which waits for the reader.</summary>
+        public long Dropped { get; }
 
         /// <summary>The monitor's state, a JSON object whose fields each monitor documents
         /// (e.g. <c>addresses</c> for <c>can-bus-check</c>).</summary>
@@ -62,6 +67,7 @@ namespace CtsLite
                 ["type"] = KindName(Kind),
                 ["seq"] = Sequence,
                 ["t"] = Math.Round(Timestamp.ToUnixTimeMilliseconds() / 1000.0, 3),
+                ["dropped"] = Dropped,
                 ["data"] = System.Text.Json.Nodes.JsonNode.Parse(Data.GetRawText()),
             };
             return o.ToJsonString();
@@ -76,19 +82,24 @@ namespace CtsLite
             _ => kind.ToString().ToLowerInvariant(),
         };
 
-        internal static MonitorUpdate Of(CoreMonitors.MonitorMessage m)
+        internal static MonitorUpdate Of(CoreMonitors.MonitorMessage m) =>
+            new(KindOf(CoreMonitors.MonitorMessageModule.kindName(m.Kind)), m.Seq, Time(m.T), 0, JsonSerializer.SerializeToElement(m.Data));
+
+        internal static MonitorUpdate Of(Api.MonitorStreamMessage m) =>
+            new(KindOf(m.Type), m.Seq, Time(m.T), m.Dropped, m.Data.Clone());
+
+        private static DateTimeOffset Time(double unixSeconds) =>
+            DateTimeOffset.FromUnixTimeMilliseconds((long)Math.Round(unixSeconds * 1000.0));
+
+        // The stream's `type` names, one spelling for the local and the service's messages.
+        private static MonitorUpdateKind KindOf(string type) => type switch
         {
-            var kind = m.Kind.Tag switch
-            {
-                CoreMonitors.MonitorMessageKind.Tags.Snapshot => MonitorUpdateKind.Snapshot,
-                CoreMonitors.MonitorMessageKind.Tags.SourceStatus => MonitorUpdateKind.SourceStatus,
-                CoreMonitors.MonitorMessageKind.Tags.Heartbeat => MonitorUpdateKind.Heartbeat,
-                CoreMonitors.MonitorMessageKind.Tags.End => MonitorUpdateKind.End,
-                _ => MonitorUpdateKind.Update,
-            };
-            var time = DateTimeOffset.FromUnixTimeMilliseconds((long)Math.Round(m.T * 1000.0));
-            return new MonitorUpdate(kind, m.Seq, time, JsonSerializer.SerializeToElement(m.Data));
-        }
+            "snapshot" => MonitorUpdateKind.Snapshot,
+            "source_status" => MonitorUpdateKind.SourceStatus,
+            "heartbeat" => MonitorUpdateKind.Heartbeat,
+            "end" => MonitorUpdateKind.End,
+            _ => MonitorUpdateKind.Update,
+        };
     }
 
     /// <summary>How a recorded log is replayed into a monitor.</summary>
